@@ -1,0 +1,338 @@
+//! The cluster file, built from the streams that made the other files so every database is
+//! read from the server once per run.
+//!
+//! `pg_dumpall` writes the globals, then each database as `pg_dump --create` would, except
+//! `template1` and `postgres`, which it dumps without `--create` after a `\connect` line
+//! (they exist on every target). The per-database files are `--create` dumps, so for
+//! `postgres` (and `template1` when asked for) [`CreateFilter`] turns the `--create` stream
+//! into what `pg_dump` without `--create` writes: it drops the database-level entries
+//! (`DATABASE`, `DATABASE PROPERTIES`, and the comment, security label and ACL on the
+//! database) together with the reconnect that follows them.
+
+/// Order of databases in the cluster file, as `pg_dumpall` does: `template1` first, then by
+/// name in byte order (`name` columns sort with the C collation).
+pub fn cluster_order(databases: &mut [String]) {
+    databases.sort_by(|a, b| (a != "template1", a.as_bytes()).cmp(&(b != "template1", b.as_bytes())));
+}
+
+/// Databases that exist on every target: `pg_dumpall` restores into them instead of
+/// creating them.
+pub fn restored_in_place(database: &str) -> bool {
+    database == "template1" || database == "postgres"
+}
+
+pub const DATABASES_HEADER: &str = "--\n-- Databases\n--\n\n";
+pub const CLUSTER_TRAILER: &str = "--\n-- PostgreSQL database cluster dump complete\n--\n\n";
+
+/// The lines `pg_dumpall` writes before each database.
+pub fn database_header(database: &str) -> String {
+    let mut s = format!("--\n-- Database \"{database}\" dump\n--\n\n");
+    if restored_in_place(database) {
+        s.push_str(&format!("\\connect {database}\n\n"));
+    }
+    s
+}
+
+/// Longest line kept in memory; longer lines (big COPY rows) stream through.
+const LINE_LIMIT: usize = 64 * 1024;
+
+/// Streams `pg_dump --create` output and passes on what `pg_dump` without `--create` writes.
+#[derive(Debug, Default)]
+pub struct CreateFilter {
+    line: Vec<u8>,
+    /// The current line outgrew [`LINE_LIMIT`]: its head went out, the rest follows it.
+    overflowing: bool,
+    /// A `--` line held back until the next line tells whether it opens an entry header.
+    pending_dash: bool,
+    /// Inside a database-level entry that is being left out.
+    dropping: bool,
+    /// Inside COPY data, where nothing is a header.
+    in_copy: bool,
+}
+
+impl CreateFilter {
+    /// Feeds a chunk; filtered bytes are appended to `out`.
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
+        while !chunk.is_empty() {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(pos) => {
+                    let (segment, rest) = chunk.split_at(pos + 1);
+                    chunk = rest;
+                    if self.overflowing {
+                        self.emit_raw(segment, out);
+                        self.overflowing = false;
+                    } else if self.line.is_empty() {
+                        self.line_done(&segment[..segment.len() - 1], out);
+                    } else {
+                        self.line.extend_from_slice(&segment[..segment.len() - 1]);
+                        let line = std::mem::take(&mut self.line);
+                        self.line_done(&line, out);
+                        self.line = line;
+                        self.line.clear();
+                    }
+                }
+                None => {
+                    if self.overflowing {
+                        self.emit_raw(chunk, out);
+                    } else if self.line.len() + chunk.len() > LINE_LIMIT {
+                        // A long line is never a header or a COPY marker: let it through
+                        // (or drop it, inside a dropped entry) without holding it.
+                        self.flush_pending(out);
+                        let head = std::mem::take(&mut self.line);
+                        self.emit_raw(&head, out);
+                        self.emit_raw(chunk, out);
+                        self.overflowing = true;
+                    } else {
+                        self.line.extend_from_slice(chunk);
+                    }
+                    chunk = &[];
+                }
+            }
+        }
+    }
+
+    /// Ends the stream, passing on what is still held.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, out);
+        }
+        self.flush_pending(out);
+    }
+
+    fn emit_raw(&self, bytes: &[u8], out: &mut Vec<u8>) {
+        if !self.dropping {
+            out.extend_from_slice(bytes);
+        }
+    }
+
+    fn emit_line(&self, line: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+
+    fn flush_pending(&mut self, out: &mut Vec<u8>) {
+        if self.pending_dash {
+            self.pending_dash = false;
+            if !self.dropping {
+                self.emit_line(b"--", out);
+            }
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        if self.in_copy {
+            if !self.dropping {
+                self.emit_line(line, out);
+            }
+            if line == b"\\." {
+                self.in_copy = false;
+            }
+            return;
+        }
+        if self.pending_dash {
+            if is_entry_boundary(line) {
+                self.pending_dash = false;
+                self.dropping = is_database_level_entry(line);
+                if !self.dropping {
+                    self.emit_line(b"--", out);
+                    self.emit_line(line, out);
+                }
+                return;
+            }
+            self.flush_pending(out);
+        }
+        if line == b"--" {
+            self.pending_dash = true;
+            return;
+        }
+        if self.dropping {
+            // Emitted just before the next entry's header, so they belong to it.
+            if line.starts_with(b"SET default_tablespace = ")
+                || line.starts_with(b"SET default_table_access_method = ")
+            {
+                self.emit_line(line, out);
+                out.push(b'\n');
+            }
+            return;
+        }
+        self.emit_line(line, out);
+        if line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;") {
+            self.in_copy = true;
+        }
+    }
+}
+
+/// The second line of an entry header, or the dump's completion comment.
+fn is_entry_boundary(line: &[u8]) -> bool {
+    line.starts_with(b"-- Name: ")
+        || line.starts_with(b"-- Data for Name: ")
+        || line.starts_with(b"-- PostgreSQL database dump complete")
+}
+
+/// Entries that `pg_restore`/`pg_dump` emit only in `--create` mode.
+fn is_database_level_entry(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    if text.contains("; Type: DATABASE; Schema: -;")
+        || text.contains("; Type: DATABASE PROPERTIES; Schema: -;")
+    {
+        return true;
+    }
+    text.starts_with("-- Name: DATABASE ")
+        && (text.contains("; Type: COMMENT; Schema: -;")
+            || text.contains("; Type: ACL; Schema: -;")
+            || text.contains("; Type: SECURITY LABEL; Schema: -;"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WITH_CREATE: &str = "--
+-- PostgreSQL database dump
+--
+
+\\restrict KEY
+
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+
+--
+-- Name: postgres; Type: DATABASE; Schema: -; Owner: postgres
+--
+
+CREATE DATABASE postgres WITH TEMPLATE = template0 ENCODING = 'UTF8';
+
+
+ALTER DATABASE postgres OWNER TO postgres;
+
+\\unrestrict KEY
+\\connect postgres
+\\restrict KEY
+
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+
+--
+-- Name: DATABASE postgres; Type: COMMENT; Schema: -; Owner: postgres
+--
+
+COMMENT ON DATABASE postgres IS 'admin db';
+
+
+--
+-- Name: postgres; Type: DATABASE PROPERTIES; Schema: -; Owner: postgres
+--
+
+ALTER DATABASE postgres SET work_mem TO '8MB';
+
+
+\\unrestrict KEY
+\\connect postgres
+\\restrict KEY
+
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: t; Type: TABLE; Schema: public; Owner: postgres
+--
+
+CREATE TABLE public.t (
+    a integer,
+    b text
+);
+
+
+--
+-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: postgres
+--
+
+COPY public.t (a, b) FROM stdin;
+1\t--
+2\t-- Name: x; Type: DATABASE; Schema: -; Owner: postgres
+--
+-- Name: DATABASE postgres; Type: ACL; Schema: -; Owner: postgres
+\\.
+
+
+--
+-- Name: DATABASE postgres; Type: ACL; Schema: -; Owner: postgres
+--
+
+GRANT CONNECT ON DATABASE postgres TO alice;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+\\unrestrict KEY
+
+";
+
+    fn filter_in_chunks(input: &str, chunk: usize) -> String {
+        let mut f = CreateFilter::default();
+        let mut out = Vec::new();
+        for c in input.as_bytes().chunks(chunk) {
+            f.push(c, &mut out);
+        }
+        f.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn create_filter_drops_database_level_entries_only() {
+        let out = filter_in_chunks(WITH_CREATE, 4096);
+        for gone in [
+            "CREATE DATABASE",
+            "ALTER DATABASE postgres OWNER",
+            "\\connect",
+            "COMMENT ON DATABASE",
+            "ALTER DATABASE postgres SET",
+            "GRANT CONNECT ON DATABASE",
+        ] {
+            assert!(!out.contains(gone), "{gone} still in:\n{out}");
+        }
+        for kept in [
+            "SET default_tablespace = '';",
+            "SET default_table_access_method = heap;",
+            "CREATE TABLE public.t",
+            "COPY public.t (a, b) FROM stdin;\n1\t--\n2\t-- Name: x; Type: DATABASE; Schema: -; Owner: postgres\n--\n-- Name: DATABASE postgres; Type: ACL; Schema: -; Owner: postgres\n\\.\n",
+            "-- PostgreSQL database dump complete",
+        ] {
+            assert!(out.contains(kept), "{kept} missing in:\n{out}");
+        }
+        assert_eq!(out.matches("\\restrict KEY").count(), 1, "{out}");
+        assert_eq!(out.matches("\\unrestrict KEY").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn create_filter_output_does_not_depend_on_chunking() {
+        let whole = filter_in_chunks(WITH_CREATE, 1 << 20);
+        for size in [1, 2, 3, 7, 64] {
+            assert_eq!(filter_in_chunks(WITH_CREATE, size), whole, "chunk {size}");
+        }
+    }
+
+    #[test]
+    fn create_filter_streams_lines_longer_than_its_buffer() {
+        let long = "x".repeat(LINE_LIMIT * 3);
+        let input = format!("COPY public.t (b) FROM stdin;\n{long}\n\\.\n-- end\n");
+        assert_eq!(filter_in_chunks(&input, 1000), input);
+    }
+
+    #[test]
+    fn cluster_order_is_template1_then_bytes() {
+        let mut dbs: Vec<String> = ["postgres", "Sales-2025", "app", "template1", "données"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        cluster_order(&mut dbs);
+        assert_eq!(dbs, ["template1", "Sales-2025", "app", "données", "postgres"]);
+    }
+}

@@ -1,0 +1,372 @@
+//! Command-line surface. This module only parses: every value stays a raw string so that
+//! `config.rs` can validate it once and name the offending variable in its message.
+//!
+//! Every setting is a flag with an environment fallback, so `.env` files, systemd
+//! `EnvironmentFile=`, compose `env_file:` and `docker run -e` all configure the same thing.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const PG: &str = "PostgreSQL server";
+const BACKUP: &str = "Backup";
+const LOCAL: &str = "Local retention";
+const S3: &str = "S3-compatible storage";
+const RSYNC: &str = "Remote host over rsync/ssh";
+const OUTPUT: &str = "Output and monitoring";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pg-backups",
+    version,
+    about = "Disaster recovery for PostgreSQL: checked logical dumps, shipped off the machine, \
+             pruned safely, restored on the first try.",
+    long_about = None,
+    after_help = "Every run prints one JSON object on stdout and exits with a sysexits code \
+                  (0 ok, 1 stale backup, 64 usage, 65 data, 66 not found, 69 unreachable, \
+                  70 bug, 73 cannot create / refused, 74 I/O, 75 locked, 77 permission, \
+                  78 configuration incomplete)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take one backup: globals, one file per database and the cluster file, in a new UTC folder.
+    Dump,
+    /// Copy every local backup folder that an enabled destination (S3, remote) lacks.
+    Ship,
+    /// Apply retention at local, S3 and remote; never removes the newest complete backup.
+    Prune(PruneArgs),
+    /// List backups at local, S3 and remote with status, size and age.
+    List(ListArgs),
+    /// Check a backup's checksums and gzip streams; optionally restore it into scratch databases.
+    Verify(VerifyArgs),
+    /// Monitoring: exit 1 when the newest complete backup at any enabled destination is too old.
+    Check(CheckArgs),
+    /// Protect a folder from every retention rule (or lift the protection with --unpin).
+    Pin(PinArgs),
+    /// Restore the cluster, the globals or one database from local, S3 or remote.
+    Restore(RestoreArgs),
+}
+
+impl Command {
+    /// The name used in the JSON result.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Dump => "dump",
+            Command::Ship => "ship",
+            Command::Prune(_) => "prune",
+            Command::List(_) => "list",
+            Command::Verify(_) => "verify",
+            Command::Check(_) => "check",
+            Command::Pin(_) => "pin",
+            Command::Restore(_) => "restore",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Print the plan (what would be deleted or kept, and why) and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Where to look: local, s3, remote or all (the enabled ones).
+    #[arg(long, default_value = "all")]
+    pub source: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Folder name (YYYYMMDD_HHMMSS) or `latest` (the newest complete folder).
+    #[arg(default_value = "latest")]
+    pub folder: String,
+    /// Where the folder is: local, s3 or remote.
+    #[arg(long, default_value = "local")]
+    pub source: String,
+    /// Also restore every database file into a scratch database and count tables and rows.
+    #[arg(long)]
+    pub restore_test: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Oldest acceptable age of the newest complete backup, e.g. `26h`, `90m`, `2d`.
+    /// Default: twice the BACKUP_SCHEDULE interval plus two hours when it is a simple
+    /// `*/N` or daily schedule, else 26h.
+    #[arg(long)]
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Folder name (YYYYMMDD_HHMMSS).
+    pub folder: String,
+    /// Remove the pin instead of adding it.
+    #[arg(long)]
+    pub unpin: bool,
+    /// Where to pin: local, s3, remote or all (every enabled destination that holds it).
+    #[arg(long, default_value = "all")]
+    pub source: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Where the backup is: local, s3 or remote.
+    #[arg(long, env = "RESTORE_SOURCE")]
+    pub source: Option<String>,
+    /// Folder name (YYYYMMDD_HHMMSS) or `latest`.
+    #[arg(long, env = "RESTORE_FOLDER")]
+    pub folder: Option<String>,
+    /// What to restore: cluster, globals or database.
+    #[arg(long = "type", env = "RESTORE_TYPE")]
+    pub restore_type: Option<String>,
+    /// The database to restore (by its real name) when the type is `database`.
+    #[arg(long, env = "RESTORE_DATABASE")]
+    pub database: Option<String>,
+    /// Restore the database under this name instead of its own.
+    #[arg(long, env = "RESTORE_TARGET_DATABASE")]
+    pub target_database: Option<String>,
+    /// Allow dropping a database that already exists on the target (true/false).
+    #[arg(long, env = "RESTORE_DROP_EXISTING")]
+    pub drop_existing: Option<String>,
+    /// Where downloads from S3 or the remote host are staged (default: a temporary folder).
+    #[arg(long, env = "RESTORE_DIR")]
+    pub restore_dir: Option<PathBuf>,
+}
+
+/// Settings shared by every command. Each is `--flag` or its environment variable.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Load KEY=value lines from this file first (variables already set in the environment win).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Indent the JSON result for humans.
+    #[arg(long, global = true)]
+    pub pretty: bool,
+
+    /// PostgreSQL host.
+    #[arg(long, global = true, env = "PGHOST", default_value = "postgres-primary", help_heading = PG)]
+    pub pghost: String,
+    /// PostgreSQL port.
+    #[arg(long, global = true, env = "PGPORT", default_value = "5432", help_heading = PG)]
+    pub pgport: String,
+    /// PostgreSQL user (a superuser, to dump roles and every database).
+    #[arg(long, global = true, env = "PGUSER", default_value = "postgres", help_heading = PG)]
+    pub pguser: String,
+    /// PostgreSQL password (prefer PGPASSWORD_FILE). Passed to the tools through a 0600 passfile.
+    #[arg(long, global = true, env = "PGPASSWORD", hide_env_values = true, help_heading = PG)]
+    pub pgpassword: Option<String>,
+    /// Read the PostgreSQL password from this file (Docker secrets, systemd credentials).
+    #[arg(long, global = true, env = "PGPASSWORD_FILE", help_heading = PG)]
+    pub pgpassword_file: Option<PathBuf>,
+    /// libpq password file, used when no password is given.
+    #[arg(long, global = true, env = "PGPASSFILE", help_heading = PG)]
+    pub pgpassfile: Option<PathBuf>,
+    /// libpq SSL mode (disable, prefer, require, verify-ca, verify-full).
+    #[arg(long, global = true, env = "PGSSLMODE", help_heading = PG)]
+    pub pgsslmode: Option<String>,
+    /// Directory holding pg_dump, pg_dumpall and psql (default: found on PATH). Must be at
+    /// least the server's major version.
+    #[arg(long, global = true, env = "PG_BIN_DIR", help_heading = PG)]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// Local backup root.
+    #[arg(long, global = true, env = "BACKUP_DIR", default_value = "/backups", help_heading = BACKUP)]
+    pub backup_dir: PathBuf,
+    /// Cron schedule, used by the supplied scheduler units and for `check`'s default max age.
+    #[arg(long, global = true, env = "BACKUP_SCHEDULE", default_value = "0 */6 * * *", help_heading = BACKUP)]
+    pub backup_schedule: String,
+    /// Comma list of databases to dump (default: all but template0 and template1).
+    #[arg(long, global = true, env = "BACKUP_DATABASES", help_heading = BACKUP)]
+    pub backup_databases: Option<String>,
+    /// Comma list of databases to leave out.
+    #[arg(long, global = true, env = "BACKUP_EXCLUDE_DATABASES", help_heading = BACKUP)]
+    pub backup_exclude_databases: Option<String>,
+    /// Databases dumped at once.
+    #[arg(long, global = true, env = "BACKUP_JOBS", default_value = "2", help_heading = BACKUP)]
+    pub backup_jobs: String,
+    /// gzip level, 1 (fast) to 9 (small).
+    #[arg(long, global = true, env = "BACKUP_COMPRESSION_LEVEL", default_value = "6", help_heading = BACKUP)]
+    pub backup_compression_level: String,
+
+    /// Keep every complete local backup younger than this many days, plus the newest older one.
+    #[arg(long, global = true, env = "LOCAL_RETENTION_DAYS", default_value = "1", help_heading = LOCAL)]
+    pub local_retention_days: String,
+    /// Also keep the newest local backup of each of the last N days.
+    #[arg(long, global = true, env = "LOCAL_KEEP_DAILY", default_value = "0", help_heading = LOCAL)]
+    pub local_keep_daily: String,
+    /// Also keep the newest local backup of each of the last N ISO weeks.
+    #[arg(long, global = true, env = "LOCAL_KEEP_WEEKLY", default_value = "0", help_heading = LOCAL)]
+    pub local_keep_weekly: String,
+    /// Also keep the newest local backup of each of the last N months.
+    #[arg(long, global = true, env = "LOCAL_KEEP_MONTHLY", default_value = "0", help_heading = LOCAL)]
+    pub local_keep_monthly: String,
+
+    /// Ship backups to S3-compatible storage (true/false).
+    #[arg(long, global = true, env = "S3_ENABLED", default_value = "false", help_heading = S3)]
+    pub s3_enabled: String,
+    /// Bucket name.
+    #[arg(long, global = true, env = "S3_BUCKET", help_heading = S3)]
+    pub s3_bucket: Option<String>,
+    /// Region (default us-east-1 when an endpoint is set).
+    #[arg(long, global = true, env = "S3_REGION", help_heading = S3)]
+    pub s3_region: Option<String>,
+    /// Access key id (prefer S3_ACCESS_KEY_FILE). Unset with the secret: the SDK's default chain.
+    #[arg(long, global = true, env = "S3_ACCESS_KEY", hide_env_values = true, help_heading = S3)]
+    pub s3_access_key: Option<String>,
+    /// Read the access key id from this file.
+    #[arg(long, global = true, env = "S3_ACCESS_KEY_FILE", help_heading = S3)]
+    pub s3_access_key_file: Option<PathBuf>,
+    /// Secret access key (prefer S3_SECRET_KEY_FILE).
+    #[arg(long, global = true, env = "S3_SECRET_KEY", hide_env_values = true, help_heading = S3)]
+    pub s3_secret_key: Option<String>,
+    /// Read the secret access key from this file.
+    #[arg(long, global = true, env = "S3_SECRET_KEY_FILE", help_heading = S3)]
+    pub s3_secret_key_file: Option<PathBuf>,
+    /// Endpoint URL for Spaces, MinIO, R2, B2, Wasabi … (e.g. https://fra1.digitaloceanspaces.com).
+    #[arg(long, global = true, env = "S3_ENDPOINT", help_heading = S3)]
+    pub s3_endpoint: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, global = true, env = "S3_PREFIX", default_value = "", help_heading = S3)]
+    pub s3_prefix: String,
+    /// Path-style addressing (MinIO, SeaweedFS), true/false.
+    #[arg(long, global = true, env = "S3_FORCE_PATH_STYLE", default_value = "false", help_heading = S3)]
+    pub s3_force_path_style: String,
+    /// Keep every complete S3 backup younger than this many days, plus the newest older one.
+    #[arg(long, global = true, env = "S3_RETENTION_DAYS", default_value = "7", help_heading = S3)]
+    pub s3_retention_days: String,
+    /// Also keep the newest S3 backup of each of the last N days.
+    #[arg(long, global = true, env = "S3_KEEP_DAILY", default_value = "0", help_heading = S3)]
+    pub s3_keep_daily: String,
+    /// Also keep the newest S3 backup of each of the last N ISO weeks.
+    #[arg(long, global = true, env = "S3_KEEP_WEEKLY", default_value = "0", help_heading = S3)]
+    pub s3_keep_weekly: String,
+    /// Also keep the newest S3 backup of each of the last N months.
+    #[arg(long, global = true, env = "S3_KEEP_MONTHLY", default_value = "0", help_heading = S3)]
+    pub s3_keep_monthly: String,
+    /// Multipart part size, e.g. `64MiB` (default: the smallest of 8 MiB steps that keeps the
+    /// file within S3_MAX_PARTS).
+    #[arg(long, global = true, env = "S3_PART_SIZE", help_heading = S3)]
+    pub s3_part_size: Option<String>,
+    /// The provider's part limit (10000 on AWS; some providers allow only 1000).
+    #[arg(long, global = true, env = "S3_MAX_PARTS", default_value = "10000", help_heading = S3)]
+    pub s3_max_parts: String,
+
+    /// Ship backups to a remote host with rsync over ssh (true/false).
+    #[arg(long, global = true, env = "RSYNC_ENABLED", default_value = "false", help_heading = RSYNC)]
+    pub rsync_enabled: String,
+    /// Remote host name or address.
+    #[arg(long, global = true, env = "RSYNC_HOST", help_heading = RSYNC)]
+    pub rsync_host: Option<String>,
+    /// Remote user.
+    #[arg(long, global = true, env = "RSYNC_USER", default_value = "root", help_heading = RSYNC)]
+    pub rsync_user: String,
+    /// Remote ssh port.
+    #[arg(long, global = true, env = "RSYNC_PORT", default_value = "22", help_heading = RSYNC)]
+    pub rsync_port: String,
+    /// Remote backup root (absolute path).
+    #[arg(long, global = true, env = "RSYNC_PATH", help_heading = RSYNC)]
+    pub rsync_path: Option<String>,
+    /// Private key for ssh.
+    #[arg(long, global = true, env = "RSYNC_SSH_KEY", default_value = "/root/.ssh/id_rsa", help_heading = RSYNC)]
+    pub rsync_ssh_key: PathBuf,
+    /// known_hosts file to check the remote host key against (default: accept-new into
+    /// ~/.ssh/known_hosts).
+    #[arg(long, global = true, env = "RSYNC_KNOWN_HOSTS", help_heading = RSYNC)]
+    pub rsync_known_hosts: Option<PathBuf>,
+    /// Keep every complete remote backup younger than this many days, plus the newest older one.
+    #[arg(long, global = true, env = "RSYNC_RETENTION_DAYS", default_value = "30", help_heading = RSYNC)]
+    pub rsync_retention_days: String,
+    /// Also keep the newest remote backup of each of the last N days.
+    #[arg(long, global = true, env = "RSYNC_KEEP_DAILY", default_value = "0", help_heading = RSYNC)]
+    pub rsync_keep_daily: String,
+    /// Also keep the newest remote backup of each of the last N ISO weeks.
+    #[arg(long, global = true, env = "RSYNC_KEEP_WEEKLY", default_value = "0", help_heading = RSYNC)]
+    pub rsync_keep_weekly: String,
+    /// Also keep the newest remote backup of each of the last N months.
+    #[arg(long, global = true, env = "RSYNC_KEEP_MONTHLY", default_value = "0", help_heading = RSYNC)]
+    pub rsync_keep_monthly: String,
+
+    /// node_exporter textfile that each run updates (atomically).
+    #[arg(long, global = true, env = "METRICS_FILE", help_heading = OUTPUT)]
+    pub metrics_file: Option<PathBuf>,
+    /// Log format on stderr: text or json.
+    #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text", help_heading = OUTPUT)]
+    pub log_format: String,
+}
+
+/// Finds `--env-file PATH` before clap runs, because the file must be loaded into the
+/// environment before clap reads its `env` fallbacks.
+pub fn env_file_from_args(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        if arg == "--env-file" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--env-file=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+/// The subcommand word, for the JSON result of a run whose arguments did not parse.
+pub fn command_word(args: &[OsString]) -> String {
+    const NAMES: [&str; 8] = [
+        "dump", "ship", "prune", "list", "verify", "check", "pin", "restore",
+    ];
+    args.iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .find(|a| NAMES.contains(&a.as_ref()))
+        .map(|a| a.into_owned())
+        .unwrap_or_else(|| "pg-backups".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn env_file_is_found_in_both_spellings() {
+        assert_eq!(
+            env_file_from_args(&args(&["pg-backups", "--env-file", "a.env", "dump"])),
+            Some(PathBuf::from("a.env"))
+        );
+        assert_eq!(
+            env_file_from_args(&args(&["pg-backups", "dump", "--env-file=b.env"])),
+            Some(PathBuf::from("b.env"))
+        );
+        assert_eq!(env_file_from_args(&args(&["pg-backups", "dump"])), None);
+    }
+
+    #[test]
+    fn command_word_ignores_flags() {
+        assert_eq!(command_word(&args(&["pg-backups", "--pretty", "dump"])), "dump");
+        assert_eq!(command_word(&args(&["pg-backups", "--bogus"])), "pg-backups");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand. Each returns an [`Outcome`](crate::report::Outcome); none prints
+//! or exits.
+
+pub mod dump;
+pub mod list;

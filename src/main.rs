@@ -1,0 +1,17 @@
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match pg_backups::run(std::env::args_os().collect()) {
+        pg_backups::Exit::Text(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        pg_backups::Exit::Report { json, exit_code } => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{json}");
+            let _ = out.flush();
+            ExitCode::from(u8::try_from(exit_code).unwrap_or(70))
+        }
+    }
+}

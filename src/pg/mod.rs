@@ -1,0 +1,336 @@
+//! The PostgreSQL client tools (`pg_dump`, `pg_dumpall`, `psql`), run as child processes.
+//!
+//! The password reaches them through a 0600 PGPASSFILE in a private temporary folder, never
+//! through arguments; `-w` makes them fail instead of prompting; stderr is classified into
+//! the exit codes of DESIGN.md (69 unreachable, 77 refused, 66 missing database).
+
+mod error;
+
+pub use error::{FailureClass, PgError};
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::config::PgConfig;
+use crate::process::{Running, Tail, describe_status};
+use crate::secret::Secret;
+
+/// How to run the PostgreSQL tools against the configured server.
+pub struct PgTools {
+    bin_dir: Option<PathBuf>,
+    host: String,
+    port: u16,
+    user: String,
+    sslmode: Option<String>,
+    passfile: Option<PathBuf>,
+    password: Option<Secret>,
+    /// Used when the password cannot be written to a passfile (it has a line break).
+    password_env: bool,
+    _private: Option<tempfile::TempDir>,
+}
+
+impl PgTools {
+    pub fn new(cfg: &PgConfig) -> Result<PgTools, PgError> {
+        let mut tools = PgTools {
+            bin_dir: cfg.bin_dir.clone(),
+            host: cfg.host.clone(),
+            port: cfg.port,
+            user: cfg.user.clone(),
+            sslmode: cfg.sslmode.clone(),
+            passfile: cfg.passfile.clone(),
+            password: cfg.password.clone(),
+            password_env: false,
+            _private: None,
+        };
+        if let Some(pw) = &cfg.password {
+            if pw.expose().contains(['\n', '\r']) {
+                tools.password_env = true;
+            } else {
+                let dir = tempfile::Builder::new()
+                    .prefix("pg-backups-")
+                    .tempdir()
+                    .map_err(|e| PgError::Io {
+                        context: "creating a private folder for the password file".into(),
+                        source: e,
+                    })?;
+                let path = dir.path().join("pgpass");
+                let escaped = pw.expose().replace('\\', "\\\\").replace(':', "\\:");
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .and_then(|mut f| {
+                        f.write_all(format!("*:*:*:*:{escaped}\n").as_bytes())?;
+                        Ok(f)
+                    })
+                    .map_err(|e| PgError::Io {
+                        context: "writing the private password file".into(),
+                        source: e,
+                    })?;
+                let _ = file.flush();
+                tools.passfile = Some(path);
+                tools._private = Some(dir);
+            }
+        }
+        Ok(tools)
+    }
+
+    /// A command for `tool` with the connection environment set.
+    pub fn command(&self, tool: &str) -> Command {
+        let program: OsString = match &self.bin_dir {
+            Some(dir) => dir.join(tool).into_os_string(),
+            None => tool.into(),
+        };
+        let mut cmd = Command::new(program);
+        cmd.env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGAPPNAME", "pg-backups")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGDATABASE");
+        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            cmd.env("PGCONNECT_TIMEOUT", "10");
+        }
+        if let Some(mode) = &self.sslmode {
+            cmd.env("PGSSLMODE", mode);
+        }
+        if let Some(pf) = &self.passfile {
+            cmd.env("PGPASSFILE", pf);
+        }
+        if self.password_env
+            && let Some(pw) = &self.password
+        {
+            cmd.env("PGPASSWORD", pw.expose());
+        }
+        cmd
+    }
+
+    /// The secrets to redact from anything a tool printed.
+    pub fn redact(&self, text: &str) -> String {
+        match &self.password {
+            Some(pw) => crate::secret::redact(text, &[pw]),
+            None => text.to_string(),
+        }
+    }
+
+    /// Turns a failed tool run into an error with a classified exit code.
+    pub fn failure(&self, tool: &str, context: &str, status: &str, stderr: &str) -> PgError {
+        let stderr = self.redact(stderr);
+        PgError::Failed {
+            tool: tool.to_string(),
+            context: context.to_string(),
+            class: FailureClass::from_stderr(&stderr),
+            detail: if stderr.trim().is_empty() {
+                status.to_string()
+            } else {
+                stderr.trim().to_string()
+            },
+            host: format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    pub fn spawn_error(&self, tool: &str, e: std::io::Error) -> PgError {
+        PgError::Spawn {
+            tool: tool.to_string(),
+            bin_dir: self.bin_dir.clone(),
+            source: e,
+        }
+    }
+
+    /// Runs one SQL statement with psql in `database` and returns its rows of `columns`
+    /// fields. Rows and fields are NUL-separated, so names with any character come back intact.
+    pub fn query(
+        &self,
+        database: &str,
+        sql: &str,
+        columns: usize,
+    ) -> Result<Vec<Vec<String>>, PgError> {
+        let mut cmd = self.command("psql");
+        cmd.args(["-X", "-A", "-t", "-q", "-w", "-z", "-0", "-v", "ON_ERROR_STOP=1"])
+            .arg("-d")
+            .arg(conninfo(database))
+            .arg("-c")
+            .arg(sql);
+        let mut child = Running::spawn(cmd, "psql", Stdio::null(), true, Tail::default())
+            .map_err(|e| self.spawn_error("psql", e))?;
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.take_stdout() {
+            std::io::Read::read_to_end(&mut stdout, &mut out).map_err(|e| PgError::Io {
+                context: "reading psql output".into(),
+                source: e,
+            })?;
+        }
+        let finished = child.finish().map_err(|e| PgError::Io {
+            context: "waiting for psql".into(),
+            source: e,
+        })?;
+        if !finished.status.success() {
+            return Err(self.failure(
+                "psql",
+                &format!("querying database \"{database}\""),
+                &describe_status(&finished.status),
+                &finished.stderr.text(),
+            ));
+        }
+        // With -z -0 every field and every record ends with NUL, so the fields come in a
+        // flat sequence that we cut into rows.
+        let text = String::from_utf8_lossy(&out);
+        let text = text.strip_suffix('\0').unwrap_or(&text);
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fields: Vec<String> = text.split('\0').map(str::to_string).collect();
+        if columns == 0 || fields.len() % columns != 0 {
+            return Err(PgError::Unexpected(format!(
+                "{} fields for rows of {columns} columns from `{sql}`",
+                fields.len()
+            )));
+        }
+        Ok(fields.chunks(columns).map(<[String]>::to_vec).collect())
+    }
+
+    /// One value, e.g. `SHOW server_version_num`.
+    pub fn query_value(&self, database: &str, sql: &str) -> Result<String, PgError> {
+        self.query(database, sql, 1)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .ok_or_else(|| PgError::Unexpected(format!("no result for `{sql}`")))
+    }
+
+    /// The server's version, from `server_version_num` (e.g. 170010) and `server_version`.
+    pub fn server_version(&self) -> Result<ServerVersion, PgError> {
+        let num = self.query_value("postgres", "SELECT current_setting('server_version_num')")?;
+        let num: u32 = num
+            .trim()
+            .parse()
+            .map_err(|_| PgError::Unexpected(format!("server_version_num is {num:?}")))?;
+        let text = self.query_value("postgres", "SELECT current_setting('server_version')")?;
+        Ok(ServerVersion {
+            num,
+            text: text.split_whitespace().next().unwrap_or("").to_string(),
+        })
+    }
+
+    /// `tool --version`, e.g. "17.10".
+    pub fn tool_version(&self, tool: &str) -> Result<ToolVersion, PgError> {
+        let mut cmd = self.command(tool);
+        cmd.arg("--version");
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error(tool, e))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ToolVersion::parse(&text).ok_or_else(|| {
+            PgError::Unexpected(format!("cannot read the version of {tool} from {text:?}"))
+        })
+    }
+
+    /// Refuses tools older than the server: an old pg_dump cannot dump a newer server.
+    pub fn check_tool(&self, tool: &str, server: &ServerVersion) -> Result<ToolVersion, PgError> {
+        let v = self.tool_version(tool)?;
+        if v.major < server.major() {
+            return Err(PgError::ToolTooOld {
+                tool: tool.to_string(),
+                tool_version: v.text.clone(),
+                server_version: server.text.clone(),
+                server_major: server.major(),
+            });
+        }
+        Ok(v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub num: u32,
+    pub text: String,
+}
+
+impl ServerVersion {
+    pub fn major(&self) -> u32 {
+        if self.num >= 100_000 {
+            self.num / 10_000
+        } else {
+            self.num / 100
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolVersion {
+    pub major: u32,
+    pub text: String,
+}
+
+impl ToolVersion {
+    /// Parses "pg_dump (PostgreSQL) 17.10" or "psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)".
+    pub fn parse(text: &str) -> Option<ToolVersion> {
+        let after = text.split(") ").nth(1)?;
+        let version = after.split_whitespace().next()?;
+        let major = version.split(['.', 'b', 'r', 'd']).next()?.parse().ok()?;
+        Some(ToolVersion {
+            major,
+            text: version.to_string(),
+        })
+    }
+}
+
+/// A libpq connection string that selects `database` whatever characters its name has
+/// (a bare name containing `=` would otherwise be taken as a connection string).
+pub fn conninfo(database: &str) -> String {
+    let escaped = database.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("dbname='{escaped}'")
+}
+
+/// Quotes an identifier for SQL, as `quote_ident` does.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL (standard_conforming_strings on).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_versions_parse_with_and_without_distribution_suffix() {
+        let v = ToolVersion::parse("pg_dump (PostgreSQL) 17.10\n").unwrap();
+        assert_eq!((v.major, v.text.as_str()), (17, "17.10"));
+        let v = ToolVersion::parse("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").unwrap();
+        assert_eq!(v.major, 15);
+        let v = ToolVersion::parse("pg_dump (PostgreSQL) 18beta1").unwrap();
+        assert_eq!(v.major, 18);
+    }
+
+    #[test]
+    fn server_major_from_version_num() {
+        let v = |num| ServerVersion { num, text: String::new() }.major();
+        assert_eq!(v(170010), 17);
+        assert_eq!(v(150018), 15);
+        assert_eq!(v(90624), 906);
+    }
+
+    #[test]
+    fn conninfo_quotes_every_name() {
+        assert_eq!(conninfo("my db"), "dbname='my db'");
+        assert_eq!(conninfo("O'Brien"), "dbname='O\\'Brien'");
+        assert_eq!(conninfo("a=b"), "dbname='a=b'");
+        assert_eq!(conninfo("back\\slash"), "dbname='back\\\\slash'");
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(quote_ident("Sales-2025"), "\"Sales-2025\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("O'Brien"), "'O''Brien'");
+    }
+}

@@ -1,0 +1,256 @@
+//! Destinations behind one interface: the local `BACKUP_DIR`, an S3-compatible bucket, and a
+//! remote host over rsync/ssh. `list`, `ship`, `prune`, `check`, `pin`, `verify` and
+//! `restore` see the same folders and statuses at each of them.
+
+pub mod local;
+
+use std::io::Read;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::backup::{BackupError, FolderName, Manifest, ManifestStatus};
+use crate::config::SourceKind;
+
+/// The state of a folder at a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FolderStatus {
+    /// Manifest present, every database dumped.
+    Complete,
+    /// Manifest present, some databases failed.
+    Partial,
+    /// No manifest: a run in progress, or one that died.
+    Incomplete,
+    /// Not a backup folder name, or an unreadable manifest: listed, never touched.
+    Invalid,
+}
+
+impl FolderStatus {
+    /// A backup that can be restored (fully or in part).
+    pub fn has_manifest(self) -> bool {
+        matches!(self, FolderStatus::Complete | FolderStatus::Partial)
+    }
+}
+
+/// One folder-like entry at a destination.
+#[derive(Debug, Clone)]
+pub struct FolderEntry {
+    /// The name as found at the destination.
+    pub name: String,
+    /// Present only when the name is a valid backup folder name.
+    pub folder: Option<FolderName>,
+    pub status: FolderStatus,
+    pub manifest: Option<Manifest>,
+    pub pinned: bool,
+    /// Bytes stored for this folder at the destination.
+    pub bytes: u64,
+    /// Newest modification time seen, to age leftovers of interrupted runs.
+    pub modified: Option<DateTime<Utc>>,
+    /// Why it is invalid or incomplete, when there is something to say.
+    pub note: Option<String>,
+    /// A hidden work folder of a local `dump` that did not finish.
+    pub work_folder: bool,
+}
+
+impl FolderEntry {
+    pub fn from_manifest(
+        name: String,
+        folder: FolderName,
+        manifest: Option<Result<Manifest, BackupError>>,
+    ) -> FolderEntry {
+        let (status, manifest, note) = match manifest {
+            None => (FolderStatus::Incomplete, None, Some("no manifest.json".to_string())),
+            Some(Ok(m)) => (
+                match m.status {
+                    ManifestStatus::Complete => FolderStatus::Complete,
+                    ManifestStatus::Partial => FolderStatus::Partial,
+                },
+                Some(m),
+                None,
+            ),
+            Some(Err(e)) => (FolderStatus::Invalid, None, Some(e.to_string())),
+        };
+        FolderEntry {
+            name,
+            folder: Some(folder),
+            status,
+            manifest,
+            pinned: false,
+            bytes: 0,
+            modified: None,
+            note,
+            work_folder: false,
+        }
+    }
+
+    pub fn invalid(name: String, note: &str) -> FolderEntry {
+        FolderEntry {
+            name,
+            folder: None,
+            status: FolderStatus::Invalid,
+            manifest: None,
+            pinned: false,
+            bytes: 0,
+            modified: None,
+            note: Some(note.to_string()),
+            work_folder: false,
+        }
+    }
+}
+
+/// What a copy of one folder to a destination did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PutStats {
+    pub files: u32,
+    pub bytes: u64,
+}
+
+/// A destination.
+pub trait Storage: Send + Sync {
+    fn kind(&self) -> SourceKind;
+
+    /// Where it is, for messages and JSON (never with credentials).
+    fn location(&self) -> String;
+
+    /// Every folder-like entry, newest first, with its manifest read and checked.
+    fn list(&self) -> Result<Vec<FolderEntry>, StorageError>;
+
+    /// The manifest of one folder, `None` when the folder has none.
+    fn manifest(&self, folder: &FolderName) -> Result<Option<Manifest>, StorageError>;
+
+    /// Streams one file of a folder.
+    fn open(&self, folder: &FolderName, file: &str) -> Result<Box<dyn Read + Send>, StorageError>;
+
+    /// Copies a complete local folder here: every data file, each checked on arrival, and
+    /// the manifest last, so the copy is complete or invisible.
+    fn put_folder(
+        &self,
+        source: &local::LocalFolder,
+        manifest: &Manifest,
+    ) -> Result<PutStats, StorageError>;
+
+    /// Removes a folder, manifest first, so an interrupted delete leaves an incomplete
+    /// folder, never a "complete" one with files missing. Returns the bytes freed.
+    fn delete(&self, entry: &FolderEntry) -> Result<u64, StorageError>;
+
+    /// Adds or removes the pin marker of a folder.
+    fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError>;
+}
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("{destination} cannot be reached: {detail}")]
+    Unreachable { destination: String, detail: String },
+    #[error("{destination} refused the credentials or the operation: {detail}")]
+    Denied { destination: String, detail: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{destination}: {detail}")]
+    CannotCreate { destination: String, detail: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{destination}: {detail}")]
+    Failed { destination: String, detail: String },
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StorageError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StorageError::Unreachable { .. } | StorageError::Failed { .. } => exitcode::UNAVAILABLE,
+            StorageError::Denied { .. } => exitcode::NOPERM,
+            StorageError::NotFound(_) => exitcode::NOINPUT,
+            StorageError::CannotCreate { .. } => exitcode::CANTCREAT,
+            StorageError::Io { source, .. } => crate::error::io_exit_code(source),
+            StorageError::Backup(e) => e.exit_code(),
+            StorageError::Invalid(_) => exitcode::USAGE,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageError::Unreachable { .. } => "unreachable",
+            StorageError::Denied { .. } => "denied",
+            StorageError::NotFound(_) => "not_found",
+            StorageError::CannotCreate { .. } => "cannot_create",
+            StorageError::Io { .. } => "io",
+            StorageError::Failed { .. } => "storage_failed",
+            StorageError::Backup(e) => e.kind(),
+            StorageError::Invalid(_) => "invalid_name",
+        }
+    }
+}
+
+/// Sorts entries newest first: valid names by time, then the invalid ones by name.
+pub fn sort_newest_first(entries: &mut [FolderEntry]) {
+    entries.sort_by(|a, b| match (&a.folder, &b.folder) {
+        (Some(x), Some(y)) => y.cmp(x).then(a.work_folder.cmp(&b.work_folder)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.name.cmp(&b.name),
+    });
+}
+
+/// The newest folder with a manifest whose status is complete.
+pub fn newest_complete(entries: &[FolderEntry]) -> Option<&FolderEntry> {
+    entries
+        .iter()
+        .filter(|e| e.status == FolderStatus::Complete && !e.work_folder)
+        .max_by(|a, b| a.folder.cmp(&b.folder))
+}
+
+/// Opens the destinations a command works on: `only` one of them, or local plus every enabled
+/// one. Asking for a destination that is not enabled is a configuration error (78).
+pub fn open_all(
+    cfg: &crate::config::Config,
+    only: Option<SourceKind>,
+) -> Result<Vec<Box<dyn Storage>>, crate::error::Error> {
+    let mut out: Vec<Box<dyn Storage>> = Vec::new();
+    if only.is_none() || only == Some(SourceKind::Local) {
+        out.push(Box::new(local::LocalStorage::new(&cfg.backup_dir)));
+    }
+    for kind in [SourceKind::S3, SourceKind::Remote] {
+        if only.is_some() && only != Some(kind) {
+            continue;
+        }
+        if let Some(d) = open(cfg, kind, only.is_some())? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Opens one destination; `None` when it is disabled and not `required`.
+pub fn open(
+    cfg: &crate::config::Config,
+    kind: SourceKind,
+    required: bool,
+) -> Result<Option<Box<dyn Storage>>, crate::error::Error> {
+    use crate::config::ConfigError;
+    let not_enabled = |var: &str| {
+        ConfigError::Incomplete(format!(
+            "{kind} was asked for but {var} is not true: set {var}=true and its settings"
+        ))
+    };
+    match kind {
+        SourceKind::Local => Ok(Some(Box::new(local::LocalStorage::new(&cfg.backup_dir)))),
+        SourceKind::S3 => match cfg.s3.get()? {
+            None if required => Err(not_enabled("S3_ENABLED").into()),
+            None => Ok(None),
+            Some(_) => Err(crate::error::Error::Internal("S3 is not built yet".into())),
+        },
+        SourceKind::Remote => match cfg.rsync.get()? {
+            None if required => Err(not_enabled("RSYNC_ENABLED").into()),
+            None => Ok(None),
+            Some(_) => Err(crate::error::Error::Internal("rsync is not built yet".into())),
+        },
+    }
+}
