@@ -674,6 +674,10 @@ fn dump_database(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, JobFailure>
             Ok(done)
         }
         Err(e) => {
+            // A failed database leaves no half-written file behind.
+            for name in [database_file_name(&job.database), scratch_name(job.index)] {
+                let _ = std::fs::remove_file(ctx.work.join(name));
+            }
             let cancelled = matches!(&e, Error::Internal(m) if m == "cancelled");
             let fatal = match &e {
                 Error::Pg(p) => p.is_unreachable() || matches!(p, PgError::Spawn { .. }),

