@@ -360,8 +360,14 @@ mod tests {
 
     #[test]
     fn command_word_ignores_flags() {
-        assert_eq!(command_word(&args(&["pg-backups", "--pretty", "dump"])), "dump");
-        assert_eq!(command_word(&args(&["pg-backups", "--bogus"])), "pg-backups");
+        assert_eq!(
+            command_word(&args(&["pg-backups", "--pretty", "dump"])),
+            "dump"
+        );
+        assert_eq!(
+            command_word(&args(&["pg-backups", "--bogus"])),
+            "pg-backups"
+        );
     }
 
     #[test]

@@ -207,7 +207,10 @@ impl Config {
                     ));
                 }
             },
-            bin_dir: args.pg_bin_dir.clone().filter(|p| !p.as_os_str().is_empty()),
+            bin_dir: args
+                .pg_bin_dir
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
         };
 
         let databases = DatabaseFilter {
@@ -215,8 +218,12 @@ impl Config {
             exclude: comma_list(args.backup_exclude_databases.as_deref()),
         };
         let jobs = parse_range("BACKUP_JOBS", &args.backup_jobs, 1, 64)? as usize;
-        let compression_level =
-            parse_range("BACKUP_COMPRESSION_LEVEL", &args.backup_compression_level, 1, 9)? as u32;
+        let compression_level = parse_range(
+            "BACKUP_COMPRESSION_LEVEL",
+            &args.backup_compression_level,
+            1,
+            9,
+        )? as u32;
         if args.backup_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("BACKUP_DIR", "", "must not be empty"));
         }
@@ -253,7 +260,10 @@ impl Config {
             local_retention,
             s3,
             rsync,
-            metrics_file: args.metrics_file.clone().filter(|p| !p.as_os_str().is_empty()),
+            metrics_file: args
+                .metrics_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
             log_format,
         })
     }
@@ -464,9 +474,9 @@ pub fn parse_sources(value: &str) -> Result<Option<SourceKind>, ConfigError> {
     if value.eq_ignore_ascii_case("all") {
         Ok(None)
     } else {
-        SourceKind::parse("--source", value)
-            .map(Some)
-            .map_err(|_| ConfigError::invalid("--source", value, "expected local, s3, remote or all"))
+        SourceKind::parse("--source", value).map(Some).map_err(|_| {
+            ConfigError::invalid("--source", value, "expected local, s3, remote or all")
+        })
     }
 }
 
@@ -545,7 +555,10 @@ impl RestoreInputs {
             database,
             target_database,
             drop_existing,
-            restore_dir: args.restore_dir.clone().filter(|p| !p.as_os_str().is_empty()),
+            restore_dir: args
+                .restore_dir
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
         })
     }
 }
@@ -605,7 +618,9 @@ pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, Config
             'w' => 7 * 86_400,
             _ => return Err(bad()),
         };
-        total = total.checked_add(n.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
     }
     if !number.is_empty() || total == 0 {
         return Err(bad());
@@ -699,7 +714,11 @@ fn retention(
 
 fn parse_range(var: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     let n: u64 = value.trim().parse().map_err(|_| {
-        ConfigError::invalid(var, value, format!("expected a whole number from {min} to {max}"))
+        ConfigError::invalid(
+            var,
+            value,
+            format!("expected a whole number from {min} to {max}"),
+        )
     })?;
     if n < min || n > max {
         return Err(ConfigError::invalid(
@@ -712,9 +731,9 @@ fn parse_range(var: &'static str, value: &str, min: u64, max: u64) -> Result<u64
 }
 
 fn parse_port(var: &'static str, value: &str) -> Result<u16, ConfigError> {
-    parse_range(var, value, 1, 65_535).map(|p| p as u16).map_err(|_| {
-        ConfigError::invalid(var, value, "expected a port number from 1 to 65535")
-    })
+    parse_range(var, value, 1, 65_535)
+        .map(|p| p as u16)
+        .map_err(|_| ConfigError::invalid(var, value, "expected a port number from 1 to 65535"))
 }
 
 /// Accepts the spellings operators use in `.env` files.
@@ -792,7 +811,9 @@ fn validate_endpoint(value: &str) -> Result<String, ConfigError> {
         .ok_or_else(|| bad("expected a URL starting with https:// or http://"))?;
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) || rest.contains(' ') {
-        return Err(bad("expected a URL like https://fra1.digitaloceanspaces.com"));
+        return Err(bad(
+            "expected a URL like https://fra1.digitaloceanspaces.com",
+        ));
     }
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') && !h.contains(':') => (h, Some(p)),
@@ -815,7 +836,10 @@ fn validate_bucket(bucket: &str) -> Result<(), ConfigError> {
         && bucket
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
-        && bucket.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        && bucket
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -856,7 +880,11 @@ mod tests {
             ("45s", 45),
         ];
         for (text, secs) in cases {
-            assert_eq!(parse_duration("X", text).unwrap(), Duration::from_secs(secs), "{text}");
+            assert_eq!(
+                parse_duration("X", text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
         }
         for bad in ["", "h", "26x", "0h", "-1h", "1.5h"] {
             assert!(parse_duration("X", bad).is_err(), "{bad} should be refused");

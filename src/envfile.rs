@@ -20,11 +20,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
             return Err(format!("line {}: expected KEY=value", n + 1));
         };
         let key = key.trim();
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("line {}: {key:?} is not a variable name", n + 1));
         }
         let value = value.trim();

@@ -74,9 +74,7 @@ pub fn run(args: Vec<OsString>) -> Exit {
                 Outcome::failed(
                     error::ErrorInfo {
                         kind: "usage".into(),
-                        message: message
-                            .trim_start_matches("error: ")
-                            .to_string(),
+                        message: message.trim_start_matches("error: ").to_string(),
                         exit_code: exitcode::USAGE,
                     },
                     serde_json::json!({}),

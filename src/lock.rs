@@ -23,7 +23,9 @@ pub enum LockError {
          (the lock is released automatically when that process exits)"
     )]
     Held { path: PathBuf, holder: String },
-    #[error("cannot open the lock file {path}: {source}; check that BACKUP_DIR exists and is writable")]
+    #[error(
+        "cannot open the lock file {path}: {source}; check that BACKUP_DIR exists and is writable"
+    )]
     Open {
         path: PathBuf,
         source: std::io::Error,
@@ -131,7 +133,10 @@ mod tests {
         let err = RunLock::acquire(dir.path(), "prune").unwrap_err();
         assert_eq!(err.exit_code(), 75);
         let msg = err.to_string();
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         assert!(msg.contains("`dump`"), "{msg}");
         drop(first);
         RunLock::acquire(dir.path(), "prune").unwrap();

@@ -67,7 +67,11 @@ impl Outcome {
 
     /// Builds an outcome from the parts' errors: ok when there are none, partial when some
     /// parts succeeded, failed when none did.
-    pub fn from_parts(errors: Vec<ErrorInfo>, any_success: bool, details: impl Serialize) -> Outcome {
+    pub fn from_parts(
+        errors: Vec<ErrorInfo>,
+        any_success: bool,
+        details: impl Serialize,
+    ) -> Outcome {
         match errors.into_iter().next() {
             None => Outcome::ok(details),
             Some(first) if any_success => Outcome::partial(first, details),
@@ -182,7 +186,11 @@ mod tests {
     #[test]
     fn report_has_the_common_fields_on_one_line() {
         let started = Utc::now();
-        let report = Report::new("dump", started, Outcome::ok(serde_json::json!({"folder": "x"})));
+        let report = Report::new(
+            "dump",
+            started,
+            Outcome::ok(serde_json::json!({"folder": "x"})),
+        );
         let line = report.to_json(false);
         assert!(!line.contains('\n'));
         let v: Value = serde_json::from_str(&line).unwrap();

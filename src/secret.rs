@@ -57,6 +57,9 @@ mod tests {
     #[test]
     fn redact_removes_secrets_from_text() {
         let s = Secret::new("hunter2".into());
-        assert_eq!(redact("password hunter2 failed", &[&s]), "password *** failed");
+        assert_eq!(
+            redact("password hunter2 failed", &[&s]),
+            "password *** failed"
+        );
     }
 }

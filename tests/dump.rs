@@ -31,7 +31,10 @@ fn dump_writes_a_complete_checked_private_folder() {
 
     let folder = only_folder(&backups);
     let name = folder.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(pg_backups::backup::FolderName::parse(&name).is_some(), "{name}");
+    assert!(
+        pg_backups::backup::FolderName::parse(&name).is_some(),
+        "{name}"
+    );
     assert_eq!(run.json["folder"], name.as_str());
     assert_eq!(mode(&backups), 0o700);
     assert_eq!(mode(&folder), 0o700);
@@ -65,7 +68,10 @@ fn dump_writes_a_complete_checked_private_folder() {
         let path = folder.join(f["name"].as_str().unwrap());
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         assert!(gzip_ok(&path), "gzip -t {}", path.display());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), f["bytes"].as_u64().unwrap());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            f["bytes"].as_u64().unwrap()
+        );
         assert_eq!(sha256_file(&path), f["sha256"].as_str().unwrap());
         let in_json = run.json["files"]
             .as_array()
@@ -74,7 +80,10 @@ fn dump_writes_a_complete_checked_private_folder() {
             .find(|j| j["name"] == f["name"])
             .unwrap();
         assert_eq!(in_json["sha256"], f["sha256"]);
-        assert_eq!(gunzip_text(&path).len() as u64, f["sql_bytes"].as_u64().unwrap());
+        assert_eq!(
+            gunzip_text(&path).len() as u64,
+            f["sql_bytes"].as_u64().unwrap()
+        );
     }
     assert_eq!(mode(&folder.join("manifest.json")), 0o600);
     let no_leftovers: Vec<_> = std::fs::read_dir(&folder)
@@ -95,11 +104,21 @@ fn dump_writes_a_complete_checked_private_folder() {
     // The globals and the cluster file end the way pg_dumpall ends them.
     let globals = gunzip_text(&folder.join("postgres_globals.sql.gz"));
     assert!(globals.contains("CREATE ROLE app_owner;"));
-    assert!(globals.trim_end().ends_with("-- PostgreSQL database cluster dump complete\n--"));
+    assert!(
+        globals
+            .trim_end()
+            .ends_with("-- PostgreSQL database cluster dump complete\n--")
+    );
     let cluster = gunzip_text(&folder.join("postgres_cluster.sql.gz"));
-    assert!(cluster.trim_end().ends_with("-- PostgreSQL database cluster dump complete\n--"));
+    assert!(
+        cluster
+            .trim_end()
+            .ends_with("-- PostgreSQL database cluster dump complete\n--")
+    );
     assert_eq!(
-        cluster.matches("-- PostgreSQL database cluster dump complete").count(),
+        cluster
+            .matches("-- PostgreSQL database cluster dump complete")
+            .count(),
         1,
         "the globals' trailer is not repeated inside the cluster file"
     );
@@ -173,10 +192,7 @@ fn cluster_file_restores_like_pg_dumpall(version: u32) {
     let real = dir.path().join("real_pg_dumpall.sql.gz");
     let status = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "\"$0\" | gzip -6 > '{}'",
-            real.display()
-        ))
+        .arg(format!("\"$0\" | gzip -6 > '{}'", real.display()))
         .arg(source.bin().join("pg_dumpall"))
         .envs(source.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .status()
@@ -207,9 +223,18 @@ fn cluster_file_restores_like_pg_dumpall(version: u32) {
         );
     }
     // And the restored cluster has the data, not only the same shape.
-    assert_eq!(fixture::row_count(&from_ours, "Sales-2025", "sales.orders"), 4);
-    assert_eq!(fixture::row_count(&from_ours, "postgres", "public.in_postgres"), 2);
-    assert_eq!(fixture::row_count(&from_ours, "template1", "public.in_template1"), 1);
+    assert_eq!(
+        fixture::row_count(&from_ours, "Sales-2025", "sales.orders"),
+        4
+    );
+    assert_eq!(
+        fixture::row_count(&from_ours, "postgres", "public.in_postgres"),
+        2
+    );
+    assert_eq!(
+        fixture::row_count(&from_ours, "template1", "public.in_template1"),
+        1
+    );
 }
 
 #[test]
@@ -217,7 +242,11 @@ fn dump_takes_only_the_databases_asked_for() {
     let server = PgServer::start(17);
     fixture::create(&server);
     let dir = tempfile::tempdir().unwrap();
-    let envs = with(&server.env(), "BACKUP_DATABASES", "my db, Sales-2025,postgres");
+    let envs = with(
+        &server.env(),
+        "BACKUP_DATABASES",
+        "my db, Sales-2025,postgres",
+    );
     let envs = with(&envs, "BACKUP_EXCLUDE_DATABASES", "postgres");
     let run = pgb_run(&envs, dir.path(), &["dump"]).expect(0);
     let dumped: Vec<&str> = run.json["databases_dumped"]
@@ -229,8 +258,14 @@ fn dump_takes_only_the_databases_asked_for() {
     assert_eq!(dumped, ["Sales-2025", "my db"]);
     let cluster = gunzip_text(&only_folder(dir.path()).join("postgres_cluster.sql.gz"));
     assert!(cluster.contains("-- Database \"my db\" dump"));
-    assert!(!cluster.contains("-- Database \"postgres\" dump"), "excluded");
-    assert!(!cluster.contains("-- Database \"O'Brien\" dump"), "not selected");
+    assert!(
+        !cluster.contains("-- Database \"postgres\" dump"),
+        "excluded"
+    );
+    assert!(
+        !cluster.contains("-- Database \"O'Brien\" dump"),
+        "not selected"
+    );
 }
 
 #[test]
@@ -263,7 +298,10 @@ fn dump_is_partial_when_one_database_fails_and_says_which() {
     assert_eq!(failed.len(), 1, "{}", run.stdout);
     assert_eq!(failed[0]["database"], "Sales-2025");
     assert!(
-        failed[0]["error"]["message"].as_str().unwrap().contains("pg_hba.conf"),
+        failed[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pg_hba.conf"),
         "{}",
         run.stdout
     );
@@ -304,6 +342,16 @@ fn newer_pg_dump_dumps_an_older_server() {
         &pg_bin(17).display().to_string(),
     );
     let run = pgb_run(&envs, dir.path(), &["dump"]).expect(0);
-    assert!(run.json["server_version"].as_str().unwrap().starts_with("15"));
-    assert!(run.json["pg_dump_version"].as_str().unwrap().starts_with("17"));
+    assert!(
+        run.json["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("15")
+    );
+    assert!(
+        run.json["pg_dump_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("17")
+    );
 }

@@ -12,7 +12,8 @@
 /// Order of databases in the cluster file, as `pg_dumpall` does: `template1` first, then by
 /// name in byte order (`name` columns sort with the C collation).
 pub fn cluster_order(databases: &mut [String]) {
-    databases.sort_by(|a, b| (a != "template1", a.as_bytes()).cmp(&(b != "template1", b.as_bytes())));
+    databases
+        .sort_by(|a, b| (a != "template1", a.as_bytes()).cmp(&(b != "template1", b.as_bytes())));
 }
 
 /// Databases that exist on every target: `pg_dumpall` restores into them instead of
@@ -333,6 +334,9 @@ GRANT CONNECT ON DATABASE postgres TO alice;
             .map(|s| s.to_string())
             .collect();
         cluster_order(&mut dbs);
-        assert_eq!(dbs, ["template1", "Sales-2025", "app", "données", "postgres"]);
+        assert_eq!(
+            dbs,
+            ["template1", "Sales-2025", "app", "données", "postgres"]
+        );
     }
 }

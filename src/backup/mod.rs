@@ -14,8 +14,7 @@ pub mod writer;
 
 pub use manifest::{
     FORMAT as MANIFEST_FORMAT, FailedDatabase, FileEntry, FileKind, Manifest, ManifestStatus,
-    ServerInfo,
-    fsync_dir as manifest_fsync_dir,
+    ServerInfo, fsync_dir as manifest_fsync_dir,
 };
 
 use std::fmt;
@@ -161,7 +160,9 @@ pub enum BackupError {
         expected: String,
         actual: String,
     },
-    #[error("{file}: {actual} bytes but the manifest says {expected}; the file is truncated or damaged")]
+    #[error(
+        "{file}: {actual} bytes but the manifest says {expected}; the file is truncated or damaged"
+    )]
     Size {
         file: String,
         expected: u64,
@@ -175,7 +176,9 @@ pub enum BackupError {
 
 fn space_hint(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => "; free disk space or lower LOCAL_RETENTION_DAYS",
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            "; free disk space or lower LOCAL_RETENTION_DAYS"
+        }
         Some(libc::EFBIG) => "; the file exceeds the file-size limit of this process or filesystem",
         _ => "",
     }

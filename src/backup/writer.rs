@@ -94,10 +94,12 @@ impl GzFile {
 
     pub fn write(&mut self, sql: &[u8]) -> Result<(), BackupError> {
         self.sql_bytes += sql.len() as u64;
-        self.encoder.write_all(sql).map_err(|source| BackupError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        self.encoder
+            .write_all(sql)
+            .map_err(|source| BackupError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     pub fn path(&self) -> &Path {

@@ -472,8 +472,14 @@ fn stream_tool(
 ) -> Result<()> {
     let mut cmd = ctx.tools.command(tool);
     cmd.args(args);
-    let mut child = Running::spawn(cmd, tool, std::process::Stdio::null(), true, Tail::default())
-        .map_err(|e| ctx.tools.spawn_error(tool, e))?;
+    let mut child = Running::spawn(
+        cmd,
+        tool,
+        std::process::Stdio::null(),
+        true,
+        Tail::default(),
+    )
+    .map_err(|e| ctx.tools.spawn_error(tool, e))?;
     let mut stdout = child
         .take_stdout()
         .ok_or_else(|| Error::Internal(format!("{tool} has no stdout")))?;
@@ -614,7 +620,11 @@ impl TrailerHold {
 }
 
 /// Runs the database jobs `jobs` at a time; results come back in job order.
-fn run_jobs(ctx: &JobContext<'_>, jobs: Vec<Job>, parallel: usize) -> Vec<Result<JobDone, JobFailure>> {
+fn run_jobs(
+    ctx: &JobContext<'_>,
+    jobs: Vec<Job>,
+    parallel: usize,
+) -> Vec<Result<JobDone, JobFailure>> {
     let count = jobs.len();
     let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<Job>>());
     let results: Mutex<Vec<Option<Result<JobDone, JobFailure>>>> =
@@ -777,9 +787,10 @@ fn assemble_cluster(
             continue;
         };
         out.append_text(&database_header(db))?;
-        let part = d.section.as_ref().or(d.file.as_ref()).ok_or_else(|| {
-            Error::Internal(format!("no cluster section for database \"{db}\""))
-        })?;
+        let part =
+            d.section.as_ref().or(d.file.as_ref()).ok_or_else(|| {
+                Error::Internal(format!("no cluster section for database \"{db}\""))
+            })?;
         out.append_gz(&part.path, part.sql_bytes)?;
     }
     out.append_text(CLUSTER_TRAILER)?;

@@ -44,12 +44,7 @@ impl FolderView {
             databases: e
                 .manifest
                 .as_ref()
-                .map(|m| {
-                    m.files
-                        .iter()
-                        .filter_map(|f| f.database.clone())
-                        .collect()
-                })
+                .map(|m| m.files.iter().filter_map(|f| f.database.clone()).collect())
                 .unwrap_or_default(),
             failed_databases: e
                 .manifest

@@ -18,6 +18,54 @@ use crate::config::PgConfig;
 use crate::process::{Running, Tail, describe_status};
 use crate::secret::Secret;
 
+/// A PGPASSFILE that exists only in memory (`memfd`), so nothing with the password is ever
+/// on disk and a `kill -9` leaves nothing behind. The descriptor is inherited by the tools
+/// (no close-on-exec) and named by its `/proc/self/fd` path, which libpq opens afresh on
+/// every (re)connection.
+fn memory_passfile(line: &str) -> std::io::Result<(std::os::fd::OwnedFd, PathBuf)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let name = c"pg-backups-pgpass";
+    // SAFETY: memfd_create with a valid C string; the fd is owned right after.
+    let raw = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: fchmod on our own descriptor; libpq refuses group/world-readable files.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut file = std::fs::File::from(fd.try_clone()?);
+    file.write_all(line.as_bytes())?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    if !path.exists() {
+        return Err(std::io::Error::other("/proc is not mounted"));
+    }
+    Ok((fd, path))
+}
+
+/// The fallback: a 0600 file in a private temporary folder, removed when the run ends.
+fn temp_passfile(line: &str) -> Result<(tempfile::TempDir, PathBuf), PgError> {
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| PgError::Io { context, source }
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("pg-backups-")
+        .tempdir()
+        .map_err(io("creating a private folder for the password file"))?;
+    let path = dir.path().join("pgpass");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(io("writing the private password file"))?;
+    Ok((dir, path))
+}
+
 /// How to run the PostgreSQL tools against the configured server.
 pub struct PgTools {
     bin_dir: Option<PathBuf>,
@@ -29,6 +77,8 @@ pub struct PgTools {
     password: Option<Secret>,
     /// Used when the password cannot be written to a passfile (it has a line break).
     password_env: bool,
+    /// The in-memory password file, inherited by the tools (and by pg_dumpall's pg_dump).
+    _passfile_fd: Option<std::os::fd::OwnedFd>,
     _private: Option<tempfile::TempDir>,
 }
 
@@ -43,37 +93,27 @@ impl PgTools {
             passfile: cfg.passfile.clone(),
             password: cfg.password.clone(),
             password_env: false,
+            _passfile_fd: None,
             _private: None,
         };
         if let Some(pw) = &cfg.password {
             if pw.expose().contains(['\n', '\r']) {
                 tools.password_env = true;
             } else {
-                let dir = tempfile::Builder::new()
-                    .prefix("pg-backups-")
-                    .tempdir()
-                    .map_err(|e| PgError::Io {
-                        context: "creating a private folder for the password file".into(),
-                        source: e,
-                    })?;
-                let path = dir.path().join("pgpass");
                 let escaped = pw.expose().replace('\\', "\\\\").replace(':', "\\:");
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .and_then(|mut f| {
-                        f.write_all(format!("*:*:*:*:{escaped}\n").as_bytes())?;
-                        Ok(f)
-                    })
-                    .map_err(|e| PgError::Io {
-                        context: "writing the private password file".into(),
-                        source: e,
-                    })?;
-                let _ = file.flush();
-                tools.passfile = Some(path);
-                tools._private = Some(dir);
+                let line = format!("*:*:*:*:{escaped}\n");
+                match memory_passfile(&line) {
+                    Ok((fd, path)) => {
+                        tools.passfile = Some(path);
+                        tools._passfile_fd = Some(fd);
+                    }
+                    Err(e) => {
+                        tracing::debug!("no in-memory password file ({e}); using a temp file");
+                        let (dir, path) = temp_passfile(&line)?;
+                        tools.passfile = Some(path);
+                        tools._private = Some(dir);
+                    }
+                }
             }
         }
         Ok(tools)
@@ -119,7 +159,16 @@ impl PgTools {
 
     /// Turns a failed tool run into an error with a classified exit code.
     pub fn failure(&self, tool: &str, context: &str, status: &str, stderr: &str) -> PgError {
-        let stderr = self.redact(stderr);
+        let mut stderr = self.redact(stderr);
+        if self._passfile_fd.is_some()
+            && let Some(path) = &self.passfile
+        {
+            // Our in-memory passfile means nothing to the operator; say where it came from.
+            stderr = stderr.replace(
+                &format!("password retrieved from file \"{}\"", path.display()),
+                "password taken from PGPASSWORD / PGPASSWORD_FILE",
+            );
+        }
         PgError::Failed {
             tool: tool.to_string(),
             context: context.to_string(),
@@ -150,11 +199,21 @@ impl PgTools {
         columns: usize,
     ) -> Result<Vec<Vec<String>>, PgError> {
         let mut cmd = self.command("psql");
-        cmd.args(["-X", "-A", "-t", "-q", "-w", "-z", "-0", "-v", "ON_ERROR_STOP=1"])
-            .arg("-d")
-            .arg(conninfo(database))
-            .arg("-c")
-            .arg(sql);
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-w",
+            "-z",
+            "-0",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .arg("-d")
+        .arg(conninfo(database))
+        .arg("-c")
+        .arg(sql);
         let mut child = Running::spawn(cmd, "psql", Stdio::null(), true, Tail::default())
             .map_err(|e| self.spawn_error("psql", e))?;
         let mut out = Vec::new();
@@ -184,7 +243,7 @@ impl PgTools {
             return Ok(Vec::new());
         }
         let fields: Vec<String> = text.split('\0').map(str::to_string).collect();
-        if columns == 0 || fields.len() % columns != 0 {
+        if columns == 0 || !fields.len().is_multiple_of(columns) {
             return Err(PgError::Unexpected(format!(
                 "{} fields for rows of {columns} columns from `{sql}`",
                 fields.len()
@@ -313,7 +372,13 @@ mod tests {
 
     #[test]
     fn server_major_from_version_num() {
-        let v = |num| ServerVersion { num, text: String::new() }.major();
+        let v = |num| {
+            ServerVersion {
+                num,
+                text: String::new(),
+            }
+            .major()
+        };
         assert_eq!(v(170010), 17);
         assert_eq!(v(150018), 15);
         assert_eq!(v(90624), 906);

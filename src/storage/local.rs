@@ -171,7 +171,9 @@ impl Storage for LocalStorage {
 
     fn open(&self, folder: &FolderName, file: &str) -> Result<Box<dyn Read + Send>, StorageError> {
         if !is_safe_file_name(file) {
-            return Err(StorageError::Invalid(format!("{file:?} is not a backup file name")));
+            return Err(StorageError::Invalid(format!(
+                "{file:?} is not a backup file name"
+            )));
         }
         let path = self.root.join(folder.as_str()).join(file);
         match std::fs::File::open(&path) {
@@ -183,7 +185,11 @@ impl Storage for LocalStorage {
         }
     }
 
-    fn put_folder(&self, source: &LocalFolder, manifest: &Manifest) -> Result<PutStats, StorageError> {
+    fn put_folder(
+        &self,
+        source: &LocalFolder,
+        manifest: &Manifest,
+    ) -> Result<PutStats, StorageError> {
         let final_dir = self.root.join(source.folder.as_str());
         let work = self.root.join(work_folder_name(&source.folder));
         let werr = |path: &Path| {
@@ -244,7 +250,8 @@ impl Storage for LocalStorage {
 
     fn delete(&self, entry: &FolderEntry) -> Result<u64, StorageError> {
         // Only names we made ourselves are ever turned into a path to delete.
-        let valid = FolderName::parse(&entry.name).is_some() || parse_work_folder(&entry.name).is_some();
+        let valid =
+            FolderName::parse(&entry.name).is_some() || parse_work_folder(&entry.name).is_some();
         if !valid {
             return Err(StorageError::Invalid(format!(
                 "refusing to delete {:?}: not a backup folder name",
@@ -276,10 +283,12 @@ impl Storage for LocalStorage {
             )));
         }
         let path = dir.join(PIN_FILE);
-        let werr = |source| StorageError::Backup(BackupError::Write {
-            path: path.clone(),
-            source,
-        });
+        let werr = |source| {
+            StorageError::Backup(BackupError::Write {
+                path: path.clone(),
+                source,
+            })
+        };
         if pinned {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)

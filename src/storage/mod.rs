@@ -61,7 +61,11 @@ impl FolderEntry {
         manifest: Option<Result<Manifest, BackupError>>,
     ) -> FolderEntry {
         let (status, manifest, note) = match manifest {
-            None => (FolderStatus::Incomplete, None, Some("no manifest.json".to_string())),
+            None => (
+                FolderStatus::Incomplete,
+                None,
+                Some("no manifest.json".to_string()),
+            ),
             Some(Ok(m)) => (
                 match m.status {
                     ManifestStatus::Complete => FolderStatus::Complete,
@@ -250,7 +254,9 @@ pub fn open(
         SourceKind::Remote => match cfg.rsync.get()? {
             None if required => Err(not_enabled("RSYNC_ENABLED").into()),
             None => Ok(None),
-            Some(_) => Err(crate::error::Error::Internal("rsync is not built yet".into())),
+            Some(_) => Err(crate::error::Error::Internal(
+                "rsync is not built yet".into(),
+            )),
         },
     }
 }

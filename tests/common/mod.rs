@@ -181,7 +181,10 @@ impl PgServer {
                 .args(["-p", &port.to_string()])
                 .args(["-c", "listen_addresses=127.0.0.1"])
                 .arg("-c")
-                .arg(format!("unix_socket_directories={}", self.root.path().display()))
+                .arg(format!(
+                    "unix_socket_directories={}",
+                    self.root.path().display()
+                ))
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off", "-c", "max_connections=40"])
                 .args(["-c", "shared_buffers=32MB"])
@@ -274,7 +277,7 @@ impl PgServer {
     /// Restores plain SQL from a gzip file the documented way: `gunzip -c FILE | psql`.
     /// Returns psql's stderr.
     pub fn restore_gz(&self, file: &Path) -> String {
-        let gunzip = Command::new("gunzip")
+        let mut gunzip = Command::new("gunzip")
             .arg("-c")
             .arg(file)
             .stdout(Stdio::piped())
@@ -283,10 +286,15 @@ impl PgServer {
         let out = self
             .client("psql")
             .args(["-X", "-q", "-d", "postgres"])
-            .stdin(gunzip.stdout.unwrap())
+            .stdin(gunzip.stdout.take().unwrap())
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(gunzip.wait().unwrap().success(), "gunzip {}", file.display());
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -294,7 +302,11 @@ impl PgServer {
     /// two clusters.
     pub fn dumpall_normalized(&self) -> String {
         let out = self.client("pg_dumpall").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         normalize_dump(&String::from_utf8(out.stdout).unwrap())
     }
 
@@ -305,7 +317,11 @@ impl PgServer {
             .arg(format!("--dbname={}", conninfo(db)))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         normalize_dump(&String::from_utf8(out.stdout).unwrap())
     }
 
@@ -326,7 +342,11 @@ impl PgServer {
         let hba = self.data_dir().join("pg_hba.conf");
         let old = std::fs::read_to_string(&hba).unwrap();
         let quoted = format!("\"{}\"", db.replace('"', "\"\""));
-        std::fs::write(&hba, format!("host {quoted} all 127.0.0.1/32 reject\n{old}")).unwrap();
+        std::fs::write(
+            &hba,
+            format!("host {quoted} all 127.0.0.1/32 reject\n{old}"),
+        )
+        .unwrap();
         self.psql("postgres", "SELECT pg_reload_conf()");
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -365,7 +385,10 @@ pub fn pgb(envs: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg-backups"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+        )
         .env("LOG_FORMAT", "text")
         .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null());
@@ -393,7 +416,10 @@ impl Run {
     }
 
     pub fn message(&self) -> String {
-        self.json["error"]["message"].as_str().unwrap_or("").to_string()
+        self.json["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -533,7 +559,9 @@ impl TableLock {
             "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
              AND mode = 'AccessExclusiveLock' AND granted"
         );
-        wait_for(30, "the table lock", || server.psql(db, &probe).trim() == "1");
+        wait_for(30, "the table lock", || {
+            server.psql(db, &probe).trim() == "1"
+        });
         // stdin stays open with the value, so the transaction does too.
         TableLock {
             child,
