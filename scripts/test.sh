@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotently), then checks formatting, lints and runs every
+# test against real PostgreSQL 15 and 17, SeaweedFS and sshd on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --check
+echo "== cargo clippy" >&2
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --locked "$@"
