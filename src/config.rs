@@ -161,6 +161,8 @@ pub struct RsyncConfig {
     pub path: String,
     pub ssh_key: PathBuf,
     pub known_hosts: Option<PathBuf>,
+    /// `~/.ssh/known_hosts` of the user running us, for `accept-new` on first contact.
+    pub default_known_hosts: PathBuf,
     pub retention: RetentionRules,
 }
 
@@ -193,7 +195,10 @@ impl Config {
             port: parse_port("PGPORT", &args.pgport)?,
             user: non_empty("PGUSER", &args.pguser)?,
             password,
-            passfile: args.pgpassfile.clone(),
+            passfile: args
+                .pgpassfile
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
             sslmode: match args.pgsslmode.as_deref() {
                 None | Some("") => None,
                 Some(
@@ -426,7 +431,16 @@ fn rsync_config(args: &GlobalArgs) -> Result<Destination<RsyncConfig>, ConfigErr
         port,
         path,
         ssh_key: args.rsync_ssh_key.clone(),
-        known_hosts: args.rsync_known_hosts.clone(),
+        known_hosts: args
+            .rsync_known_hosts
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty()),
+        default_known_hosts: std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"))
+            .join(".ssh")
+            .join("known_hosts"),
         retention,
     }))
 }

@@ -113,6 +113,7 @@ fn dispatch(config: &Config, command: &Command) -> Result<Outcome, Error> {
     match command {
         Command::Dump => commands::dump::run(config),
         Command::List(args) => commands::list::run(config, args),
+        Command::Ship => commands::ship::run(config),
         _ => Err(Error::Internal(format!(
             "`{}` is not available in this build",
             command.name()

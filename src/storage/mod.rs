@@ -3,6 +3,8 @@
 //! `restore` see the same folders and statuses at each of them.
 
 pub mod local;
+pub mod remote;
+pub mod s3;
 
 use std::io::Read;
 
@@ -249,7 +251,7 @@ pub fn open(
         SourceKind::S3 => match cfg.s3.get()? {
             None if required => Err(not_enabled("S3_ENABLED").into()),
             None => Ok(None),
-            Some(_) => Err(crate::error::Error::Internal("S3 is not built yet".into())),
+            Some(s3) => Ok(Some(Box::new(s3::S3Storage::new(s3)?))),
         },
         SourceKind::Remote => match cfg.rsync.get()? {
             None if required => Err(not_enabled("RSYNC_ENABLED").into()),

@@ -1,0 +1,681 @@
+//! A remote host over rsync/ssh (`RSYNC_USER@RSYNC_HOST:RSYNC_PATH`).
+//!
+//! `rsync` and `ssh` run as child processes with `BatchMode=yes` (never a prompt) and host key
+//! checking on: `RSYNC_KNOWN_HOSTS` when given, else `accept-new` into `~/.ssh/known_hosts`
+//! (first contact is trusted and remembered; a changed key is refused). One ssh connection is
+//! shared by every command of a run (`ControlMaster`). Remote commands get validated folder
+//! names only, and every argument is single-quoted for the remote shell.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{ChildStdout, Command, Stdio};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::local::LocalFolder;
+use super::{FolderEntry, PutStats, Storage, StorageError, sort_newest_first};
+use crate::backup::{
+    BackupError, FolderName, MANIFEST_FILE, Manifest, PIN_FILE, is_safe_file_name,
+};
+use crate::config::{RsyncConfig, SourceKind};
+use crate::process::{Running, Tail, describe_status};
+
+pub struct RemoteStorage {
+    host: String,
+    user: String,
+    port: u16,
+    root: String,
+    ssh_options: Vec<String>,
+    control_dir: tempfile::TempDir,
+    location: String,
+}
+
+/// Quotes one argument for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl RemoteStorage {
+    pub fn new(cfg: &RsyncConfig) -> Result<RemoteStorage, StorageError> {
+        let control_dir = tempfile::Builder::new()
+            .prefix("pg-backups-ssh-")
+            .tempdir()
+            .map_err(|e| StorageError::Io {
+                context: "creating a private folder for the ssh connection".into(),
+                source: e,
+            })?;
+        for (var, path) in [
+            ("RSYNC_SSH_KEY", Some(&cfg.ssh_key)),
+            ("RSYNC_KNOWN_HOSTS", cfg.known_hosts.as_ref()),
+        ] {
+            if let Some(p) = path
+                && p.to_string_lossy().contains(['\'', '"', '\n'])
+            {
+                return Err(StorageError::Invalid(format!(
+                    "{var}={} contains a quote or a line break, which ssh options cannot carry",
+                    p.display()
+                )));
+            }
+        }
+        let known_hosts = match &cfg.known_hosts {
+            Some(file) => vec![
+                "-o".to_string(),
+                "StrictHostKeyChecking=yes".to_string(),
+                "-o".to_string(),
+                format!("UserKnownHostsFile={}", file.display()),
+            ],
+            None => {
+                if let Some(dir) = cfg.default_known_hosts.parent() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    let _ = std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir);
+                }
+                vec![
+                    "-o".to_string(),
+                    "StrictHostKeyChecking=accept-new".to_string(),
+                    "-o".to_string(),
+                    format!("UserKnownHostsFile={}", cfg.default_known_hosts.display()),
+                ]
+            }
+        };
+        let mut ssh_options = vec![
+            "-p".to_string(),
+            cfg.port.to_string(),
+            "-i".to_string(),
+            cfg.ssh_key.display().to_string(),
+            "-o".to_string(),
+            "BatchMode=yes".to_string(),
+            "-o".to_string(),
+            "IdentitiesOnly=yes".to_string(),
+            "-o".to_string(),
+            "ConnectTimeout=10".to_string(),
+            "-o".to_string(),
+            "ServerAliveInterval=15".to_string(),
+            "-o".to_string(),
+            "ServerAliveCountMax=4".to_string(),
+            "-o".to_string(),
+            "LogLevel=ERROR".to_string(),
+            "-o".to_string(),
+            "ControlMaster=auto".to_string(),
+            "-o".to_string(),
+            format!("ControlPath={}/%C", control_dir.path().display()),
+            "-o".to_string(),
+            "ControlPersist=30".to_string(),
+        ];
+        ssh_options.extend(known_hosts);
+        Ok(RemoteStorage {
+            host: cfg.host.clone(),
+            user: cfg.user.clone(),
+            port: cfg.port,
+            root: cfg.path.clone(),
+            location: format!("{}@{}:{}", cfg.user, cfg.host, cfg.path),
+            ssh_options,
+            control_dir,
+        })
+    }
+
+    fn target(&self) -> String {
+        format!("{}@{}", self.user, self.host)
+    }
+
+    fn folder_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.root.trim_end_matches('/'))
+    }
+
+    fn ssh_command(&self, remote: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(&self.ssh_options)
+            .arg(self.target())
+            .arg("--")
+            .arg(remote);
+        cmd
+    }
+
+    /// The `-e` value for rsync: the same ssh options, quoted for rsync's own splitting.
+    fn rsync_shell(&self) -> String {
+        let mut parts = vec!["ssh".to_string()];
+        parts.extend(self.ssh_options.iter().map(|o| sh_quote(o)));
+        parts.join(" ")
+    }
+
+    fn rsync_command(&self) -> Command {
+        let mut cmd = Command::new("rsync");
+        cmd.arg("-s").arg("-e").arg(self.rsync_shell());
+        cmd
+    }
+
+    /// Runs a remote shell command and returns its stdout; failures are classified.
+    fn run(&self, what: &str, cmd: Command) -> Result<Vec<u8>, StorageError> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = Running::spawn(cmd, &program, Stdio::null(), true, Tail::default())
+            .map_err(|e| spawn_error(&program, e))?;
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.take_stdout() {
+            stdout.read_to_end(&mut out).map_err(|e| StorageError::Io {
+                context: format!("reading the output of {program}"),
+                source: e,
+            })?;
+        }
+        let finished = child.finish().map_err(|e| StorageError::Io {
+            context: format!("waiting for {program}"),
+            source: e,
+        })?;
+        if !finished.status.success() {
+            return Err(self.classify(
+                what,
+                &describe_status(&finished.status),
+                &finished.stderr.text(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn ssh(&self, what: &str, remote: &str) -> Result<Vec<u8>, StorageError> {
+        self.run(what, self.ssh_command(remote))
+    }
+
+    fn classify(&self, what: &str, status: &str, stderr: &str) -> StorageError {
+        let destination = self.location.clone();
+        let s = stderr.to_ascii_lowercase();
+        let has = |n: &[&str]| n.iter().any(|x| s.contains(x));
+        let detail = format!(
+            "{what}: {}",
+            if stderr.trim().is_empty() {
+                status.to_string()
+            } else {
+                stderr.trim().to_string()
+            }
+        );
+        if has(&[
+            "host key verification failed",
+            "remote host identification has changed",
+            "host key for",
+        ]) {
+            return StorageError::Denied {
+                destination,
+                detail: format!(
+                    "{detail}; the host key of {} is not the one known: if the server was \
+                     reinstalled, update RSYNC_KNOWN_HOSTS (ssh-keyscan -p {} {}); otherwise \
+                     this may be an attack",
+                    self.host, self.port, self.host
+                ),
+            };
+        }
+        if has(&[
+            "permission denied (publickey",
+            "permission denied, please try again",
+            "too many authentication failures",
+            "no more authentication methods",
+        ]) {
+            return StorageError::Denied {
+                destination,
+                detail: format!(
+                    "{detail}; check RSYNC_SSH_KEY and that its public key is in ~{}/.ssh/authorized_keys on {}",
+                    self.user, self.host
+                ),
+            };
+        }
+        if has(&[
+            "connection refused",
+            "could not resolve hostname",
+            "no route to host",
+            "connection timed out",
+            "network is unreachable",
+            "connection closed by",
+            "connection reset",
+            "kex_exchange_identification",
+            "operation timed out",
+            "broken pipe",
+        ]) {
+            return StorageError::Unreachable {
+                destination,
+                detail: format!("{detail}; check RSYNC_HOST and RSYNC_PORT"),
+            };
+        }
+        if has(&["no space left on device", "disk quota exceeded"]) {
+            return StorageError::Io {
+                context: format!("{destination}: {detail}"),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            };
+        }
+        if has(&[
+            "permission denied",
+            "read-only file system",
+            "cannot create directory",
+            "operation not permitted",
+        ]) {
+            return StorageError::CannotCreate {
+                destination,
+                detail: format!("{detail}; check that RSYNC_USER may write RSYNC_PATH"),
+            };
+        }
+        StorageError::Failed {
+            destination,
+            detail,
+        }
+    }
+
+    /// Every file under the root, as `(folder, file) -> (size, mtime)`, and folder names.
+    fn listing(&self) -> Result<(Vec<String>, Vec<RemoteFile>), StorageError> {
+        let mut cmd = self.rsync_command();
+        cmd.args(["--list-only", "--no-h", "-r"]).arg(format!(
+            "{}:{}/",
+            self.target(),
+            self.root.trim_end_matches('/')
+        ));
+        let out = match self.run("listing the remote backups", cmd) {
+            Ok(out) => out,
+            Err(StorageError::Failed { detail, .. })
+                if detail.contains("No such file or directory") =>
+            {
+                return Err(StorageError::NotFound(format!(
+                    "RSYNC_PATH {} does not exist on {}: run `pg-backups ship` first, or fix RSYNC_PATH",
+                    self.root, self.host
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(parse_list_only(&String::from_utf8_lossy(&out)))
+    }
+
+    /// Fetches every folder's manifest and pin marker in one rsync run.
+    fn fetch_markers(&self) -> Result<tempfile::TempDir, StorageError> {
+        let dir = tempfile::Builder::new()
+            .prefix("pg-backups-manifests-")
+            .tempdir()
+            .map_err(|e| StorageError::Io {
+                context: "creating a temporary folder for manifests".into(),
+                source: e,
+            })?;
+        let mut cmd = self.rsync_command();
+        cmd.args(["-r", "--exclude=*/*/", "--include=*/"])
+            .arg(format!("--include={MANIFEST_FILE}"))
+            .arg(format!("--include={PIN_FILE}"))
+            .arg("--exclude=*")
+            .arg(format!(
+                "{}:{}/",
+                self.target(),
+                self.root.trim_end_matches('/')
+            ))
+            .arg(format!("{}/", dir.path().display()));
+        self.run("reading the remote manifests", cmd)?;
+        Ok(dir)
+    }
+
+    /// SHA-256 of files in a remote folder, by name.
+    fn remote_sha256(
+        &self,
+        folder: &FolderName,
+        files: &[&str],
+    ) -> Result<BTreeMap<String, String>, StorageError> {
+        let mut remote = format!(
+            "cd {} && sha256sum --",
+            sh_quote(&self.folder_path(folder.as_str()))
+        );
+        for f in files {
+            remote.push(' ');
+            remote.push_str(&sh_quote(f));
+        }
+        let out = self.ssh("checking the copied files", &remote)?;
+        let mut sums = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out).lines() {
+            if let Some((hash, name)) = line.split_once("  ") {
+                sums.insert(name.trim_start_matches('*').to_string(), hash.to_string());
+            }
+        }
+        Ok(sums)
+    }
+
+    fn send_files(
+        &self,
+        source: &LocalFolder,
+        files: &[&str],
+        dest: &str,
+    ) -> Result<(), StorageError> {
+        let mut cmd = self.rsync_command();
+        cmd.args(["-t", "--chmod=D700,F600", "--partial-dir=.rsync-partial"]);
+        for f in files {
+            cmd.arg(source.path(f));
+        }
+        cmd.arg(format!("{}:{dest}/", self.target()));
+        self.run("copying files", cmd).map(|_| ())
+    }
+}
+
+impl Drop for RemoteStorage {
+    fn drop(&mut self) {
+        // Ends the shared connection; a lingering master would otherwise outlive us by 30 s.
+        let _ = Command::new("ssh")
+            .args(&self.ssh_options)
+            .args(["-O", "exit"])
+            .arg(self.target())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = &self.control_dir;
+    }
+}
+
+fn spawn_error(program: &str, e: std::io::Error) -> StorageError {
+    StorageError::Io {
+        context: format!("cannot run {program} (install openssh-client and rsync)"),
+        source: e,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RemoteFile {
+    folder: String,
+    file: String,
+    size: u64,
+    modified: Option<DateTime<Utc>>,
+}
+
+/// Parses `rsync --list-only --no-h -r` output: `perms size date time path`.
+fn parse_list_only(text: &str) -> (Vec<String>, Vec<RemoteFile>) {
+    let mut folders = Vec::new();
+    let mut files = Vec::new();
+    for line in text.lines() {
+        let mut fields = Vec::new();
+        let mut rest = line;
+        // perms, size, date, time, then the path (which may contain spaces).
+        for _ in 0..4 {
+            rest = rest.trim_start();
+            let end = rest.find(' ').unwrap_or(rest.len());
+            fields.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let path = rest.trim_start();
+        if fields.len() < 4 || path.is_empty() || path == "." {
+            continue;
+        }
+        let perms = fields[0];
+        let size: u64 = fields[1].replace(',', "").parse().unwrap_or(0);
+        let modified = NaiveDateTime::parse_from_str(
+            &format!("{} {}", fields[2], fields[3]),
+            "%Y/%m/%d %H:%M:%S",
+        )
+        .ok()
+        .map(|t| t.and_utc());
+        match path.split_once('/') {
+            None if perms.starts_with('d') => folders.push(path.to_string()),
+            Some((folder, file)) if !file.contains('/') && perms.starts_with('-') => {
+                files.push(RemoteFile {
+                    folder: folder.to_string(),
+                    file: file.to_string(),
+                    size,
+                    modified,
+                })
+            }
+            _ => {}
+        }
+    }
+    (folders, files)
+}
+
+/// Streams a remote file through `ssh cat`; a failed `cat` is an error at the end of the stream.
+struct RemoteReader {
+    child: Option<Running<Tail>>,
+    stdout: ChildStdout,
+    what: String,
+}
+
+impl Read for RemoteReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0
+            && let Some(child) = self.child.take()
+        {
+            let finished = child.finish()?;
+            if !finished.status.success() {
+                return Err(std::io::Error::other(format!(
+                    "{}: {}",
+                    self.what,
+                    finished.stderr.text().trim()
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Storage for RemoteStorage {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Remote
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn list(&self) -> Result<Vec<FolderEntry>, StorageError> {
+        let (folders, files) = self.listing()?;
+        let markers = self.fetch_markers()?;
+        let mut entries = Vec::new();
+        for name in folders {
+            let in_folder: Vec<&RemoteFile> = files.iter().filter(|f| f.folder == name).collect();
+            let mut entry = match FolderName::parse(&name) {
+                Some(folder) => {
+                    let manifest =
+                        match std::fs::read(markers.path().join(&name).join(MANIFEST_FILE)) {
+                            Ok(bytes) => Some(Manifest::parse(&bytes, &folder)),
+                            Err(_) => None,
+                        };
+                    let mut e = FolderEntry::from_manifest(name.clone(), folder, manifest);
+                    e.pinned = markers.path().join(&name).join(PIN_FILE).exists();
+                    e
+                }
+                None => {
+                    FolderEntry::invalid(name.clone(), "not a backup folder name (YYYYMMDD_HHMMSS)")
+                }
+            };
+            entry.bytes = in_folder.iter().map(|f| f.size).sum();
+            entry.modified = in_folder.iter().filter_map(|f| f.modified).max();
+            entries.push(entry);
+        }
+        sort_newest_first(&mut entries);
+        Ok(entries)
+    }
+
+    fn manifest(&self, folder: &FolderName) -> Result<Option<Manifest>, StorageError> {
+        let path = format!("{}/{MANIFEST_FILE}", self.folder_path(folder.as_str()));
+        let remote = format!(
+            "if [ -f {p} ]; then cat -- {p}; else echo __none__; fi",
+            p = sh_quote(&path)
+        );
+        let out = self.ssh("reading a manifest", &remote)?;
+        if out == b"__none__\n" {
+            return Ok(None);
+        }
+        Ok(Some(Manifest::parse(&out, folder)?))
+    }
+
+    fn open(&self, folder: &FolderName, file: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+        if !is_safe_file_name(file) {
+            return Err(StorageError::Invalid(format!(
+                "{file:?} is not a backup file name"
+            )));
+        }
+        let path = format!("{}/{file}", self.folder_path(folder.as_str()));
+        // A missing file is reported before streaming starts.
+        let probe = format!("test -f {}", sh_quote(&path));
+        if self.ssh("looking for a file", &probe).is_err() {
+            return Err(StorageError::NotFound(format!(
+                "{path} does not exist on {}",
+                self.host
+            )));
+        }
+        let cmd = self.ssh_command(&format!("cat -- {}", sh_quote(&path)));
+        let mut child = Running::spawn(cmd, "ssh", Stdio::null(), true, Tail::default())
+            .map_err(|e| spawn_error("ssh", e))?;
+        let stdout = child
+            .take_stdout()
+            .ok_or_else(|| StorageError::Invalid("ssh has no stdout".into()))?;
+        Ok(Box::new(RemoteReader {
+            child: Some(child),
+            stdout,
+            what: format!("reading {path} on {}", self.host),
+        }))
+    }
+
+    fn put_folder(
+        &self,
+        source: &LocalFolder,
+        manifest: &Manifest,
+    ) -> Result<PutStats, StorageError> {
+        // Never ship a corrupt copy: the local files must still match the manifest.
+        for f in &manifest.files {
+            let actual = sha256_file(&source.path(&f.name))?;
+            if actual != f.sha256 {
+                return Err(BackupError::Checksum {
+                    file: source.path(&f.name).display().to_string(),
+                    expected: f.sha256.clone(),
+                    actual,
+                }
+                .into());
+            }
+        }
+        let dest = self.folder_path(source.folder.as_str());
+        self.ssh(
+            "creating the remote folder",
+            &format!(
+                "mkdir -p -- {root} && mkdir -p -m 700 -- {dest}",
+                root = sh_quote(&self.root),
+                dest = sh_quote(&dest)
+            ),
+        )?;
+        let data: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+        if !data.is_empty() {
+            self.send_files(source, &data, &dest)?;
+            let sums = self.remote_sha256(&source.folder, &data)?;
+            for f in &manifest.files {
+                if sums.get(&f.name) != Some(&f.sha256) {
+                    return Err(StorageError::Failed {
+                        destination: self.location.clone(),
+                        detail: format!(
+                            "{}/{} arrived with SHA-256 {} instead of {}",
+                            dest,
+                            f.name,
+                            sums.get(&f.name).map(String::as_str).unwrap_or("(missing)"),
+                            f.sha256
+                        ),
+                    });
+                }
+            }
+        }
+        // The manifest last: rsync writes it to a temporary name and renames it.
+        let local_manifest = source.path(MANIFEST_FILE);
+        let expected = sha256_file(&local_manifest)?;
+        self.send_files(source, &[MANIFEST_FILE], &dest)?;
+        let sums = self.remote_sha256(&source.folder, &[MANIFEST_FILE])?;
+        if sums.get(MANIFEST_FILE) != Some(&expected) {
+            return Err(StorageError::Failed {
+                destination: self.location.clone(),
+                detail: format!("{dest}/{MANIFEST_FILE} did not arrive whole"),
+            });
+        }
+        Ok(PutStats {
+            files: manifest.files.len() as u32 + 1,
+            bytes: manifest.total_bytes()
+                + std::fs::metadata(&local_manifest)
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+        })
+    }
+
+    fn delete(&self, entry: &FolderEntry) -> Result<u64, StorageError> {
+        let Some(folder) = &entry.folder else {
+            return Err(StorageError::Invalid(format!(
+                "refusing to delete {:?}: not a backup folder name",
+                entry.name
+            )));
+        };
+        let dir = self.folder_path(folder.as_str());
+        let remote = format!(
+            "rm -f -- {m} && rm -rf -- {d}",
+            m = sh_quote(&format!("{dir}/{MANIFEST_FILE}")),
+            d = sh_quote(&dir)
+        );
+        self.ssh("deleting a folder", &remote)?;
+        Ok(entry.bytes)
+    }
+
+    fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError> {
+        let dir = self.folder_path(folder.as_str());
+        let manifest = sh_quote(&format!("{dir}/{MANIFEST_FILE}"));
+        let pin = sh_quote(&format!("{dir}/{PIN_FILE}"));
+        let remote = if pinned {
+            format!(
+                "test -f {manifest} || {{ echo 'no manifest' >&2; exit 3; }}; printf '%s' {} > {pin} && chmod 600 {pin}",
+                sh_quote(&super::local::pin_marker())
+            )
+        } else {
+            format!("test -f {manifest} || {{ echo 'no manifest' >&2; exit 3; }}; rm -f -- {pin}")
+        };
+        self.ssh("setting a pin", &remote).map_err(|e| match e {
+            StorageError::Failed { detail, .. } if detail.contains("no manifest") => {
+                StorageError::NotFound(format!("{} has no complete backup {folder}", self.location))
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, StorageError> {
+    let mut f = std::fs::File::open(path).map_err(|e| StorageError::Io {
+        context: format!("reading {}", path.display()),
+        source: e,
+    })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| StorageError::Io {
+            context: format!("reading {}", path.display()),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_survives_hostile_text() {
+        assert_eq!(sh_quote("plain"), "'plain'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(sh_quote("$(rm -rf ~); `x`"), "'$(rm -rf ~); `x`'");
+    }
+
+    #[test]
+    fn rsync_listing_is_parsed_into_folders_and_files() {
+        let text = "\
+drwx------           4096 2025/10/05 12:00:00 .
+drwx------           4096 2025/10/05 12:00:00 20251005_120000
+-rw-------           1234 2025/10/05 12:00:01 20251005_120000/postgres_db_my%20db.sql.gz
+-rw-------            900 2025/10/05 12:00:02 20251005_120000/manifest.json
+drwxr-xr-x           4096 2025/10/06 08:00:00 not a backup
+-rw-r--r--              5 2025/10/06 08:00:00 stray file.txt
+";
+        let (folders, files) = parse_list_only(text);
+        assert_eq!(folders, ["20251005_120000", "not a backup"]);
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].file, "postgres_db_my%20db.sql.gz");
+        assert_eq!(files[0].size, 1234);
+        assert_eq!(
+            files[1].modified.unwrap().to_rfc3339(),
+            "2025-10-05T12:00:02+00:00"
+        );
+    }
+}
