@@ -256,9 +256,7 @@ pub fn open(
         SourceKind::Remote => match cfg.rsync.get()? {
             None if required => Err(not_enabled("RSYNC_ENABLED").into()),
             None => Ok(None),
-            Some(_) => Err(crate::error::Error::Internal(
-                "rsync is not built yet".into(),
-            )),
+            Some(r) => Ok(Some(Box::new(remote::RemoteStorage::new(r)?))),
         },
     }
 }

@@ -229,12 +229,14 @@ impl RemoteStorage {
             "connection reset",
             "kex_exchange_identification",
             "operation timed out",
-            "broken pipe",
         ]) {
             return StorageError::Unreachable {
                 destination,
                 detail: format!("{detail}; check RSYNC_HOST and RSYNC_PORT"),
             };
+        }
+        if s.contains("change_dir") && s.contains("no such file or directory") {
+            return StorageError::NotFound(format!("{destination}: {detail}"));
         }
         if has(&["no space left on device", "disk quota exceeded"]) {
             return StorageError::Io {
@@ -247,6 +249,7 @@ impl RemoteStorage {
             "read-only file system",
             "cannot create directory",
             "operation not permitted",
+            "not a directory",
         ]) {
             return StorageError::CannotCreate {
                 destination,
@@ -269,9 +272,7 @@ impl RemoteStorage {
         ));
         let out = match self.run("listing the remote backups", cmd) {
             Ok(out) => out,
-            Err(StorageError::Failed { detail, .. })
-                if detail.contains("No such file or directory") =>
-            {
+            Err(StorageError::NotFound(_)) => {
                 return Err(StorageError::NotFound(format!(
                     "RSYNC_PATH {} does not exist on {}: run `pg-backups ship` first, or fix RSYNC_PATH",
                     self.root, self.host
