@@ -129,11 +129,93 @@ bench_dump() {
     rm -rf "$OUT"
 }
 
+# --- ship ---------------------------------------------------------------------------------
+WEED_PID=""
+stop_weed() { [ -n "$WEED_PID" ] && kill -9 "$WEED_PID" 2>/dev/null; WEED_PID=""; }
+trap stop_weed EXIT
+start_weed() {
+    local dir=$BENCH_DIR/weed
+    rm -rf "$dir"; mkdir -p "$dir/data"
+    cat > "$dir/s3.json" <<JSON
+{"identities":[{"name":"bench","credentials":[{"accessKey":"AKIDBENCH","secretKey":"bench-secret-key"}],"actions":["Admin","Read","Write","List"]}]}
+JSON
+    weed server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=19433 \
+        -volume.port=18180 -filer.port=18988 -volume.max=0 -master.volumeSizeLimitMB=1024 \
+        -s3 -s3.port=18433 -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" \
+        >"$dir/log" 2>&1 &
+    WEED_PID=$!
+    export AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_DEFAULT_REGION=us-east-1
+    for _ in $(seq 1 150); do aws --endpoint-url http://127.0.0.1:18433 s3 ls >/dev/null 2>&1 && break; sleep 0.2; done
+    aws --endpoint-url http://127.0.0.1:18433 s3 mb s3://bench >/dev/null
+}
+make_folder() { # dir name big-file-command: a folder with one big file, small ones and a manifest
+    local dir=$1/$2; mkdir -p "$dir"
+    eval "$3" > "$dir/postgres_db_big.sql.gz"
+    head -c 2000000 /dev/urandom > "$dir/postgres_cluster.sql.gz"
+    head -c 5000 /dev/urandom > "$dir/postgres_globals.sql.gz"
+    head -c 300000 /dev/urandom > "$dir/postgres_db_small.sql.gz"
+    python3 - "$dir" "$2" <<'PY'
+import hashlib, json, os, sys
+d, name = sys.argv[1], sys.argv[2]
+files = []
+for f in sorted(os.listdir(d)):
+    h = hashlib.sha256()
+    with open(os.path.join(d, f), 'rb') as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b''):
+            h.update(chunk)
+    kind = 'cluster' if 'cluster' in f else 'globals' if 'globals' in f else 'database'
+    e = {"name": f, "kind": kind, "bytes": os.path.getsize(os.path.join(d, f)), "sha256": h.hexdigest(), "sql_bytes": 0}
+    if kind == 'database':
+        e["database"] = f[len("postgres_db_"):-len(".sql.gz")]
+    files.append(e)
+m = {"format": 1, "tool": "pg-backups", "tool_version": "bench", "folder": name, "status": "complete",
+     "started_at": "2025-01-01T00:00:00Z", "finished_at": "2025-01-01T00:00:00Z",
+     "server": {"host": "bench", "port": 5432, "version": "15", "version_num": 150000},
+     "pg_dump_version": "15", "compression": "gzip", "compression_level": 6, "databases": [], "files": files, "failed": []}
+with open(os.path.join(d, "manifest.json"), "w") as fh:
+    json.dump(m, fh)
+PY
+}
+
+bench_ship() {
+    note "ship: a folder with a 1 GB file and small ones, to SeaweedFS on loopback"
+    start_weed
+    local EP=http://127.0.0.1:18433 DATA=$BENCH_DIR/ship1g
+    rm -rf "$DATA"; mkdir -p "$DATA"
+    make_folder "$DATA" 20250101_000000 "head -c 1073741824 /dev/urandom"
+    export BACKUP_DIR=$DATA S3_ENABLED=true S3_BUCKET=bench S3_ENDPOINT=$EP S3_FORCE_PATH_STYLE=true \
+        S3_ACCESS_KEY=AKIDBENCH S3_SECRET_KEY=bench-secret-key S3_PREFIX=pgb
+    hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/ship.json" \
+        --prepare "aws --endpoint-url $EP s3 rm --recursive --quiet s3://bench/" \
+        -n "aws s3 cp --recursive" "aws --endpoint-url $EP s3 cp --recursive --quiet $DATA/20250101_000000 s3://bench/aws/20250101_000000/" \
+        -n "pg-backups ship" "$BIN ship >/dev/null 2>&1"
+    local aws ours; aws=$(mean "$BENCH_DIR/ship.json" 0); ours=$(mean "$BENCH_DIR/ship.json" 1)
+    aws --endpoint-url $EP s3 rm --recursive --quiet s3://bench/
+    local rss1; rss1=$(peak_rss_mib "$BIN" ship)
+    hyperfine --runs 5 --export-json "$BENCH_DIR/ship-again.json" -n "second ship" "$BIN ship >/dev/null 2>&1"
+    local again bytes; again=$(mean "$BENCH_DIR/ship-again.json" 0)
+    bytes=$("$BIN" ship 2>/dev/null | python3 -c 'import json,sys; print(sum(d["bytes"] for d in json.load(sys.stdin)["destinations"]))')
+    report "ship 1 GB: pg-backups ${ours}s, aws s3 cp ${aws}s: ratio $(ratio "$ours" "$aws") (target <= 1.0); peak RSS ${rss1} MiB (target <= 128)"
+    report "ship again: ${again}s, ${bytes} bytes transferred (target < 2 s, 0 bytes)"
+    rm -rf "$DATA"
+    note "ship: a 5 GB generated file"
+    DATA=$BENCH_DIR/ship5g; rm -rf "$DATA"; mkdir -p "$DATA"
+    make_folder "$DATA" 20250102_000000 "head -c 5368709120 /dev/zero"
+    export BACKUP_DIR=$DATA
+    aws --endpoint-url $EP s3 rm --recursive --quiet s3://bench/
+    local rss5; rss5=$(peak_rss_mib "$BIN" ship)
+    report "ship 5 GB: peak RSS ${rss5} MiB (target <= 128)"
+    rm -rf "$DATA"
+    stop_weed
+    unset BACKUP_DIR S3_ENABLED S3_BUCKET S3_ENDPOINT S3_FORCE_PATH_STYLE S3_ACCESS_KEY S3_SECRET_KEY S3_PREFIX
+}
+
 prepare_data
 case $WHAT in
     prepare) ;;
     dump) bench_dump ;;
-    all) bench_dump ;;
+    ship) bench_ship ;;
+    all) bench_dump; bench_ship ;;
     *) echo "unknown benchmark $WHAT" >&2; exit 64 ;;
 esac
 note "results (also in $RESULTS)"

@@ -101,8 +101,8 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Oldest acceptable age of the newest complete backup, e.g. `26h`, `90m`, `2d`.
-    /// Default: twice the BACKUP_SCHEDULE interval plus two hours when it is a simple
-    /// `*/N` or daily schedule, else 26h.
+    /// Default: one BACKUP_SCHEDULE interval plus two hours when the schedule is simple
+    /// (`M */N * * *`, `M H * * *` …: 26h for a daily one), else 26h.
     #[arg(long)]
     pub max_age: Option<String>,
 }

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod pg;
 pub mod process;
 pub mod report;
+pub mod retention;
 pub mod secret;
 pub mod signals;
 pub mod storage;
@@ -114,6 +115,9 @@ fn dispatch(config: &Config, command: &Command) -> Result<Outcome, Error> {
         Command::Dump => commands::dump::run(config),
         Command::List(args) => commands::list::run(config, args),
         Command::Ship => commands::ship::run(config),
+        Command::Prune(args) => commands::prune::run(config, args),
+        Command::Check(args) => commands::check::run(config, args),
+        Command::Pin(args) => commands::pin::run(config, args),
         _ => Err(Error::Internal(format!(
             "`{}` is not available in this build",
             command.name()

@@ -4,3 +4,6 @@
 pub mod dump;
 pub mod list;
 pub mod ship;
+pub mod check;
+pub mod pin;
+pub mod prune;

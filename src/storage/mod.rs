@@ -143,6 +143,23 @@ pub trait Storage: Send + Sync {
 
     /// Adds or removes the pin marker of a folder.
     fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError>;
+
+    /// Removes several folders: every manifest first, then the data, so an interrupted prune
+    /// never leaves a "complete" folder with files missing. Destinations that can delete in
+    /// batches do so. One result per entry, in order.
+    fn delete_many(&self, entries: &[&FolderEntry]) -> Vec<Result<u64, StorageError>> {
+        entries.iter().map(|e| self.delete(e)).collect()
+    }
+
+    /// Aborts multipart uploads started before `before` (leftovers of failed ships), returning
+    /// their keys; destinations without such a thing have none. `dry_run` only lists them.
+    fn abort_stale_uploads(
+        &self,
+        _before: DateTime<Utc>,
+        _dry_run: bool,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug, Error)]

@@ -54,7 +54,16 @@ pub struct S3Storage {
     part_size: Option<u64>,
     max_parts: u64,
     location: String,
+    /// Objects per folder from the last listing, so `prune` deletes without listing again.
+    listed: std::sync::Mutex<BTreeMap<String, Vec<Object>>>,
+    /// Set once the provider refused a batched `DeleteObjects`: single deletes from then on.
+    no_batch_delete: std::sync::atomic::AtomicBool,
 }
+
+/// Keys per `DeleteObjects` request (the S3 maximum).
+const DELETE_BATCH: usize = 1000;
+/// Single deletes at once when batches are refused.
+const DELETES_IN_FLIGHT: usize = 16;
 
 /// One object under the prefix.
 #[derive(Debug, Clone)]
@@ -130,6 +139,8 @@ impl S3Storage {
             part_size: cfg.part_size,
             max_parts: cfg.max_parts,
             location,
+            listed: std::sync::Mutex::new(BTreeMap::new()),
+            no_batch_delete: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -495,17 +506,103 @@ impl S3Storage {
         Ok(completed)
     }
 
+    /// Deletes keys in batches of 1,000. Some S3-compatible servers refuse `DeleteObjects`
+    /// without `Content-MD5` (which the SDK no longer sends): then one request per key,
+    /// a bounded number at once.
     async fn delete_keys(&self, keys: &[String]) -> Result<(), StorageError> {
-        for key in keys {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| self.error(&format!("deleting {key}"), e))?;
+        use std::sync::atomic::Ordering;
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for batch in keys.chunks(DELETE_BATCH) {
+            if batch.len() > 1 && !self.no_batch_delete.load(Ordering::Relaxed) {
+                let objects: Result<Vec<ObjectIdentifier>, _> = batch
+                    .iter()
+                    .map(|k| ObjectIdentifier::builder().key(k).build())
+                    .collect();
+                let delete = objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+                let delete = delete.map_err(|e| StorageError::Failed {
+                    destination: self.location.clone(),
+                    detail: format!("building a delete request: {e}"),
+                })?;
+                match self
+                    .client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                {
+                    Ok(out) => {
+                        if let Some(err) = out.errors().first() {
+                            let code = err.code().unwrap_or("");
+                            let detail = format!(
+                                "deleting {}: {code} {}",
+                                err.key().unwrap_or(""),
+                                err.message().unwrap_or("")
+                            );
+                            return Err(if code == "AccessDenied" {
+                                StorageError::Denied {
+                                    destination: self.location.clone(),
+                                    detail,
+                                }
+                            } else {
+                                StorageError::Failed {
+                                    destination: self.location.clone(),
+                                    detail,
+                                }
+                            });
+                        }
+                        continue;
+                    }
+                    Err(SdkError::ServiceError(se))
+                        if matches!(
+                            se.err().code(),
+                            Some("MissingContentMD5" | "NotImplemented" | "InvalidRequest" | "InvalidDigest")
+                        ) =>
+                    {
+                        tracing::info!(
+                            "{} refused a batched delete ({}); deleting one key at a time",
+                            self.location,
+                            se.err().code().unwrap_or("")
+                        );
+                        self.no_batch_delete.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(self.error("deleting objects", e)),
+                }
+            }
+            let mut set = tokio::task::JoinSet::new();
+            let mut pending = batch.iter().cloned();
+            loop {
+                while set.len() < DELETES_IN_FLIGHT {
+                    let Some(key) = pending.next() else { break };
+                    let client = self.client.clone();
+                    let bucket = self.bucket.clone();
+                    set.spawn(async move {
+                        let r = client.delete_object().bucket(bucket).key(&key).send().await;
+                        (key, r)
+                    });
+                }
+                let Some(joined) = set.join_next().await else { break };
+                let (key, r) = joined.map_err(|e| join_error(&e))?;
+                r.map_err(|e| self.error(&format!("deleting {key}"), e))?;
+            }
         }
         Ok(())
+    }
+
+    /// The objects of a folder: from the last listing, else listed now.
+    async fn folder_objects(&self, folder: &FolderName) -> Result<Vec<Object>, StorageError> {
+        let cached = self
+            .listed
+            .lock()
+            .ok()
+            .and_then(|l| l.get(folder.as_str()).cloned());
+        match cached {
+            Some(objects) => Ok(objects),
+            None => {
+                self.list_objects(&format!("{}{}/", self.root(), folder.as_str()))
+                    .await
+            }
+        }
     }
 
     async fn entries(&self) -> Result<Vec<FolderEntry>, StorageError> {
@@ -524,6 +621,9 @@ impl S3Storage {
                 continue;
             }
             groups.entry(folder.to_string()).or_default().push(o);
+        }
+        if let Ok(mut cache) = self.listed.lock() {
+            cache.clone_from(&groups);
         }
         let mut entries = Vec::with_capacity(groups.len());
         let mut manifest_keys = Vec::new();
@@ -870,28 +970,124 @@ impl Storage for S3Storage {
     }
 
     fn delete(&self, entry: &FolderEntry) -> Result<u64, StorageError> {
-        let Some(folder) = &entry.folder else {
-            return Err(StorageError::Invalid(format!(
-                "refusing to delete {:?}: not a backup folder name",
-                entry.name
-            )));
-        };
-        self.rt.block_on(async {
-            let prefix = format!("{}{}/", self.root(), folder.as_str());
-            let objects = self.list_objects(&prefix).await?;
-            let bytes = objects.iter().map(|o| o.size).sum();
-            let manifest = self.key(folder.as_str(), MANIFEST_FILE);
-            // Manifest first: an interrupted delete leaves an incomplete folder.
-            if objects.iter().any(|o| o.key == manifest) {
-                self.delete_keys(std::slice::from_ref(&manifest)).await?;
+        self.delete_many(&[entry])
+            .pop()
+            .unwrap_or_else(|| Err(StorageError::Invalid("nothing to delete".into())))
+    }
+
+    fn delete_many(&self, entries: &[&FolderEntry]) -> Vec<Result<u64, StorageError>> {
+        let result = self.rt.block_on(async {
+            let mut per_folder = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let Some(folder) = &entry.folder else {
+                    per_folder.push(Err(StorageError::Invalid(format!(
+                        "refusing to delete {:?}: not a backup folder name",
+                        entry.name
+                    ))));
+                    continue;
+                };
+                per_folder.push(self.folder_objects(folder).await.map(|o| (folder.clone(), o)));
             }
-            let rest: Vec<String> = objects
+            // Every manifest first, then the data.
+            let mut manifests = Vec::new();
+            let mut data = Vec::new();
+            for (folder, objects) in per_folder.iter().flatten() {
+                let manifest = self.key(folder.as_str(), MANIFEST_FILE);
+                for o in objects {
+                    if o.key == manifest {
+                        manifests.push(o.key.clone());
+                    } else {
+                        data.push(o.key.clone());
+                    }
+                }
+            }
+            self.delete_keys(&manifests).await?;
+            self.delete_keys(&data).await?;
+            Ok::<_, StorageError>(per_folder)
+        });
+        match result {
+            Ok(per_folder) => per_folder
                 .into_iter()
-                .map(|o| o.key)
-                .filter(|k| *k != manifest)
-                .collect();
-            self.delete_keys(&rest).await?;
-            Ok(bytes)
+                .map(|r| r.map(|(_, objects)| objects.iter().map(|o| o.size).sum()))
+                .collect(),
+            Err(e) => {
+                let message = e.to_string();
+                let code = e.exit_code();
+                entries
+                    .iter()
+                    .map(|_| {
+                        Err(match code {
+                            77 => StorageError::Denied {
+                                destination: self.location.clone(),
+                                detail: message.clone(),
+                            },
+                            69 => StorageError::Unreachable {
+                                destination: self.location.clone(),
+                                detail: message.clone(),
+                            },
+                            _ => StorageError::Failed {
+                                destination: self.location.clone(),
+                                detail: message.clone(),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn abort_stale_uploads(
+        &self,
+        before: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StorageError> {
+        self.rt.block_on(async {
+            let mut stale = Vec::new();
+            let mut key_marker: Option<String> = None;
+            let mut id_marker: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(self.root())
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.error("listing unfinished uploads", e))?;
+                for u in out.uploads() {
+                    let started = u
+                        .initiated()
+                        .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                    if let (Some(key), Some(id), Some(t)) = (u.key(), u.upload_id(), started)
+                        && t < before
+                    {
+                        stale.push((key.to_string(), id.to_string()));
+                    }
+                }
+                if out.is_truncated() != Some(true) {
+                    break;
+                }
+                key_marker = out.next_key_marker().map(str::to_string);
+                id_marker = out.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            }
+            if !dry_run {
+                for (key, id) in &stale {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| self.error(&format!("aborting the upload of {key}"), e))?;
+                }
+            }
+            Ok(stale.into_iter().map(|(k, _)| k).collect())
         })
     }
 

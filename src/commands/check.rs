@@ -1,0 +1,190 @@
+//! `pg-backups check`: monitoring that makes silence loud. Exit 0 when the newest complete
+//! backup at every enabled destination is younger than `--max-age`, 1 when one is stale or
+//! has none, 69 when one cannot be reached. A backup less than half the size of the one
+//! before it is reported as a warning: the classic sign of an emptied database or a broken
+//! dump.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::cli::CheckArgs;
+use crate::config::{Config, SourceKind, parse_duration, schedule_interval};
+use crate::error::{Error, ErrorInfo, Result};
+use crate::report::{Outcome, format_time};
+use crate::storage::{FolderEntry, FolderStatus};
+
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Freshness {
+    Ok,
+    Stale,
+    Empty,
+    Unreachable,
+}
+
+#[derive(Debug, Serialize)]
+struct DestinationCheck {
+    destination: SourceKind,
+    location: String,
+    status: Freshness,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    newest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    newest_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_bytes: Option<u64>,
+    complete_backups: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorInfo>,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckDetails {
+    max_age: String,
+    max_age_seconds: u64,
+    max_age_from: String,
+    destinations: Vec<DestinationCheck>,
+    stale: Vec<SourceKind>,
+    warnings: Vec<String>,
+}
+
+/// The default: one schedule interval plus two hours (26h for a daily schedule), when the
+/// schedule is simple enough to read; else 26h.
+pub fn default_max_age(schedule: &str) -> (Duration, String) {
+    match schedule_interval(schedule) {
+        Some(i) => (
+            i + Duration::from_secs(2 * 3600),
+            format!("BACKUP_SCHEDULE \"{schedule}\" plus 2h"),
+        ),
+        None => (Duration::from_secs(26 * 3600), "default 26h".to_string()),
+    }
+}
+
+pub fn run(cfg: &Config, args: &CheckArgs) -> Result<Outcome> {
+    let (max_age, from) = match &args.max_age {
+        Some(v) => (parse_duration("--max-age", v)?, "--max-age".to_string()),
+        None => default_max_age(&cfg.schedule),
+    };
+    run_at(cfg, max_age, from, Utc::now())
+}
+
+pub fn run_at(cfg: &Config, max_age: Duration, from: String, now: DateTime<Utc>) -> Result<Outcome> {
+    let destinations = crate::storage::open_all(cfg, None)?;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut stale = Vec::new();
+    let mut warnings = Vec::new();
+    let max = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    for dest in &destinations {
+        let kind = dest.kind();
+        let mut d = DestinationCheck {
+            destination: kind,
+            location: dest.location(),
+            status: Freshness::Empty,
+            newest: None,
+            newest_at: None,
+            age_seconds: None,
+            bytes: None,
+            previous_bytes: None,
+            complete_backups: 0,
+            warning: None,
+            error: None,
+        };
+        let entries = match dest.list() {
+            Ok(e) => e,
+            Err(crate::storage::StorageError::NotFound(_)) => Vec::new(),
+            Err(e) => {
+                let info = Error::from(e).info();
+                d.status = Freshness::Unreachable;
+                d.error = Some(info.clone());
+                errors.push(info);
+                out.push(d);
+                continue;
+            }
+        };
+        let mut complete: Vec<&FolderEntry> = entries
+            .iter()
+            .filter(|e| e.status == FolderStatus::Complete && !e.work_folder)
+            .filter(|e| e.folder.as_ref().is_some_and(|f| f.time() <= now))
+            .collect();
+        complete.sort_by(|a, b| b.folder.cmp(&a.folder));
+        d.complete_backups = complete.len();
+        let size = |e: &FolderEntry| e.manifest.as_ref().map_or(e.bytes, |m| m.total_bytes());
+        if let Some(newest) = complete.first() {
+            let t = newest.folder.as_ref().map(|f| f.time()).unwrap_or(now);
+            let age = now - t;
+            d.newest = Some(newest.name.clone());
+            d.newest_at = Some(format_time(&t));
+            d.age_seconds = Some(age.num_seconds());
+            d.bytes = Some(size(newest));
+            d.status = if age <= max {
+                Freshness::Ok
+            } else {
+                Freshness::Stale
+            };
+            if let Some(previous) = complete.get(1) {
+                let (now_b, before) = (size(newest), size(previous));
+                d.previous_bytes = Some(before);
+                if now_b.saturating_mul(2) < before {
+                    let w = format!(
+                        "{kind}: the newest backup {} is {now_b} bytes, less than half of the one before ({} with {before} bytes): check that no database was emptied or left out",
+                        newest.name, previous.name
+                    );
+                    d.warning = Some(w.clone());
+                    warnings.push(w);
+                }
+            }
+        }
+        if matches!(d.status, Freshness::Stale | Freshness::Empty) {
+            tracing::warn!(destination = %kind, "no complete backup younger than {}s", max_age.as_secs());
+            stale.push(kind);
+        }
+        out.push(d);
+    }
+    let any_ok = out.iter().any(|d| d.status != Freshness::Unreachable);
+    let details = CheckDetails {
+        max_age: humanize(max_age),
+        max_age_seconds: max_age.as_secs(),
+        max_age_from: from,
+        destinations: out,
+        stale: stale.clone(),
+        warnings,
+    };
+    let outcome = Outcome::from_parts(errors, any_ok, details);
+    Ok(if outcome.exit_code == 0 && !stale.is_empty() {
+        outcome.with_exit_code(1)
+    } else {
+        outcome
+    })
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_max_age_follows_the_schedule() {
+        assert_eq!(default_max_age("0 */6 * * *").0, Duration::from_secs(8 * 3600));
+        assert_eq!(default_max_age("30 2 * * *").0, Duration::from_secs(26 * 3600));
+        assert_eq!(default_max_age("0 3 * * 1").0, Duration::from_secs(26 * 3600));
+    }
+}

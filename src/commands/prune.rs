@@ -1,0 +1,305 @@
+//! `pg-backups prune`: retention at local, S3 and remote, planned first (see `retention`),
+//! then carried out, or only printed with `--dry-run`. A destination that cannot be reached
+//! is left untouched while the others are pruned; local folders are kept while a destination
+//! lacks them, or while it cannot be asked.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::cli::PruneArgs;
+use crate::config::{Config, RetentionRules, SourceKind};
+use crate::error::{Error, ErrorInfo, Result};
+use crate::lock::RunLock;
+use crate::report::{Outcome, Status};
+use crate::retention::{self, Decision};
+use crate::storage::local::LocalStorage;
+use crate::storage::{FolderEntry, Storage, StorageError};
+
+#[derive(Debug, Serialize)]
+struct Deleted {
+    folder: String,
+    status: crate::storage::FolderStatus,
+    bytes: u64,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Kept {
+    folder: String,
+    status: crate::storage::FolderStatus,
+    reasons: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Failed {
+    folder: String,
+    error: ErrorInfo,
+}
+
+#[derive(Debug, Serialize)]
+struct RetentionView {
+    days: u32,
+    keep_daily: u32,
+    keep_weekly: u32,
+    keep_monthly: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct DestinationPrune {
+    destination: SourceKind,
+    location: String,
+    status: Status,
+    retention: RetentionView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<Vec<Deleted>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_delete: Option<Vec<Deleted>>,
+    kept: Vec<Kept>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed: Vec<Failed>,
+    bytes_freed: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aborted_uploads: Vec<String>,
+    /// The newest complete backup left at this destination, for monitoring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    newest_complete: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PruneDetails {
+    dry_run: bool,
+    destinations: Vec<DestinationPrune>,
+}
+
+pub fn run(cfg: &Config, args: &PruneArgs) -> Result<Outcome> {
+    cfg.s3.get()?;
+    cfg.rsync.get()?;
+    let _lock = RunLock::acquire(&cfg.backup_dir, "prune")?;
+    run_at(cfg, args.dry_run, Utc::now())
+}
+
+/// The run with "now" given, so that tests and the plan never depend on the clock.
+pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome> {
+    let local: Box<dyn Storage> = Box::new(LocalStorage::new(&cfg.backup_dir));
+    let mut destinations: Vec<(SourceKind, Result<Box<dyn Storage>, Error>, RetentionRules)> =
+        vec![(SourceKind::Local, Ok(local), cfg.local_retention)];
+    if let Some(s3) = cfg.s3.get()? {
+        destinations.push((
+            SourceKind::S3,
+            crate::storage::open(cfg, SourceKind::S3, true).and_then(required),
+            s3.retention,
+        ));
+    }
+    if let Some(r) = cfg.rsync.get()? {
+        destinations.push((
+            SourceKind::Remote,
+            crate::storage::open(cfg, SourceKind::Remote, true).and_then(required),
+            r.retention,
+        ));
+    }
+
+    // List everything first: local retention depends on what the others hold.
+    let listings: Vec<Result<Vec<FolderEntry>, Error>> = destinations
+        .iter()
+        .map(|(_, d, _)| match d {
+            Ok(d) => d.list().map_err(Error::from),
+            Err(e) => Err(Error::Internal(e.to_string())),
+        })
+        .collect();
+    let remote_sets: Vec<(SourceKind, Option<HashSet<String>>)> = destinations
+        .iter()
+        .zip(&listings)
+        .skip(1)
+        .map(|((kind, _, _), listing)| {
+            let set = match listing {
+                Ok(entries) => Some(
+                    entries
+                        .iter()
+                        .filter(|e| e.status.has_manifest())
+                        .map(|e| e.name.clone())
+                        .collect(),
+                ),
+                // A remote root that does not exist yet holds nothing.
+                Err(Error::Storage(StorageError::NotFound(_))) if *kind == SourceKind::Remote => {
+                    Some(HashSet::new())
+                }
+                Err(_) => None,
+            };
+            (*kind, set)
+        })
+        .collect();
+    let not_shipped = |e: &FolderEntry| -> Option<String> {
+        let missing: Vec<String> = remote_sets
+            .iter()
+            .filter_map(|(kind, set)| match set {
+                Some(s) if s.contains(&e.name) => None,
+                Some(_) => Some(format!("not shipped to {kind}")),
+                None => Some(format!("cannot check {kind}: it could not be listed")),
+            })
+            .collect();
+        (!missing.is_empty()).then(|| missing.join("; "))
+    };
+    let no_check = |_: &FolderEntry| -> Option<String> { None };
+
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut any_ok = false;
+    for ((kind, storage, rules), listing) in destinations.iter().zip(listings) {
+        let mut d = DestinationPrune {
+            destination: *kind,
+            location: storage.as_ref().map(|s| s.location()).unwrap_or_default(),
+            status: Status::Ok,
+            retention: RetentionView {
+                days: rules.days,
+                keep_daily: rules.keep_daily,
+                keep_weekly: rules.keep_weekly,
+                keep_monthly: rules.keep_monthly,
+            },
+            error: None,
+            deleted: None,
+            would_delete: None,
+            kept: Vec::new(),
+            failed: Vec::new(),
+            bytes_freed: 0,
+            aborted_uploads: Vec::new(),
+            newest_complete: None,
+        };
+        let (storage, entries) = match (storage, listing) {
+            (Ok(s), Ok(e)) => (s, e),
+            (Err(e), _) => {
+                d.status = Status::Failed;
+                d.error = Some(e.info());
+                errors.push(e.info());
+                out.push(d);
+                continue;
+            }
+            (Ok(_), Err(Error::Storage(StorageError::NotFound(_))))
+                if *kind == SourceKind::Remote =>
+            {
+                // Nothing shipped there yet: nothing to prune.
+                any_ok = true;
+                d.deleted = (!dry_run).then(Vec::new);
+                d.would_delete = dry_run.then(Vec::new);
+                out.push(d);
+                continue;
+            }
+            (Ok(_), Err(e)) => {
+                tracing::error!(destination = %kind, "{e}; nothing is deleted there");
+                d.status = Status::Failed;
+                d.error = Some(e.info());
+                errors.push(e.info());
+                out.push(d);
+                continue;
+            }
+        };
+        let ctx = retention::Context {
+            rules: *rules,
+            now,
+            not_shipped: if *kind == SourceKind::Local {
+                &not_shipped
+            } else {
+                &no_check
+            },
+            work_folders_are_leftovers: *kind == SourceKind::Local,
+        };
+        let plan = retention::plan(&entries, &ctx);
+        let mut deleted = Vec::new();
+        let to_delete: Vec<&FolderEntry> = plan
+            .deletions()
+            .filter_map(|item| entries.iter().find(|e| e.name == item.folder))
+            .collect();
+        let results = if dry_run {
+            Vec::new()
+        } else {
+            storage.delete_many(&to_delete)
+        };
+        for (i, item) in plan.deletions().enumerate() {
+            let reason = item.reasons.join("; ");
+            match results.get(i) {
+                None if dry_run => deleted.push(Deleted {
+                    folder: item.folder.clone(),
+                    status: item.status,
+                    bytes: item.bytes,
+                    reason,
+                }),
+                Some(Ok(bytes)) => {
+                    tracing::info!(destination = %kind, folder = %item.folder, bytes, "deleted: {reason}");
+                    d.bytes_freed += bytes;
+                    deleted.push(Deleted {
+                        folder: item.folder.clone(),
+                        status: item.status,
+                        bytes: *bytes,
+                        reason,
+                    });
+                }
+                Some(Err(e)) => {
+                    let info = Error::Internal(e.to_string()).info();
+                    let info = ErrorInfo {
+                        kind: e.kind().to_string(),
+                        exit_code: e.exit_code(),
+                        ..info
+                    };
+                    d.failed.push(Failed {
+                        folder: item.folder.clone(),
+                        error: info,
+                    });
+                }
+                None => {}
+            }
+        }
+        for item in plan.items.iter().filter(|i| i.decision == Decision::Keep) {
+            d.kept.push(Kept {
+                folder: item.folder.clone(),
+                status: item.status,
+                reasons: item.reasons.clone(),
+            });
+        }
+        d.newest_complete = crate::storage::newest_complete(&entries).map(|e| e.name.clone());
+        match storage.abort_stale_uploads(now - Duration::days(1), dry_run) {
+            Ok(keys) => d.aborted_uploads = keys,
+            Err(e) => {
+                let info = Error::from(e).info();
+                d.error.get_or_insert(info);
+            }
+        }
+        if let Some(first) = d.failed.first() {
+            d.error.get_or_insert(first.error.clone());
+        }
+        match &d.error {
+            None => any_ok = true,
+            Some(e) => {
+                errors.push(e.clone());
+                d.status = if deleted.is_empty() {
+                    Status::Failed
+                } else {
+                    Status::Partial
+                };
+                if !deleted.is_empty() {
+                    any_ok = true;
+                }
+            }
+        }
+        if dry_run {
+            d.would_delete = Some(deleted);
+        } else {
+            d.deleted = Some(deleted);
+        }
+        out.push(d);
+    }
+    Ok(Outcome::from_parts(
+        errors,
+        any_ok,
+        PruneDetails {
+            dry_run,
+            destinations: out,
+        },
+    ))
+}
+
+fn required(d: Option<Box<dyn Storage>>) -> Result<Box<dyn Storage>, Error> {
+    d.ok_or_else(|| Error::Internal("an enabled destination did not open".into()))
+}
