@@ -12,9 +12,12 @@ pub mod envfile;
 pub mod error;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod pg;
 pub mod process;
+pub mod prompt;
 pub mod report;
+pub mod restore;
 pub mod retention;
 pub mod secret;
 pub mod signals;
@@ -104,6 +107,15 @@ pub fn run(args: Vec<OsString>) -> Exit {
         }
     };
     let report = Report::new(command, started_at, outcome);
+    if let Some(path) = &config.metrics_file
+        && matches!(command, "dump" | "ship" | "prune" | "check")
+    {
+        let value = serde_json::to_value(&report).unwrap_or_default();
+        if let Err(e) = metrics::update(path, command, &value) {
+            // Metrics are a side channel: the run's own result stands.
+            tracing::warn!("could not update METRICS_FILE {}: {e}", path.display());
+        }
+    }
     Exit::Report {
         json: report.to_json(pretty),
         exit_code: report.exit_code,
@@ -118,9 +130,7 @@ fn dispatch(config: &Config, command: &Command) -> Result<Outcome, Error> {
         Command::Prune(args) => commands::prune::run(config, args),
         Command::Check(args) => commands::check::run(config, args),
         Command::Pin(args) => commands::pin::run(config, args),
-        _ => Err(Error::Internal(format!(
-            "`{}` is not available in this build",
-            command.name()
-        ))),
+        Command::Verify(args) => commands::verify::run(config, args),
+        Command::Restore(args) => commands::restore::run(config, args),
     }
 }

@@ -115,7 +115,9 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
                     keep.push("pinned".into());
                 }
                 if t > ctx.now {
-                    keep.push("from the future: the clock may have gone back; never deleted".into());
+                    keep.push(
+                        "from the future: the clock may have gone back; never deleted".into(),
+                    );
                 }
                 match e.status {
                     FolderStatus::Invalid => keep.push(format!(
@@ -180,8 +182,15 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
             folder: e.name.clone(),
             status: e.status,
             decision,
-            reasons: if keep.is_empty() { vec![delete_reason] } else { keep },
-            bytes: e.manifest.as_ref().map_or(e.bytes, |m| m.total_bytes().max(e.bytes)),
+            reasons: if keep.is_empty() {
+                vec![delete_reason]
+            } else {
+                keep
+            },
+            bytes: e
+                .manifest
+                .as_ref()
+                .map_or(e.bytes, |m| m.total_bytes().max(e.bytes)),
         });
     }
     Plan { items }
@@ -233,7 +242,11 @@ mod tests {
         FolderEntry {
             name: name.to_string(),
             folder: folder.clone(),
-            status: if folder.is_none() { FolderStatus::Invalid } else { status },
+            status: if folder.is_none() {
+                FolderStatus::Invalid
+            } else {
+                status
+            },
             manifest: None,
             pinned: false,
             bytes: 100,
@@ -315,7 +328,11 @@ mod tests {
             entry("20250104_000000", Incomplete),
         ];
         let r = run(&e, rules(1), "2025-06-01T00:00:00Z");
-        assert_eq!(deleted(&r), ["20250103_000000"], "the newest incomplete may be running");
+        assert_eq!(
+            deleted(&r),
+            ["20250103_000000"],
+            "the newest incomplete may be running"
+        );
     }
 
     #[test]
@@ -337,7 +354,11 @@ mod tests {
             entry("20300102_000000", Complete),
         ];
         let r = run(&e, rules(1), "2025-03-01T00:00:00Z");
-        assert_eq!(deleted(&r), Vec::<&str>::new(), "future folders kept, Jan 1 is the newest real one");
+        assert_eq!(
+            deleted(&r),
+            Vec::<&str>::new(),
+            "future folders kept, Jan 1 is the newest real one"
+        );
     }
 
     #[test]
@@ -380,7 +401,9 @@ mod tests {
         let ctx = Context {
             rules: rules(1),
             now: at("2026-01-01T00:00:00Z"),
-            not_shipped: &|e| (e.name == "20250102_000000").then(|| "not shipped to s3".to_string()),
+            not_shipped: &|e| {
+                (e.name == "20250102_000000").then(|| "not shipped to s3".to_string())
+            },
             work_folders_are_leftovers: false,
         };
         let p = plan(&e, &ctx);
@@ -414,10 +437,19 @@ mod tests {
         // Window (1 day: 4 backups + the one before) + 7 daily + 4 weekly + 3 monthly,
         // overlapping on the newest days.
         assert!(kept.contains(&"20250311_180000"), "newest");
-        assert!(kept.contains(&"20250131_180000"), "newest of January (monthly)");
+        assert!(
+            kept.contains(&"20250131_180000"),
+            "newest of January (monthly)"
+        );
         assert!(kept.contains(&"20250305_180000"), "daily, 6 days back");
-        assert!(!kept.contains(&"20250305_120000"), "not the newest of its day");
-        assert!(kept.contains(&"20250302_180000"), "weekly: newest of ISO week 9 (Sunday)");
+        assert!(
+            !kept.contains(&"20250305_120000"),
+            "not the newest of its day"
+        );
+        assert!(
+            kept.contains(&"20250302_180000"),
+            "weekly: newest of ISO week 9 (Sunday)"
+        );
         assert!(kept.len() < 20, "{kept:?}");
     }
 
@@ -430,7 +462,11 @@ mod tests {
             entry("20250601_010000", Incomplete),
         ];
         let r = run(&e, rules(1), "2025-06-01T02:00:00Z");
-        assert_eq!(deleted(&r), Vec::<&str>::new(), "less than a day old, or the newest");
+        assert_eq!(
+            deleted(&r),
+            Vec::<&str>::new(),
+            "less than a day old, or the newest"
+        );
         let r = run(&e, rules(1), "2025-06-02T02:00:00Z");
         assert_eq!(deleted(&r), ["20250531_120000", "20250531_230000"]);
     }

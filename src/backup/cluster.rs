@@ -22,6 +22,8 @@ pub fn restored_in_place(database: &str) -> bool {
     database == "template1" || database == "postgres"
 }
 
+use super::sql_lines::{LineRewriter, SqlLines};
+
 pub const DATABASES_HEADER: &str = "--\n-- Databases\n--\n\n";
 pub const CLUSTER_TRAILER: &str = "--\n-- PostgreSQL database cluster dump complete\n--\n\n";
 
@@ -34,110 +36,48 @@ pub fn database_header(database: &str) -> String {
     s
 }
 
-/// Longest line kept in memory; longer lines (big COPY rows) stream through.
-const LINE_LIMIT: usize = 64 * 1024;
+/// Turns a `pg_dump --create` stream into what `pg_dump` without `--create` writes.
+pub type CreateFilter = SqlLines<DropDatabaseEntries>;
 
-/// Streams `pg_dump --create` output and passes on what `pg_dump` without `--create` writes.
+/// Builds a [`CreateFilter`].
+pub fn create_filter() -> CreateFilter {
+    SqlLines::new(DropDatabaseEntries::default())
+}
+
+/// Leaves out the database-level entries of a `--create` dump.
 #[derive(Debug, Default)]
-pub struct CreateFilter {
-    line: Vec<u8>,
-    /// The current line outgrew [`LINE_LIMIT`]: its head went out, the rest follows it.
-    overflowing: bool,
+pub struct DropDatabaseEntries {
     /// A `--` line held back until the next line tells whether it opens an entry header.
     pending_dash: bool,
     /// Inside a database-level entry that is being left out.
     dropping: bool,
-    /// Inside COPY data, where nothing is a header.
-    in_copy: bool,
 }
 
-impl CreateFilter {
-    /// Feeds a chunk; filtered bytes are appended to `out`.
-    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
-        while !chunk.is_empty() {
-            match chunk.iter().position(|&b| b == b'\n') {
-                Some(pos) => {
-                    let (segment, rest) = chunk.split_at(pos + 1);
-                    chunk = rest;
-                    if self.overflowing {
-                        self.emit_raw(segment, out);
-                        self.overflowing = false;
-                    } else if self.line.is_empty() {
-                        self.line_done(&segment[..segment.len() - 1], out);
-                    } else {
-                        self.line.extend_from_slice(&segment[..segment.len() - 1]);
-                        let line = std::mem::take(&mut self.line);
-                        self.line_done(&line, out);
-                        self.line = line;
-                        self.line.clear();
-                    }
-                }
-                None => {
-                    if self.overflowing {
-                        self.emit_raw(chunk, out);
-                    } else if self.line.len() + chunk.len() > LINE_LIMIT {
-                        // A long line is never a header or a COPY marker: let it through
-                        // (or drop it, inside a dropped entry) without holding it.
-                        self.flush_pending(out);
-                        let head = std::mem::take(&mut self.line);
-                        self.emit_raw(&head, out);
-                        self.emit_raw(chunk, out);
-                        self.overflowing = true;
-                    } else {
-                        self.line.extend_from_slice(chunk);
-                    }
-                    chunk = &[];
-                }
-            }
-        }
-    }
-
-    /// Ends the stream, passing on what is still held.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.line_done(&line, out);
-        }
-        self.flush_pending(out);
-    }
-
-    fn emit_raw(&self, bytes: &[u8], out: &mut Vec<u8>) {
-        if !self.dropping {
-            out.extend_from_slice(bytes);
-        }
-    }
-
-    fn emit_line(&self, line: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(line);
-        out.push(b'\n');
-    }
-
+impl DropDatabaseEntries {
     fn flush_pending(&mut self, out: &mut Vec<u8>) {
         if self.pending_dash {
             self.pending_dash = false;
             if !self.dropping {
-                self.emit_line(b"--", out);
+                out.extend_from_slice(b"--\n");
             }
         }
     }
+}
 
-    fn line_done(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        if self.in_copy {
-            if !self.dropping {
-                self.emit_line(line, out);
-            }
-            if line == b"\\." {
-                self.in_copy = false;
-            }
-            return;
-        }
+fn emit(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(line);
+    out.push(b'\n');
+}
+
+impl LineRewriter for DropDatabaseEntries {
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
         if self.pending_dash {
             if is_entry_boundary(line) {
                 self.pending_dash = false;
                 self.dropping = is_database_level_entry(line);
                 if !self.dropping {
-                    self.emit_line(b"--", out);
-                    self.emit_line(line, out);
+                    emit(out, b"--");
+                    emit(out, line);
                 }
                 return;
             }
@@ -152,15 +92,24 @@ impl CreateFilter {
             if line.starts_with(b"SET default_tablespace = ")
                 || line.starts_with(b"SET default_table_access_method = ")
             {
-                self.emit_line(line, out);
+                emit(out, line);
                 out.push(b'\n');
             }
             return;
         }
-        self.emit_line(line, out);
-        if line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;") {
-            self.in_copy = true;
-        }
+        emit(out, line);
+    }
+
+    fn passes_raw(&self) -> bool {
+        !self.dropping
+    }
+
+    fn before_raw(&mut self, out: &mut Vec<u8>) {
+        self.flush_pending(out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.flush_pending(out);
     }
 }
 
@@ -277,7 +226,7 @@ GRANT CONNECT ON DATABASE postgres TO alice;
 ";
 
     fn filter_in_chunks(input: &str, chunk: usize) -> String {
-        let mut f = CreateFilter::default();
+        let mut f = create_filter();
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(chunk) {
             f.push(c, &mut out);
@@ -322,7 +271,7 @@ GRANT CONNECT ON DATABASE postgres TO alice;
 
     #[test]
     fn create_filter_streams_lines_longer_than_its_buffer() {
-        let long = "x".repeat(LINE_LIMIT * 3);
+        let long = "x".repeat(super::super::sql_lines::LINE_LIMIT * 3);
         let input = format!("COPY public.t (b) FROM stdin;\n{long}\n\\.\n-- end\n");
         assert_eq!(filter_in_chunks(&input, 1000), input);
     }

@@ -10,6 +10,9 @@
 
 pub mod cluster;
 mod manifest;
+pub mod rename;
+pub mod sql_lines;
+pub mod verify;
 pub mod writer;
 
 pub use manifest::{

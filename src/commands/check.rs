@@ -76,7 +76,12 @@ pub fn run(cfg: &Config, args: &CheckArgs) -> Result<Outcome> {
     run_at(cfg, max_age, from, Utc::now())
 }
 
-pub fn run_at(cfg: &Config, max_age: Duration, from: String, now: DateTime<Utc>) -> Result<Outcome> {
+pub fn run_at(
+    cfg: &Config,
+    max_age: Duration,
+    from: String,
+    now: DateTime<Utc>,
+) -> Result<Outcome> {
     let destinations = crate::storage::open_all(cfg, None)?;
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -183,8 +188,17 @@ mod tests {
 
     #[test]
     fn default_max_age_follows_the_schedule() {
-        assert_eq!(default_max_age("0 */6 * * *").0, Duration::from_secs(8 * 3600));
-        assert_eq!(default_max_age("30 2 * * *").0, Duration::from_secs(26 * 3600));
-        assert_eq!(default_max_age("0 3 * * 1").0, Duration::from_secs(26 * 3600));
+        assert_eq!(
+            default_max_age("0 */6 * * *").0,
+            Duration::from_secs(8 * 3600)
+        );
+        assert_eq!(
+            default_max_age("30 2 * * *").0,
+            Duration::from_secs(26 * 3600)
+        );
+        assert_eq!(
+            default_max_age("0 3 * * 1").0,
+            Duration::from_secs(26 * 3600)
+        );
     }
 }

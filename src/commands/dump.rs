@@ -19,7 +19,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::backup::cluster::{
-    CLUSTER_TRAILER, CreateFilter, DATABASES_HEADER, cluster_order, database_header,
+    CLUSTER_TRAILER, DATABASES_HEADER, cluster_order, create_filter, database_header,
     restored_in_place,
 };
 use crate::backup::writer::{GzFile, MemberFile, WrittenFile};
@@ -726,7 +726,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
         )?),
         Section::None | Section::SameAsFile => None,
     };
-    let mut filter = (job.section == Section::Filtered).then(CreateFilter::default);
+    let mut filter = (job.section == Section::Filtered).then(create_filter);
     let mut args = vec!["-w".to_string()];
     if job.per_database {
         args.push("--create".into());

@@ -37,7 +37,10 @@ pub fn run(cfg: &Config, args: &PinArgs) -> Result<Outcome> {
     let only = parse_sources(&args.source)?;
     let destinations = crate::storage::open_all(cfg, only)?;
     // Pinning races with prune otherwise: take the same lock.
-    let _lock = RunLock::acquire(&cfg.backup_dir, if args.unpin { "pin --unpin" } else { "pin" })?;
+    let _lock = RunLock::acquire(
+        &cfg.backup_dir,
+        if args.unpin { "pin --unpin" } else { "pin" },
+    )?;
     let pinned = !args.unpin;
     let mut results = Vec::new();
     let mut errors = Vec::new();

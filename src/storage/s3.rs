@@ -510,15 +510,16 @@ impl S3Storage {
     /// without `Content-MD5` (which the SDK no longer sends): then one request per key,
     /// a bounded number at once.
     async fn delete_keys(&self, keys: &[String]) -> Result<(), StorageError> {
-        use std::sync::atomic::Ordering;
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        use std::sync::atomic::Ordering;
         for batch in keys.chunks(DELETE_BATCH) {
             if batch.len() > 1 && !self.no_batch_delete.load(Ordering::Relaxed) {
                 let objects: Result<Vec<ObjectIdentifier>, _> = batch
                     .iter()
                     .map(|k| ObjectIdentifier::builder().key(k).build())
                     .collect();
-                let delete = objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+                let delete = objects
+                    .and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
                 let delete = delete.map_err(|e| StorageError::Failed {
                     destination: self.location.clone(),
                     detail: format!("building a delete request: {e}"),
@@ -556,7 +557,12 @@ impl S3Storage {
                     Err(SdkError::ServiceError(se))
                         if matches!(
                             se.err().code(),
-                            Some("MissingContentMD5" | "NotImplemented" | "InvalidRequest" | "InvalidDigest")
+                            Some(
+                                "MissingContentMD5"
+                                    | "NotImplemented"
+                                    | "InvalidRequest"
+                                    | "InvalidDigest"
+                            )
                         ) =>
                     {
                         tracing::info!(
@@ -581,7 +587,9 @@ impl S3Storage {
                         (key, r)
                     });
                 }
-                let Some(joined) = set.join_next().await else { break };
+                let Some(joined) = set.join_next().await else {
+                    break;
+                };
                 let (key, r) = joined.map_err(|e| join_error(&e))?;
                 r.map_err(|e| self.error(&format!("deleting {key}"), e))?;
             }
@@ -986,7 +994,11 @@ impl Storage for S3Storage {
                     ))));
                     continue;
                 };
-                per_folder.push(self.folder_objects(folder).await.map(|o| (folder.clone(), o)));
+                per_folder.push(
+                    self.folder_objects(folder)
+                        .await
+                        .map(|o| (folder.clone(), o)),
+                );
             }
             // Every manifest first, then the data.
             let mut manifests = Vec::new();

@@ -1,0 +1,280 @@
+//! Checking a backup file end to end in one pass: byte count and SHA-256 of the `.sql.gz`
+//! against the manifest, every gzip member decoded to its end, and the SQL ending with the
+//! completion line pg_dump or pg_dumpall writes (a truncated dump that is still valid gzip is
+//! caught). Reading and hashing run on one thread, decoding on another, with a few chunks
+//! between them, so memory stays bounded whatever the file size.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+
+use super::{BackupError, FileEntry, FileKind};
+
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+const TAIL: usize = 1024;
+
+/// What a checked file held.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checked {
+    pub bytes: u64,
+    pub sql_bytes: u64,
+}
+
+/// The line a complete dump of this kind of file ends with.
+pub fn completion_line(kind: FileKind) -> &'static [u8] {
+    match kind {
+        FileKind::Database => b"-- PostgreSQL database dump complete",
+        FileKind::Cluster | FileKind::Globals => b"-- PostgreSQL database cluster dump complete",
+    }
+}
+
+/// Checks `source` against its manifest entry. `sql` receives the decoded SQL (for a restore
+/// test) or is `std::io::sink()`.
+pub fn check_stream(
+    source: Box<dyn Read + Send>,
+    entry: &FileEntry,
+    sql: &mut dyn Write,
+) -> Result<Checked, BackupError> {
+    let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let name = entry.name.clone();
+    let hasher = std::thread::spawn(move || read_and_hash(source, tx));
+    let decoded = decode(ChannelReader::new(rx), entry, sql);
+    // The reader thread ends once the channel is drained or dropped.
+    let (bytes, sha256, read_error) = hasher.join().map_err(|_| BackupError::Gzip {
+        file: name.clone(),
+        reason: "the reading thread panicked".into(),
+    })?;
+    if let Some(e) = read_error {
+        return Err(BackupError::Read {
+            path: name.into(),
+            source: e,
+        });
+    }
+    // Size and checksum first: they say most precisely what is wrong with a damaged file.
+    if bytes != entry.bytes {
+        return Err(BackupError::Size {
+            file: entry.name.clone(),
+            expected: entry.bytes,
+            actual: bytes,
+        });
+    }
+    if sha256 != entry.sha256 {
+        return Err(BackupError::Checksum {
+            file: entry.name.clone(),
+            expected: entry.sha256.clone(),
+            actual: sha256,
+        });
+    }
+    let sql_bytes = decoded?;
+    Ok(Checked { bytes, sql_bytes })
+}
+
+fn read_and_hash(
+    mut source: Box<dyn Read + Send>,
+    tx: SyncSender<std::io::Result<Vec<u8>>>,
+) -> (u64, String, Option<std::io::Error>) {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut receiver_gone = false;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                hasher.update(&buf);
+                bytes += n as u64;
+                // The decoder may stop early (a damaged stream); keep hashing to the end so
+                // the checksum can still be reported.
+                if !receiver_gone && tx.send(Ok(buf)).is_err() {
+                    receiver_gone = true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let copy = std::io::Error::new(e.kind(), e.to_string());
+                let _ = tx.send(Err(copy));
+                return (bytes, hex::encode(hasher.finalize()), Some(e));
+            }
+        }
+        if crate::signals::interrupted() {
+            let e = std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted by a signal");
+            return (bytes, hex::encode(hasher.finalize()), Some(e));
+        }
+    }
+    (bytes, hex::encode(hasher.finalize()), None)
+}
+
+fn decode(
+    input: ChannelReader,
+    entry: &FileEntry,
+    sql: &mut dyn Write,
+) -> Result<u64, BackupError> {
+    let gz_error = |e: std::io::Error| BackupError::Gzip {
+        file: entry.name.clone(),
+        reason: e.to_string(),
+    };
+    let mut decoder = MultiGzDecoder::new(std::io::BufReader::with_capacity(CHUNK, input));
+    let mut buf = vec![0u8; CHUNK];
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL);
+    let mut total = 0u64;
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(gz_error(e)),
+        };
+        total += n as u64;
+        sql.write_all(&buf[..n]).map_err(|e| BackupError::Write {
+            path: "the restore stream".into(),
+            source: e,
+        })?;
+        // Keep the last TAIL bytes of SQL.
+        if n >= TAIL {
+            tail.clear();
+            tail.extend_from_slice(&buf[n - TAIL..n]);
+        } else {
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > TAIL {
+                tail.drain(..tail.len() - TAIL);
+            }
+        }
+    }
+    if total == 0 {
+        return Err(BackupError::Gzip {
+            file: entry.name.clone(),
+            reason: "no data".into(),
+        });
+    }
+    let line = completion_line(entry.kind);
+    if !tail.windows(line.len()).any(|w| w == line) {
+        return Err(BackupError::Truncated {
+            file: entry.name.clone(),
+        });
+    }
+    Ok(total)
+}
+
+/// Reads the chunks the hashing thread sends.
+struct ChannelReader {
+    rx: Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: Receiver<std::io::Result<Vec<u8>>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+
+    fn entry_for(bytes: &[u8], kind: FileKind) -> FileEntry {
+        FileEntry {
+            name: "postgres_db_x.sql.gz".into(),
+            kind,
+            database: Some("x".into()),
+            bytes: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            sql_bytes: 0,
+        }
+    }
+
+    fn gz(text: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::new(6));
+        e.write_all(text).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn check(bytes: Vec<u8>, entry: &FileEntry) -> Result<Checked, BackupError> {
+        check_stream(
+            Box::new(std::io::Cursor::new(bytes)),
+            entry,
+            &mut std::io::sink(),
+        )
+    }
+
+    const DUMP: &[u8] =
+        b"SELECT 1;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n\n";
+
+    #[test]
+    fn a_good_file_passes() {
+        let data = gz(DUMP);
+        let c = check(data.clone(), &entry_for(&data, FileKind::Database)).unwrap();
+        assert_eq!(c.sql_bytes, DUMP.len() as u64);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_a_checksum_error() {
+        let data = gz(DUMP);
+        let entry = entry_for(&data, FileKind::Database);
+        let mut bad = data.clone();
+        bad[12] ^= 1;
+        assert!(matches!(
+            check(bad, &entry),
+            Err(BackupError::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn a_truncated_dump_in_valid_gzip_is_caught() {
+        let data = gz(b"SELECT 1;\nCOPY t FROM stdin;\n1\n");
+        let entry = entry_for(&data, FileKind::Database);
+        assert!(matches!(
+            check(data, &entry),
+            Err(BackupError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_gzip_with_a_matching_manifest_is_a_gzip_error() {
+        let mut data = gz(DUMP);
+        let len = data.len();
+        data[len - 6] ^= 0xff; // the CRC
+        let entry = entry_for(&data, FileKind::Database);
+        assert!(matches!(check(data, &entry), Err(BackupError::Gzip { .. })));
+    }
+
+    #[test]
+    fn a_short_file_is_a_size_error() {
+        let data = gz(DUMP);
+        let entry = entry_for(&data, FileKind::Database);
+        let short = data[..data.len() - 3].to_vec();
+        assert!(matches!(
+            check(short, &entry),
+            Err(BackupError::Size { .. })
+        ));
+    }
+}

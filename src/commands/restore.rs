@@ -1,0 +1,419 @@
+//! `pg-backups restore`: one restore of the cluster, the globals or one database, from local,
+//! S3 or remote. Inputs come from flags, else `RESTORE_*`, else (only on a terminal) prompts.
+//!
+//! Steps: resolve the folder → refuse a surprise overwrite (exit 73 unless consent) → stage
+//! the file from S3/remote (streamed, checked while it downloads) or read it in place → check
+//! size, SHA-256, gzip and completion line **before** any SQL reaches the server → drop what
+//! was consented to → restore through psql → report errors (expected ones tolerated).
+
+use std::io::IsTerminal;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backup::verify::check_stream;
+use crate::backup::{CLUSTER_FILE, FileEntry, FileKind, FolderName, GLOBALS_FILE, Manifest};
+use crate::cli::RestoreArgs;
+use crate::config::{Config, ConfigError, RestoreInputs, RestoreType, SourceKind};
+use crate::error::{Error, Result};
+use crate::pg::PgTools;
+use crate::prompt;
+use crate::report::Outcome;
+use crate::restore::{
+    Progress, SqlErrors, database_exists, drop_database, restore_file, user_databases,
+};
+use crate::storage::Storage;
+
+#[derive(Debug, Serialize)]
+struct RestoreDetails {
+    folder: String,
+    source: SourceKind,
+    location: String,
+    #[serde(rename = "type")]
+    restore_type: RestoreType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_database: Option<String>,
+    file: String,
+    bytes: u64,
+    sql_bytes: u64,
+    staged: bool,
+    dropped: Vec<String>,
+    verify_seconds: f64,
+    restore_seconds: f64,
+    seconds: f64,
+    errors: usize,
+    tolerated: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    first_errors: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tolerated_examples: Vec<String>,
+    server: String,
+}
+
+fn missing(var: &str, what: &str) -> Error {
+    ConfigError::Missing(format!(
+        "{var} is not set and there is no terminal to ask: set {var} ({what})"
+    ))
+    .into()
+}
+
+pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
+    let started = Instant::now();
+    let inputs = RestoreInputs::from_args(args)?;
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+
+    let source = match inputs.source {
+        Some(s) => s,
+        None if interactive => prompt::source(cfg)?,
+        None => return Err(missing("RESTORE_SOURCE", "local, s3 or remote")),
+    };
+    let storage = crate::storage::open(cfg, source, true)?
+        .ok_or_else(|| Error::Internal("source did not open".into()))?;
+    let folder_arg = match &inputs.folder {
+        Some(f) => f.clone(),
+        None if interactive => prompt::folder(storage.as_ref())?,
+        None => {
+            return Err(missing(
+                "RESTORE_FOLDER",
+                "a folder name such as 20251005_120000, or latest",
+            ));
+        }
+    };
+    let (folder, manifest) = super::verify::resolve(storage.as_ref(), &folder_arg)?;
+    let restore_type = match inputs.restore_type {
+        Some(t) => t,
+        None if interactive => prompt::restore_type()?,
+        None => return Err(missing("RESTORE_TYPE", "cluster, globals or database")),
+    };
+    let database = match restore_type {
+        RestoreType::Database => Some(match &inputs.database {
+            Some(d) => d.clone(),
+            None if interactive => prompt::database(&manifest)?,
+            None => return Err(missing("RESTORE_DATABASE", "the database to restore")),
+        }),
+        _ => None,
+    };
+    let entry = file_for(&manifest, restore_type, database.as_deref())?.clone();
+    let target = match restore_type {
+        RestoreType::Database => inputs.target_database.clone().or_else(|| database.clone()),
+        _ => None,
+    };
+
+    let tools = PgTools::new(&cfg.pg)?;
+    let server = tools.server_version()?;
+    tools.tool_version("psql")?;
+
+    // No surprise overwrites.
+    let in_the_way = match restore_type {
+        RestoreType::Database => {
+            let t = target.clone().unwrap_or_default();
+            if database_exists(&tools, &t)? {
+                vec![t]
+            } else {
+                Vec::new()
+            }
+        }
+        RestoreType::Cluster => {
+            let existing = user_databases(&tools)?;
+            manifest
+                .databases
+                .iter()
+                .filter(|d| existing.contains(d))
+                .cloned()
+                .collect()
+        }
+        RestoreType::Globals => Vec::new(),
+    };
+    let mut drop_consent = inputs.drop_existing;
+    if !in_the_way.is_empty() && !drop_consent {
+        if interactive {
+            drop_consent =
+                prompt::confirm_drop(&in_the_way, &format!("{}:{}", cfg.pg.host, cfg.pg.port))?;
+        }
+        if !drop_consent {
+            return Err(Error::Refused(format!(
+                "{} already exist{} on {}:{}; nothing was changed. To replace {}, set \
+                 RESTORE_DROP_EXISTING=true (or type the name at the prompt){}",
+                in_the_way
+                    .iter()
+                    .map(|d| format!("database \"{d}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if in_the_way.len() == 1 { "s" } else { "" },
+                cfg.pg.host,
+                cfg.pg.port,
+                if in_the_way.len() == 1 { "it" } else { "them" },
+                if restore_type == RestoreType::Database {
+                    ", or restore under another name with RESTORE_TARGET_DATABASE"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    if interactive && inputs.missing_any() {
+        let summary = format!(
+            "Restore {} from {source} folder {folder}{} onto {}:{} (PostgreSQL {})?",
+            match restore_type {
+                RestoreType::Cluster => "the whole cluster".to_string(),
+                RestoreType::Globals => "roles and tablespaces (globals)".to_string(),
+                RestoreType::Database =>
+                    format!("database \"{}\"", database.as_deref().unwrap_or_default()),
+            },
+            match (&database, &target) {
+                (Some(d), Some(t)) if d != t => format!(" as \"{t}\""),
+                _ => String::new(),
+            },
+            cfg.pg.host,
+            cfg.pg.port,
+            server.text
+        );
+        if !prompt::proceed(&summary)? {
+            return Err(Error::Refused(
+                "restore cancelled at the prompt; nothing was changed".into(),
+            ));
+        }
+    }
+
+    // Stage and check before anything reaches the server.
+    let verify_started = Instant::now();
+    let staged = Staged::prepare(
+        storage.as_ref(),
+        &folder,
+        &entry,
+        inputs.restore_dir.as_deref(),
+        &cfg.backup_dir,
+    )?;
+    let verify_seconds = verify_started.elapsed().as_secs_f64();
+    crate::signals::check()?;
+
+    let mut dropped = Vec::new();
+    for name in &in_the_way {
+        tracing::warn!(database = %name, "dropping the existing database (consent given)");
+        drop_database(&tools, name, server.major())?;
+        dropped.push(name.clone());
+    }
+
+    let restore_started = Instant::now();
+    let reader = staged.open()?;
+    let mut progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::new(entry.bytes));
+    let rename = match (&database, &target) {
+        (Some(d), Some(t)) if d != t => Some((d.as_str(), t.as_str())),
+        _ => None,
+    };
+    let tolerate_roles = restore_type != RestoreType::Database;
+    tracing::info!(file = %entry.name, "restoring");
+    let errors: SqlErrors =
+        restore_file(&tools, reader, rename, tolerate_roles, progress.as_mut())?;
+    let restore_seconds = restore_started.elapsed().as_secs_f64();
+    drop(staged);
+
+    let details = RestoreDetails {
+        folder: folder.to_string(),
+        source,
+        location: storage.location(),
+        restore_type,
+        database: database.clone(),
+        target_database: target.clone(),
+        file: entry.name.clone(),
+        bytes: entry.bytes,
+        sql_bytes: entry.sql_bytes,
+        staged: source != SourceKind::Local,
+        dropped,
+        verify_seconds: round(verify_seconds),
+        restore_seconds: round(restore_seconds),
+        seconds: round(started.elapsed().as_secs_f64()),
+        errors: errors.count,
+        tolerated: errors.tolerated,
+        first_errors: errors.first.clone(),
+        tolerated_examples: errors.tolerated_examples.clone(),
+        server: format!(
+            "{}:{} (PostgreSQL {})",
+            cfg.pg.host, cfg.pg.port, server.text
+        ),
+    };
+    if errors.count > 0 {
+        let e = Error::Data(format!(
+            "the restore ended with {} SQL error{}; first: {}",
+            errors.count,
+            if errors.count == 1 { "" } else { "s" },
+            errors.first.first().cloned().unwrap_or_default()
+        ));
+        return Ok(Outcome::failed(e.info(), details));
+    }
+    tracing::info!(seconds = details.seconds, "restore finished");
+    Ok(Outcome::ok(details))
+}
+
+fn round(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+impl RestoreInputs {
+    /// Whether anything was asked at the prompt (then the summary is confirmed too).
+    fn missing_any(&self) -> bool {
+        self.source.is_none() || self.folder.is_none() || self.restore_type.is_none()
+    }
+}
+
+fn file_for<'m>(
+    manifest: &'m Manifest,
+    restore_type: RestoreType,
+    database: Option<&str>,
+) -> Result<&'m FileEntry> {
+    let found = match restore_type {
+        RestoreType::Cluster => manifest.file(CLUSTER_FILE),
+        RestoreType::Globals => manifest.file(GLOBALS_FILE),
+        RestoreType::Database => manifest.database_file(database.unwrap_or_default()),
+    };
+    found.ok_or_else(|| match restore_type {
+        RestoreType::Database => {
+            let there: Vec<String> = manifest
+                .files
+                .iter()
+                .filter(|f| f.kind == FileKind::Database)
+                .filter_map(|f| f.database.clone())
+                .map(|d| format!("\"{d}\""))
+                .collect();
+            Error::NotFound(format!(
+                "backup {} has no database \"{}\"; it has: {}",
+                manifest.folder,
+                database.unwrap_or_default(),
+                there.join(", ")
+            ))
+        }
+        _ => Error::NotFound(format!(
+            "backup {} has no {:?} file",
+            manifest.folder, restore_type
+        )),
+    })
+}
+
+/// The file to restore: in place (local) or downloaded into a staging folder that is removed
+/// when this value goes, whatever happened. Either way it has been checked.
+struct Staged {
+    path: PathBuf,
+    dir: Option<StagingDir>,
+}
+
+struct StagingDir(PathBuf);
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Staged {
+    fn prepare(
+        storage: &dyn Storage,
+        folder: &FolderName,
+        entry: &FileEntry,
+        restore_dir: Option<&Path>,
+        local_root: &Path,
+    ) -> Result<Staged> {
+        if storage.kind() == SourceKind::Local {
+            let reader = storage.open(folder, &entry.name)?;
+            tracing::info!(file = %entry.name, "checking the file before restoring it");
+            check_stream(reader, entry, &mut std::io::sink())?;
+            let local = crate::storage::local::LocalStorage::new(local_root);
+            return Ok(Staged {
+                path: local.folder(folder).path(&entry.name),
+                dir: None,
+            });
+        }
+        let base = match restore_dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::temp_dir(),
+        };
+        let dir = base.join(format!(
+            "pg-backups-restore-{folder}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| crate::backup::BackupError::CreateFolder {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let guard = StagingDir(dir.clone());
+        let path = dir.join(&entry.name);
+        let file = crate::backup::writer::create_private(&path)?;
+        tracing::info!(file = %entry.name, "downloading and checking");
+        let reader = storage.open(folder, &entry.name)?;
+        let tee = Tee {
+            inner: reader,
+            out: std::io::BufWriter::with_capacity(256 * 1024, file),
+            path: path.clone(),
+            error: None,
+        };
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let tee = TeeHandle {
+            tee: Some(tee),
+            error: shared.clone(),
+        };
+        let checked = check_stream(Box::new(tee), entry, &mut std::io::sink());
+        if let Some(e) = shared.lock().ok().and_then(|mut g| g.take()) {
+            return Err(crate::backup::BackupError::Write { path, source: e }.into());
+        }
+        checked?;
+        Ok(Staged {
+            path,
+            dir: Some(guard),
+        })
+    }
+
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        let f = std::fs::File::open(&self.path).map_err(|e| crate::backup::BackupError::Read {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let _ = &self.dir;
+        Ok(Box::new(f))
+    }
+}
+
+/// Copies what is read into the staging file, so download and check are one pass.
+struct Tee {
+    inner: Box<dyn Read + Send>,
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    error: Option<std::io::Error>,
+}
+
+/// Hands the write error of the staging file back to the caller (the reader runs on the
+/// checker's thread).
+struct TeeHandle {
+    tee: Option<Tee>,
+    error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
+}
+
+impl Read for TeeHandle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(tee) = self.tee.as_mut() else {
+            return Ok(0);
+        };
+        let n = tee.inner.read(buf)?;
+        if n == 0 {
+            let flushed = tee.out.flush().and_then(|_| tee.out.get_ref().sync_all());
+            if let Err(e) = flushed {
+                tee.error = Some(e);
+            }
+        } else if let Err(e) = tee.out.write_all(&buf[..n]) {
+            tee.error = Some(e);
+        }
+        if let Some(e) = tee.error.take() {
+            let message = format!("writing {}: {e}", tee.path.display());
+            if let Ok(mut g) = self.error.lock() {
+                *g = Some(e);
+            }
+            self.tee = None;
+            return Err(std::io::Error::other(message));
+        }
+        Ok(n)
+    }
+}

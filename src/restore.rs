@@ -1,0 +1,349 @@
+//! Sending a backup file to `psql`, shared by `restore` and `verify --restore-test`.
+//!
+//! psql runs with `ON_ERROR_STOP=0` so that every error is seen: its stderr is parsed line by
+//! line (`psql:<stdin>:LINE: ERROR: …`), errors that a cluster or globals restore expects
+//! (`role "postgres" already exists`) are tolerated and counted, the others are counted and
+//! the first ones kept for the report. A signal stops psql; scratch databases are dropped by
+//! their guard whatever happens.
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use flate2::read::MultiGzDecoder;
+
+use crate::backup::rename::rename_filter;
+use crate::error::{Error, Result};
+use crate::pg::{PgError, PgTools, quote_ident, quote_literal};
+use crate::process::{LineSink, Running, describe_status};
+
+const CHUNK: usize = 256 * 1024;
+const KEEP_ERRORS: usize = 20;
+
+/// SQL errors psql reported.
+#[derive(Debug, Default, Clone)]
+pub struct SqlErrors {
+    pub count: usize,
+    pub tolerated: usize,
+    /// The first errors, with their line in the SQL stream.
+    pub first: Vec<String>,
+    pub tolerated_examples: Vec<String>,
+    /// Anything else psql said (connection failures), for the error report.
+    other: Vec<String>,
+}
+
+/// Parses psql's stderr as it comes.
+pub struct PsqlErrors {
+    errors: SqlErrors,
+    tolerate_existing_roles: bool,
+}
+
+impl PsqlErrors {
+    pub fn new(tolerate_existing_roles: bool) -> PsqlErrors {
+        PsqlErrors {
+            errors: SqlErrors::default(),
+            tolerate_existing_roles,
+        }
+    }
+}
+
+/// Errors a restore onto an initialised server expects: the roles that `initdb` or an
+/// earlier restore created. Everything else counts.
+fn tolerated(message: &str, tolerate_existing_roles: bool) -> bool {
+    tolerate_existing_roles && message.contains("role \"") && message.contains("\" already exists")
+}
+
+impl LineSink for PsqlErrors {
+    fn line(&mut self, line: &str) {
+        let is_error = line.contains("ERROR:") || line.contains("FATAL:");
+        if !is_error {
+            if line.starts_with("psql:") && !line.contains("WARNING:") && !line.contains("NOTICE:")
+            {
+                self.errors.other.push(line.to_string());
+            }
+            return;
+        }
+        if tolerated(line, self.tolerate_existing_roles) {
+            self.errors.tolerated += 1;
+            if self.errors.tolerated_examples.len() < 5 {
+                self.errors.tolerated_examples.push(line.to_string());
+            }
+            return;
+        }
+        self.errors.count += 1;
+        if self.errors.first.len() < KEEP_ERRORS {
+            let mut l = line.to_string();
+            l.truncate(500);
+            self.errors.first.push(l);
+        }
+    }
+}
+
+/// Reports progress on stderr when it is a terminal: bytes of the file sent, rate, ETA.
+pub struct Progress {
+    total: u64,
+    done: Arc<AtomicU64>,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    pub fn new(total: u64) -> Progress {
+        Progress {
+            total,
+            done: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+            last: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.last.elapsed().as_millis() < 500 {
+            return;
+        }
+        self.last = Instant::now();
+        let done = self.done.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(done) as f64 / rate).round() as u64
+        } else {
+            0
+        };
+        eprint!(
+            "\r  restored {:.1} of {:.1} MiB ({:.1} MiB/s, about {eta}s left)   ",
+            done as f64 / 1048576.0,
+            self.total as f64 / 1048576.0,
+            rate / 1048576.0
+        );
+    }
+
+    fn end(&self) {
+        eprintln!();
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    done: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Restores a gzip SQL file through psql connected to the `postgres` database.
+/// `rename` restores a `--create` dump of `source_db` under another name.
+pub fn restore_file(
+    tools: &PgTools,
+    reader: Box<dyn Read + Send>,
+    rename: Option<(&str, &str)>,
+    tolerate_existing_roles: bool,
+    mut progress: Option<&mut Progress>,
+) -> Result<SqlErrors> {
+    let mut cmd = tools.command("psql");
+    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", "-d"])
+        .arg(crate::pg::conninfo("postgres"));
+    let mut child = Running::spawn(
+        cmd,
+        "psql",
+        Stdio::piped(),
+        false,
+        PsqlErrors::new(tolerate_existing_roles),
+    )
+    .map_err(|e| tools.spawn_error("psql", e))?;
+    let mut stdin = child
+        .take_stdin()
+        .ok_or_else(|| Error::Internal("psql has no stdin".into()))?;
+    let counted: Box<dyn Read + Send> = match progress.as_ref() {
+        Some(p) => Box::new(Counting {
+            inner: reader,
+            done: p.done.clone(),
+        }),
+        None => reader,
+    };
+    let mut decoder = MultiGzDecoder::new(std::io::BufReader::with_capacity(CHUNK, counted));
+    let mut filter = rename.map(|(old, new)| rename_filter(old, new));
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = Vec::with_capacity(CHUNK + 4096);
+    let mut write_failed = None;
+    loop {
+        crate::signals::check()?;
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Data(format!(
+                    "the backup file could not be read while restoring: {e}"
+                )));
+            }
+        };
+        let data: &[u8] = match filter.as_mut() {
+            Some(f) => {
+                out.clear();
+                f.push(&buf[..n], &mut out);
+                &out
+            }
+            None => &buf[..n],
+        };
+        if let Err(e) = stdin.write_all(data) {
+            // psql is gone: its stderr says why.
+            write_failed = Some(e);
+            break;
+        }
+        if let Some(p) = progress.as_mut() {
+            p.tick();
+        }
+    }
+    if write_failed.is_none()
+        && let Some(f) = filter.as_mut()
+    {
+        out.clear();
+        f.finish(&mut out);
+        if let Err(e) = stdin.write_all(&out) {
+            write_failed = Some(e);
+        }
+    }
+    drop(stdin);
+    if let Some(p) = progress.as_ref() {
+        p.end();
+    }
+    crate::signals::check()?;
+    let finished = child.finish().map_err(|e| PgError::Io {
+        context: "waiting for psql".into(),
+        source: e,
+    })?;
+    let errors = finished.stderr.errors;
+    if !finished.status.success() || write_failed.is_some() {
+        // psql stopped on its own: a connection that failed or was lost.
+        let mut text = errors.other.join("\n");
+        if text.is_empty() {
+            text = errors.first.join("\n");
+        }
+        return Err(tools
+            .failure(
+                "psql",
+                "restoring",
+                &describe_status(&finished.status),
+                &text,
+            )
+            .into());
+    }
+    Ok(errors)
+}
+
+/// Restores one database file, optionally under `target` instead of its own name.
+pub fn restore_database_file(
+    tools: &PgTools,
+    reader: Box<dyn Read + Send>,
+    database: &str,
+    target: Option<&str>,
+    tolerate_existing_roles: bool,
+    progress: Option<&mut Progress>,
+) -> Result<SqlErrors> {
+    let rename = target.filter(|t| *t != database).map(|t| (database, t));
+    restore_file(tools, reader, rename, tolerate_existing_roles, progress)
+}
+
+/// Whether a database exists on the server.
+pub fn database_exists(tools: &PgTools, name: &str) -> Result<bool> {
+    let sql = format!(
+        "SELECT count(*) FROM pg_database WHERE datname = {}",
+        quote_literal(name)
+    );
+    Ok(tools.query_value("postgres", &sql)?.trim() == "1")
+}
+
+/// User databases on the server (all but postgres and the templates).
+pub fn user_databases(tools: &PgTools) -> Result<Vec<String>> {
+    let rows = tools.query(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1') ORDER BY datname",
+        1,
+    )?;
+    Ok(rows.into_iter().map(|mut r| r.remove(0)).collect())
+}
+
+/// Drops a database, disconnecting its sessions first.
+pub fn drop_database(tools: &PgTools, name: &str, server_major: u32) -> Result<()> {
+    let ident = quote_ident(name);
+    if server_major >= 13 {
+        tools.query(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"),
+            1,
+        )?;
+    } else {
+        tools.query(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}",
+                quote_literal(name)
+            ),
+            1,
+        )?;
+        tools.query("postgres", &format!("DROP DATABASE IF EXISTS {ident}"), 1)?;
+    }
+    Ok(())
+}
+
+/// A scratch database that is dropped when the guard goes, on every path.
+pub struct ScratchDatabase<'a> {
+    tools: &'a PgTools,
+    name: String,
+    server_major: u32,
+}
+
+impl<'a> ScratchDatabase<'a> {
+    pub fn new(tools: &'a PgTools, name: &str, server_major: u32) -> ScratchDatabase<'a> {
+        ScratchDatabase {
+            tools,
+            name: name.to_string(),
+            server_major,
+        }
+    }
+}
+
+impl Drop for ScratchDatabase<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = drop_database(self.tools, &self.name, self.server_major) {
+            tracing::error!(
+                "could not drop the scratch database {}: {e}; drop it by hand",
+                self.name
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psql_errors_are_counted_and_expected_ones_tolerated() {
+        let mut p = PsqlErrors::new(true);
+        for line in [
+            "psql:<stdin>:14: ERROR:  role \"postgres\" already exists",
+            "psql:<stdin>:90: ERROR:  relation \"t\" does not exist",
+            "LINE 1: INSERT INTO t VALUES (1);",
+            "psql:<stdin>:91: WARNING:  something harmless",
+            "psql:<stdin>:95: FATAL:  terminating connection due to administrator command",
+        ] {
+            p.line(line);
+        }
+        assert_eq!(p.errors.tolerated, 1);
+        assert_eq!(p.errors.count, 2);
+        assert!(p.errors.first[0].contains(":90:"));
+        let mut strict = PsqlErrors::new(false);
+        strict.line("psql:<stdin>:14: ERROR:  role \"postgres\" already exists");
+        assert_eq!(strict.errors.count, 1);
+    }
+}
