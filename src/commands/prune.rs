@@ -85,7 +85,7 @@ pub fn run(cfg: &Config, args: &PruneArgs) -> Result<Outcome> {
 /// The run with "now" given, so that tests and the plan never depend on the clock.
 pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome> {
     let local: Box<dyn Storage> = Box::new(LocalStorage::new(&cfg.backup_dir));
-    let mut destinations: Vec<(SourceKind, Result<Box<dyn Storage>, Error>, RetentionRules)> =
+    let mut destinations: Vec<Destination> =
         vec![(SourceKind::Local, Ok(local), cfg.local_retention)];
     if let Some(s3) = cfg.s3.get()? {
         destinations.push((
@@ -299,6 +299,9 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
         },
     ))
 }
+
+/// A destination to prune: its kind, the opened storage (or why not), its rules.
+type Destination = (SourceKind, Result<Box<dyn Storage>, Error>, RetentionRules);
 
 fn required(d: Option<Box<dyn Storage>>) -> Result<Box<dyn Storage>, Error> {
     d.ok_or_else(|| Error::Internal("an enabled destination did not open".into()))

@@ -97,7 +97,7 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
 
     // Two files at a time, largest first: the cluster file and the rest of the folder.
     let mut order: Vec<&FileEntry> = manifest.files.iter().collect();
-    order.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    order.sort_by_key(|f| std::cmp::Reverse(f.bytes));
     let queue = Mutex::new(order.into_iter().collect::<std::collections::VecDeque<_>>());
     let results: Mutex<Vec<FileCheck>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

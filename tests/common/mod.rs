@@ -317,8 +317,19 @@ impl PgServer {
     }
 
     pub fn dump_normalized(&self, db: &str) -> String {
-        let out = self
-            .client("pg_dump")
+        self.dump_normalized_by(self.version, db)
+    }
+
+    /// `pg_dump --create` by the client tools of `tools_version` (to compare servers of
+    /// different versions through one pg_dump).
+    pub fn dump_normalized_by(&self, tools_version: u32, db: &str) -> String {
+        let mut cmd = Command::new(pg_bin(tools_version).join("pg_dump"));
+        cmd.env_clear()
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", PASSWORD);
+        let out = cmd
             .arg("--create")
             .arg(format!("--dbname={}", conninfo(db)))
             .output()
