@@ -2,7 +2,7 @@
 # Measures pg-backups against the pipelines a user would otherwise run, as ratios from the
 # same run, and peak memory with /usr/bin/time -v. A benchmark, not a test: it prints figures.
 #
-#   scripts/bench.sh [dump|ship|verify|restore|all]
+#   scripts/bench.sh [dump|ship|verify|prune|size|all]
 #
 # Data sets (built once, kept in $BENCH_DIR between runs, on PostgreSQL 15):
 #   pgbench  pgbench -i -s 100 (~1.5 GB; its dump compresses ~35:1: shows the cost of reading)
@@ -210,12 +210,113 @@ bench_ship() {
     unset BACKUP_DIR S3_ENABLED S3_BUCKET S3_ENDPOINT S3_FORCE_PATH_STYLE S3_ACCESS_KEY S3_SECRET_KEY S3_PREFIX
 }
 
+# --- verify and restore --------------------------------------------------------------------
+PORTS[target]=55104
+bench_verify_restore() {
+    start_cluster target
+    for set in pgbench random; do
+        local OUT=$BENCH_DIR/vr-$set
+        use "$set"
+        if [ ! -f "$OUT/done" ]; then
+            rm -rf "$OUT"
+            BACKUP_DIR=$OUT BACKUP_DATABASES=$set "$BIN" dump >/dev/null 2>&1
+            touch "$OUT/done"
+        fi
+        local folder; folder=$(ls -d "$OUT"/2*/ | head -1)
+        note "verify: $set"
+        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/verify-$set.json" \
+            -n "sha256sum && gzip -t" "sha256sum $folder*.sql.gz >/dev/null && gzip -t $folder*.sql.gz" \
+            -n "pg-backups verify" "BACKUP_DIR=$OUT $BIN verify latest >/dev/null 2>&1"
+        local base ours rss
+        base=$(mean "$BENCH_DIR/verify-$set.json" 0); ours=$(mean "$BENCH_DIR/verify-$set.json" 1)
+        rss=$(BACKUP_DIR=$OUT peak_rss_mib "$BIN" verify latest)
+        report "verify $set: pg-backups ${ours}s, sha256sum && gzip -t ${base}s: ratio $(ratio "$ours" "$base") (target <= 0.7); peak RSS ${rss} MiB (target <= 64)"
+
+        note "restore one database: $set"
+        use target
+        local file="$folder/postgres_db_$set.sql.gz"
+        local drop="$PG15/psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS $set WITH (FORCE)'"
+        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/restore-$set.json" --prepare "$drop" \
+            -n "gunzip -c | psql" "gunzip -c $file | $PG15/psql -X -q -d postgres >/dev/null 2>&1" \
+            -n "pg-backups restore" "BACKUP_DIR=$OUT RESTORE_SOURCE=local RESTORE_FOLDER=latest RESTORE_TYPE=database RESTORE_DATABASE=$set $BIN restore >/dev/null 2>&1 </dev/null"
+        base=$(mean "$BENCH_DIR/restore-$set.json" 0); ours=$(mean "$BENCH_DIR/restore-$set.json" 1)
+        report "restore $set: pg-backups ${ours}s (verification included), gunzip -c | psql ${base}s: ratio $(ratio "$ours" "$base") (target <= 1.1)"
+    done
+    note "restore from S3: peak memory"
+    start_weed
+    local OUT=$BENCH_DIR/vr-random
+    use random
+    BACKUP_DIR=$OUT S3_ENABLED=true S3_BUCKET=bench S3_ENDPOINT=http://127.0.0.1:18433 \
+        S3_FORCE_PATH_STYLE=true S3_ACCESS_KEY=AKIDBENCH S3_SECRET_KEY=bench-secret-key "$BIN" ship >/dev/null 2>&1
+    use target
+    $PG15/psql -X -q -d postgres -c "DROP DATABASE IF EXISTS random WITH (FORCE)"
+    local rss
+    rss=$(BACKUP_DIR=$OUT S3_ENABLED=true S3_BUCKET=bench S3_ENDPOINT=http://127.0.0.1:18433 \
+        S3_FORCE_PATH_STYLE=true S3_ACCESS_KEY=AKIDBENCH S3_SECRET_KEY=bench-secret-key \
+        RESTORE_SOURCE=s3 RESTORE_FOLDER=latest RESTORE_TYPE=database RESTORE_DATABASE=random \
+        RESTORE_DIR=$BENCH_DIR peak_rss_mib "$BIN" restore </dev/null)
+    report "restore from S3 (random, $(du -h "$OUT"/2*/postgres_db_random.sql.gz | cut -f1)): peak RSS ${rss} MiB (target <= 128)"
+    stop_weed
+}
+
+# --- prune and check against 2,000 folders at S3 --------------------------------------------
+bench_prune() {
+    note "prune and check: 2,000 folders at S3"
+    start_weed
+    local TREE=$BENCH_DIR/tree EP=http://127.0.0.1:18433
+    rm -rf "$TREE"; mkdir -p "$TREE"
+    python3 - "$TREE" <<'PY'
+import datetime, hashlib, json, os, sys
+root = sys.argv[1]
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+for i in range(2000):
+    t = now - datetime.timedelta(hours=1 + i)
+    name = t.strftime("%Y%m%d_%H%M%S")
+    os.makedirs(os.path.join(root, name))
+    data = os.urandom(200)
+    with open(os.path.join(root, name, "postgres_globals.sql.gz"), "wb") as f:
+        f.write(data)
+    m = {"format": 1, "tool": "pg-backups", "tool_version": "bench", "folder": name, "status": "complete",
+         "started_at": t.isoformat().replace("+00:00", "Z"), "finished_at": t.isoformat().replace("+00:00", "Z"),
+         "server": {"host": "bench", "port": 5432, "version": "15", "version_num": 150000},
+         "pg_dump_version": "15", "compression": "gzip", "compression_level": 6, "databases": [],
+         "files": [{"name": "postgres_globals.sql.gz", "kind": "globals", "bytes": 200,
+                    "sha256": hashlib.sha256(data).hexdigest(), "sql_bytes": 0}], "failed": []}
+    with open(os.path.join(root, name, "manifest.json"), "w") as f:
+        json.dump(m, f)
+PY
+    aws --endpoint-url $EP s3 cp --recursive --quiet "$TREE" s3://bench/many/
+    local EMPTY=$BENCH_DIR/empty; rm -rf "$EMPTY"; mkdir -p "$EMPTY"
+    export BACKUP_DIR=$EMPTY S3_ENABLED=true S3_BUCKET=bench S3_ENDPOINT=$EP S3_FORCE_PATH_STYLE=true \
+        S3_ACCESS_KEY=AKIDBENCH S3_SECRET_KEY=bench-secret-key S3_PREFIX=many S3_RETENTION_DAYS=30
+    hyperfine --runs 3 --export-json "$BENCH_DIR/check2000.json" \
+        -n "check" "$BIN check --max-age 2d >/dev/null 2>&1" \
+        -n "prune --dry-run" "$BIN prune --dry-run >/dev/null 2>&1"
+    local check dry; check=$(mean "$BENCH_DIR/check2000.json" 0); dry=$(mean "$BENCH_DIR/check2000.json" 1)
+    local start end deleted
+    start=$(date +%s.%N)
+    deleted=$("$BIN" prune 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(len(x.get("deleted") or []) for x in d["destinations"]))')
+    end=$(date +%s.%N)
+    report "2,000 folders at S3: check ${check}s, prune --dry-run ${dry}s, prune $(python3 -c "print('%.2f' % ($end - $start))")s deleting ${deleted} folders (target < 10 s)"
+    unset BACKUP_DIR S3_ENABLED S3_BUCKET S3_ENDPOINT S3_FORCE_PATH_STYLE S3_ACCESS_KEY S3_SECRET_KEY S3_PREFIX S3_RETENTION_DAYS
+    stop_weed
+    rm -rf "$TREE"
+}
+
+bench_size() {
+    local bytes; bytes=$(stat -c %s "$BIN")
+    report "release binary: $(python3 -c "print('%.1f' % ($bytes / 1048576))") MiB stripped (target <= 25)"
+}
+
 prepare_data
 case $WHAT in
     prepare) ;;
     dump) bench_dump ;;
     ship) bench_ship ;;
-    all) bench_dump; bench_ship ;;
+    verify|restore) bench_verify_restore ;;
+    prune|check) bench_prune ;;
+    size) bench_size ;;
+    all) bench_size; bench_dump; bench_ship; bench_verify_restore; bench_prune ;;
     *) echo "unknown benchmark $WHAT" >&2; exit 64 ;;
 esac
 note "results (also in $RESULTS)"

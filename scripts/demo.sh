@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on an embedded default: starts a throwaway local PostgreSQL 17 with sample
-# data and runs dump → list, showing each JSON result. Nothing outside a temporary folder is
+# data and runs dump → verify (with a restore test) → restore into a new name → list,
+# showing each JSON result. Nothing outside a temporary folder is
 # touched; the server is stopped and the folder removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,12 @@ psql -d Sales-2025 -c "CREATE TABLE orders(id int, customer text);
 
 step dump
 "$BIN" dump --pretty
+step "verify latest --restore-test"
+"$BIN" verify latest --restore-test --pretty
+step "restore   (RESTORE_TYPE=database RESTORE_DATABASE=shop RESTORE_TARGET_DATABASE=shop_restored)"
+RESTORE_SOURCE=local RESTORE_FOLDER=latest RESTORE_TYPE=database RESTORE_DATABASE=shop \
+    RESTORE_TARGET_DATABASE=shop_restored "$BIN" restore --pretty </dev/null
+echo "rows in shop_restored.products: $(psql -A -t -d shop_restored -c 'SELECT count(*) FROM products')" >&2
 step list
 "$BIN" list --pretty
 echo

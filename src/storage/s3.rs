@@ -5,7 +5,9 @@
 //! checksums are calculated only when an operation requires them; integrity comes from us
 //! instead: every PUT and every part carries `Content-MD5`, every object carries the file's
 //! SHA-256 as user metadata (`x-amz-meta-sha256`), and a HEAD confirms size and SHA-256 of each
-//! file before the manifest goes up. Large files go multipart with equal part sizes (R2
+//! file before the manifest goes up. Payloads are not SigV4-signed (over plain HTTP the SDK
+//! would hash every body once more): Content-MD5, itself a signed header, protects each
+//! request's bytes, and the SHA-256 check protects the file. Large files go multipart with equal part sizes (R2
 //! requires it), parts read from the file by offset and length so a retried part is re-read
 //! rather than buffered, a bounded number in flight, and `AbortMultipartUpload` on failure.
 
@@ -41,10 +43,10 @@ const MULTIPART_THRESHOLD: u64 = 64 * MIB;
 const MIN_PART: u64 = 16 * MIB;
 const MAX_PART: u64 = 5 * 1024 * MIB;
 /// Parts uploaded at once: bounded, so memory is too (bodies stream from the file).
-const PARTS_IN_FLIGHT: usize = 6;
+const PARTS_IN_FLIGHT: usize = 8;
 /// Manifests fetched at once when listing.
 const MANIFESTS_IN_FLIGHT: usize = 16;
-const READ_BUFFER: usize = 256 * 1024;
+const READ_BUFFER: usize = 1024 * 1024;
 
 pub struct S3Storage {
     rt: Runtime,
@@ -338,6 +340,8 @@ impl S3Storage {
                 .content_length(size as i64)
                 .metadata("sha256", sha256)
                 .body(body)
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| self.error(&format!("uploading {key}"), e))?;
@@ -446,8 +450,7 @@ impl S3Storage {
         // The whole file's SHA-256 is checked while the parts go up; a mismatch aborts the
         // upload before it becomes visible.
         let sha_path = path.to_path_buf();
-        let sha_task =
-            tokio::task::spawn_blocking(move || md5_and_sha256(&sha_path).map(|(_, s)| s));
+        let sha_task = tokio::task::spawn_blocking(move || sha256_of(&sha_path));
         let mut set = tokio::task::JoinSet::new();
         let mut next = 1u64;
         let mut completed = Vec::with_capacity(parts as usize);
@@ -763,6 +766,8 @@ impl PartContext {
             .content_md5(md5)
             .content_length(len as i64)
             .body(body)
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| {
@@ -850,6 +855,27 @@ fn md5_and_sha256(path: &Path) -> Result<(String, String), StorageError> {
         base64::engine::general_purpose::STANDARD.encode(md5.finalize()),
         hex::encode(sha.finalize()),
     ))
+}
+
+/// SHA-256 (hex) of a whole file.
+fn sha256_of(path: &Path) -> Result<String, StorageError> {
+    let mut f = std::fs::File::open(path).map_err(|e| StorageError::Io {
+        context: format!("reading {}", path.display()),
+        source: e,
+    })?;
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| StorageError::Io {
+            context: format!("reading {}", path.display()),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+    }
+    Ok(hex::encode(sha.finalize()))
 }
 
 /// Content-MD5 (base64) of `len` bytes at `offset`.
