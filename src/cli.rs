@@ -141,10 +141,13 @@ pub struct RestoreArgs {
     pub drop_existing: Option<String>,
     /// Where downloads from S3 or the remote host are staged (default: a temporary folder).
     #[arg(long, env = "RESTORE_DIR")]
-    pub restore_dir: Option<PathBuf>,
+    pub restore_dir: Option<String>,
 }
 
 /// Settings shared by every command. Each is `--flag` or its environment variable.
+///
+/// Paths are plain strings here: an empty variable (as `.env` files and compose `env_file:`
+/// write unset settings) means "not set", which clap's path parser would refuse.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Load KEY=value lines from this file first (variables already set in the environment win).
@@ -168,21 +171,21 @@ pub struct GlobalArgs {
     pub pgpassword: Option<String>,
     /// Read the PostgreSQL password from this file (Docker secrets, systemd credentials).
     #[arg(long, global = true, env = "PGPASSWORD_FILE", help_heading = PG)]
-    pub pgpassword_file: Option<PathBuf>,
+    pub pgpassword_file: Option<String>,
     /// libpq password file, used when no password is given.
     #[arg(long, global = true, env = "PGPASSFILE", help_heading = PG)]
-    pub pgpassfile: Option<PathBuf>,
+    pub pgpassfile: Option<String>,
     /// libpq SSL mode (disable, prefer, require, verify-ca, verify-full).
     #[arg(long, global = true, env = "PGSSLMODE", help_heading = PG)]
     pub pgsslmode: Option<String>,
     /// Directory holding pg_dump, pg_dumpall and psql (default: found on PATH). Must be at
     /// least the server's major version.
     #[arg(long, global = true, env = "PG_BIN_DIR", help_heading = PG)]
-    pub pg_bin_dir: Option<PathBuf>,
+    pub pg_bin_dir: Option<String>,
 
     /// Local backup root.
     #[arg(long, global = true, env = "BACKUP_DIR", default_value = "/backups", help_heading = BACKUP)]
-    pub backup_dir: PathBuf,
+    pub backup_dir: String,
     /// Cron schedule, used by the supplied scheduler units and for `check`'s default max age.
     #[arg(long, global = true, env = "BACKUP_SCHEDULE", default_value = "0 */6 * * *", help_heading = BACKUP)]
     pub backup_schedule: String,
@@ -226,13 +229,13 @@ pub struct GlobalArgs {
     pub s3_access_key: Option<String>,
     /// Read the access key id from this file.
     #[arg(long, global = true, env = "S3_ACCESS_KEY_FILE", help_heading = S3)]
-    pub s3_access_key_file: Option<PathBuf>,
+    pub s3_access_key_file: Option<String>,
     /// Secret access key (prefer S3_SECRET_KEY_FILE).
     #[arg(long, global = true, env = "S3_SECRET_KEY", hide_env_values = true, help_heading = S3)]
     pub s3_secret_key: Option<String>,
     /// Read the secret access key from this file.
     #[arg(long, global = true, env = "S3_SECRET_KEY_FILE", help_heading = S3)]
-    pub s3_secret_key_file: Option<PathBuf>,
+    pub s3_secret_key_file: Option<String>,
     /// Endpoint URL for Spaces, MinIO, R2, B2, Wasabi … (e.g. https://fra1.digitaloceanspaces.com).
     #[arg(long, global = true, env = "S3_ENDPOINT", help_heading = S3)]
     pub s3_endpoint: Option<String>,
@@ -279,11 +282,11 @@ pub struct GlobalArgs {
     pub rsync_path: Option<String>,
     /// Private key for ssh.
     #[arg(long, global = true, env = "RSYNC_SSH_KEY", default_value = "/root/.ssh/id_rsa", help_heading = RSYNC)]
-    pub rsync_ssh_key: PathBuf,
+    pub rsync_ssh_key: String,
     /// known_hosts file to check the remote host key against (default: accept-new into
     /// ~/.ssh/known_hosts).
     #[arg(long, global = true, env = "RSYNC_KNOWN_HOSTS", help_heading = RSYNC)]
-    pub rsync_known_hosts: Option<PathBuf>,
+    pub rsync_known_hosts: Option<String>,
     /// Keep every complete remote backup younger than this many days, plus the newest older one.
     #[arg(long, global = true, env = "RSYNC_RETENTION_DAYS", default_value = "30", help_heading = RSYNC)]
     pub rsync_retention_days: String,
@@ -299,7 +302,7 @@ pub struct GlobalArgs {
 
     /// node_exporter textfile that each run updates (atomically).
     #[arg(long, global = true, env = "METRICS_FILE", help_heading = OUTPUT)]
-    pub metrics_file: Option<PathBuf>,
+    pub metrics_file: Option<String>,
     /// Log format on stderr: text or json.
     #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text", help_heading = OUTPUT)]
     pub log_format: String,

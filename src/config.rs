@@ -188,17 +188,14 @@ impl Config {
         let password = secret_with_file(
             "PGPASSWORD",
             args.pgpassword.as_deref(),
-            args.pgpassword_file.as_deref(),
+            path_setting(&args.pgpassword_file).as_deref(),
         )?;
         let pg = PgConfig {
             host: non_empty("PGHOST", &args.pghost)?,
             port: parse_port("PGPORT", &args.pgport)?,
             user: non_empty("PGUSER", &args.pguser)?,
             password,
-            passfile: args
-                .pgpassfile
-                .clone()
-                .filter(|p| !p.as_os_str().is_empty()),
+            passfile: path_setting(&args.pgpassfile),
             sslmode: match args.pgsslmode.as_deref() {
                 None | Some("") => None,
                 Some(
@@ -212,10 +209,7 @@ impl Config {
                     ));
                 }
             },
-            bin_dir: args
-                .pg_bin_dir
-                .clone()
-                .filter(|p| !p.as_os_str().is_empty()),
+            bin_dir: path_setting(&args.pg_bin_dir),
         };
 
         let databases = DatabaseFilter {
@@ -229,7 +223,7 @@ impl Config {
             1,
             9,
         )? as u32;
-        if args.backup_dir.as_os_str().is_empty() {
+        if args.backup_dir.trim().is_empty() {
             return Err(ConfigError::invalid("BACKUP_DIR", "", "must not be empty"));
         }
 
@@ -257,7 +251,7 @@ impl Config {
         // The schedule is validated when `check` needs it; the units are what run it.
         Ok(Config {
             pg,
-            backup_dir: args.backup_dir.clone(),
+            backup_dir: PathBuf::from(&args.backup_dir),
             schedule: args.backup_schedule.clone(),
             databases,
             jobs,
@@ -265,10 +259,7 @@ impl Config {
             local_retention,
             s3,
             rsync,
-            metrics_file: args
-                .metrics_file
-                .clone()
-                .filter(|p| !p.as_os_str().is_empty()),
+            metrics_file: path_setting(&args.metrics_file),
             log_format,
         })
     }
@@ -305,12 +296,12 @@ fn s3_config(args: &GlobalArgs) -> Result<Destination<S3Config>, ConfigError> {
     let access = secret_with_file(
         "S3_ACCESS_KEY",
         args.s3_access_key.as_deref(),
-        args.s3_access_key_file.as_deref(),
+        path_setting(&args.s3_access_key_file).as_deref(),
     )?;
     let secret = secret_with_file(
         "S3_SECRET_KEY",
         args.s3_secret_key.as_deref(),
-        args.s3_secret_key_file.as_deref(),
+        path_setting(&args.s3_secret_key_file).as_deref(),
     )?;
     let bucket = args.s3_bucket.clone().filter(|b| !b.is_empty());
     if let Some(b) = &bucket {
@@ -430,11 +421,8 @@ fn rsync_config(args: &GlobalArgs) -> Result<Destination<RsyncConfig>, ConfigErr
         user,
         port,
         path,
-        ssh_key: args.rsync_ssh_key.clone(),
-        known_hosts: args
-            .rsync_known_hosts
-            .clone()
-            .filter(|p| !p.as_os_str().is_empty()),
+        ssh_key: PathBuf::from(&args.rsync_ssh_key),
+        known_hosts: path_setting(&args.rsync_known_hosts),
         default_known_hosts: std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
@@ -569,10 +557,7 @@ impl RestoreInputs {
             database,
             target_database,
             drop_existing,
-            restore_dir: args
-                .restore_dir
-                .clone()
-                .filter(|p| !p.as_os_str().is_empty()),
+            restore_dir: path_setting(&args.restore_dir),
         })
     }
 }
@@ -765,6 +750,14 @@ fn non_empty(var: &'static str, value: &str) -> Result<String, ConfigError> {
     } else {
         Ok(value.to_string())
     }
+}
+
+/// A path setting; empty means unset.
+fn path_setting(value: &Option<String>) -> Option<PathBuf> {
+    value
+        .as_deref()
+        .filter(|v| !v.trim().is_empty())
+        .map(PathBuf::from)
 }
 
 fn comma_list(value: Option<&str>) -> Vec<String> {

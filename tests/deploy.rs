@@ -39,7 +39,9 @@ fn variables_in_help() -> BTreeSet<String> {
             .args(&args)
             .output()
             .unwrap();
+        // Help text wraps, so a `[env: NAME=]` may span lines: join the words first.
         let text = String::from_utf8(out.stdout).unwrap();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         for part in text.split("[env: ").skip(1) {
             let name: String = part
                 .chars()
