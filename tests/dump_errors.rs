@@ -416,3 +416,26 @@ fn bad_values_are_refused_with_64_naming_the_variable() {
     assert_eq!(run.json["command"], "dump");
     assert_eq!(run.json["error"]["kind"], "usage");
 }
+
+#[test]
+fn json_logs_go_to_stderr_and_the_result_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs = vec![
+        ("PGHOST".to_string(), "127.0.0.1".to_string()),
+        ("PGPORT".to_string(), free_port().to_string()),
+        ("LOG_FORMAT".to_string(), "json".to_string()),
+        ("PG_BIN_DIR".to_string(), pg_bin(17).display().to_string()),
+    ];
+    let run = pgb_run(&envs, dir.path(), &["dump"]).expect(69);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}

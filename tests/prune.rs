@@ -449,3 +449,61 @@ fn listing_pages_through_more_than_a_thousand_keys() {
         600
     );
 }
+
+#[test]
+fn multipart_uploads_left_by_failed_ships_are_aborted_only_when_stale() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let client = s3.client();
+    s3.rt
+        .block_on(
+            client
+                .create_multipart_upload()
+                .bucket(BUCKET)
+                .key("20250101_000000/postgres_db_x.sql.gz")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(s3.multipart_uploads(BUCKET), 1);
+    // A fresh one may be a ship in progress elsewhere: prune leaves it alone.
+    let dir = tempfile::tempdir().unwrap();
+    let run = pgb_run(&s3.env(BUCKET, ""), dir.path(), &["prune"]).expect(0);
+    assert!(
+        dest(&run, "s3").get("aborted_uploads").is_none(),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(s3.multipart_uploads(BUCKET), 1);
+    // Asked as of a day later, the same storage aborts it.
+    use pg_backups::storage::Storage;
+    let cfg = pg_backups::config::S3Config {
+        bucket: BUCKET.into(),
+        region: "us-east-1".into(),
+        endpoint: Some(s3.endpoint()),
+        prefix: String::new(),
+        force_path_style: true,
+        credentials: Some((
+            pg_backups::secret::Secret::new(common::s3::ACCESS_KEY.into()),
+            pg_backups::secret::Secret::new(common::s3::SECRET_KEY.into()),
+        )),
+        part_size: None,
+        max_parts: 10_000,
+        retention: pg_backups::config::RetentionRules {
+            days: 7,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+        },
+    };
+    let storage = pg_backups::storage::s3::S3Storage::new(&cfg).unwrap();
+    let tomorrow = Utc::now() + Duration::days(1);
+    let listed = storage
+        .abort_stale_uploads(tomorrow + Duration::hours(1), true)
+        .unwrap();
+    assert_eq!(listed, ["20250101_000000/postgres_db_x.sql.gz"]);
+    assert_eq!(s3.multipart_uploads(BUCKET), 1, "a dry run aborts nothing");
+    storage
+        .abort_stale_uploads(tomorrow + Duration::hours(1), false)
+        .unwrap();
+    assert_eq!(s3.multipart_uploads(BUCKET), 0);
+}

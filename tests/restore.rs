@@ -626,22 +626,43 @@ fn restore_from_s3_stages_checks_and_cleans_up() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
+    let full = restore_env(
+        &tenvs,
+        &[
+            ("RESTORE_TYPE", "cluster"),
+            ("RESTORE_DIR", small.to_str().unwrap()),
+        ],
+    );
+    let mut cmd = pgb(&full);
+    cmd.env("BACKUP_DIR", empty.path()).arg("restore");
+    if !mounted {
+        // No tmpfs here: a file-size limit makes the staging write fail the same way.
+        eprintln!("cannot mount a tmpfs here: using a file-size limit instead");
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit {
+                    rlim_cur: 8192,
+                    rlim_max: 8192,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let run = common::run(cmd).expect(74);
+    assert!(
+        run.message().contains("No space left") || run.message().contains("File too large"),
+        "{}",
+        run.message()
+    );
+    assert_eq!(std::fs::read_dir(&small).unwrap().count(), 0);
     if mounted {
-        let full = restore_env(
-            &tenvs,
-            &[
-                ("RESTORE_TYPE", "cluster"),
-                ("RESTORE_DIR", small.to_str().unwrap()),
-            ],
-        );
-        let run = pgb_run(&full, empty.path(), &["restore"]).expect(74);
-        assert!(run.message().contains("No space left"), "{}", run.message());
-        assert_eq!(std::fs::read_dir(&small).unwrap().count(), 0);
         let _ = std::process::Command::new("umount").arg(&small).status();
-    } else {
-        eprintln!(
-            "cannot mount a tmpfs here: the full-disk staging case runs in restore_staging_on_a_full_disk_is_74_with_rlimit"
-        );
     }
 
     // S3 down: 69, staging cleaned.
@@ -752,4 +773,98 @@ fn the_prompts_walk_through_a_restore_on_a_terminal() {
     assert_eq!(v["status"], "ok", "{json_line}");
     assert_eq!(v["database"], "O'Brien");
     assert_eq!(v["dropped"], serde_json::json!(["O'Brien"]));
+}
+
+/// A big, valid database file (gzip of SQL ending with pg_dump's completion line) in a
+/// hand-made folder, for cases that need a download to take a while.
+fn big_valid_folder(root: &Path, name: &str, sql_mb: usize) {
+    use std::io::Write;
+    let dir = root.join(name);
+    let file = "postgres_db_big.sql.gz";
+    make_folder(root, name, &[("postgres_globals.sql.gz", 100), (file, 10)]);
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.join(file)).unwrap(),
+        flate2::Compression::new(1),
+    );
+    let chunk = noise(1 << 20, 7);
+    for _ in 0..sql_mb {
+        enc.write_all(hex::encode(&chunk[..512 * 1024]).as_bytes())
+            .unwrap();
+    }
+    enc.write_all(b"\n--\n-- PostgreSQL database dump complete\n--\n\n")
+        .unwrap();
+    enc.finish().unwrap();
+    let mpath = dir.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == file {
+            f["bytes"] = std::fs::metadata(dir.join(file)).unwrap().len().into();
+            f["sha256"] = sha256_file(&dir.join(file)).into();
+            f["database"] = "big".into();
+        }
+    }
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn s3_going_down_during_staging_is_69_and_the_staging_folder_is_removed() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let target = PgServer::start(17);
+    let dir = tempfile::tempdir().unwrap();
+    big_valid_folder(dir.path(), "20250101_000000", 400);
+    pgb_run(&s3.env(BUCKET, ""), dir.path(), &["ship"]).expect(0);
+    let staging = tempfile::tempdir().unwrap();
+    let mut envs = target.env();
+    envs.extend(s3.env(BUCKET, ""));
+    let envs = restore_env(
+        &envs,
+        &[
+            ("RESTORE_SOURCE", "s3"),
+            ("RESTORE_FOLDER", "20250101_000000"),
+            ("RESTORE_TYPE", "database"),
+            ("RESTORE_DATABASE", "big"),
+            ("RESTORE_DIR", staging.path().to_str().unwrap()),
+        ],
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = pgb(&envs);
+    cmd.env("BACKUP_DIR", empty.path())
+        .arg("restore")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Kill the server once the download has started.
+    let staged_bytes = || -> u64 { walk_sizes(staging.path()) };
+    wait_for(60, "the download to start", || staged_bytes() > 1 << 20);
+    s3.kill();
+    let run = parse_run(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 69, "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_dir(staging.path()).unwrap().count(),
+        0,
+        "the staging folder is removed"
+    );
+    let exists = target.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = 'big'",
+    );
+    assert_eq!(exists.trim(), "0", "nothing reached the server");
+}
+
+fn walk_sizes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk_sizes(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

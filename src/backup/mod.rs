@@ -132,8 +132,16 @@ pub fn is_safe_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'%'))
 }
 
+/// Marks a read error of a stream from S3 or a remote host: the source went away mid-file
+/// (exit 69), which is not a local disk problem (74).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct SourceLost(pub String);
+
 #[derive(Debug, Error)]
 pub enum BackupError {
+    #[error("{file}: the stream from the source broke off: {detail}")]
+    SourceLost { file: String, detail: String },
     #[error(
         "cannot create {path}: {source}; check that BACKUP_DIR exists, is writable by this user \
          and is on a local disk"
@@ -190,6 +198,7 @@ fn space_hint(e: &std::io::Error) -> &'static str {
 impl BackupError {
     pub fn exit_code(&self) -> i32 {
         match self {
+            BackupError::SourceLost { .. } => exitcode::UNAVAILABLE,
             BackupError::CreateFolder { .. } => exitcode::CANTCREAT,
             BackupError::Write { source, .. } => match source.kind() {
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
@@ -212,6 +221,7 @@ impl BackupError {
 
     pub fn kind(&self) -> &'static str {
         match self {
+            BackupError::SourceLost { .. } => "unreachable",
             BackupError::CreateFolder { .. } => "cannot_create",
             BackupError::Write { .. } => "io_write",
             BackupError::Read { .. } => "io_read",

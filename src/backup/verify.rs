@@ -48,6 +48,15 @@ pub fn check_stream(
         reason: "the reading thread panicked".into(),
     })?;
     if let Some(e) = read_error {
+        if let Some(lost) = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<super::SourceLost>())
+        {
+            return Err(BackupError::SourceLost {
+                file: name,
+                detail: lost.0.clone(),
+            });
+        }
         return Err(BackupError::Read {
             path: name.into(),
             source: e,
@@ -97,6 +106,7 @@ fn read_and_hash(
             Err(e) => {
                 let copy = std::io::Error::new(e.kind(), e.to_string());
                 let _ = tx.send(Err(copy));
+                // The original goes back to the caller: it may mark a broken remote stream.
                 return (bytes, hex::encode(hasher.finalize()), Some(e));
             }
         }

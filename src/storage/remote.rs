@@ -428,6 +428,17 @@ struct RemoteReader {
 
 impl Read for RemoteReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_inner(buf).map_err(|e| {
+            std::io::Error::other(crate::backup::SourceLost(format!(
+                "{}: {e}; check RSYNC_HOST and RSYNC_PORT",
+                self.what
+            )))
+        })
+    }
+}
+
+impl RemoteReader {
+    fn read_inner(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.stdout.read(buf)?;
         if n == 0
             && let Some(child) = self.child.take()

@@ -783,6 +783,20 @@ impl PartContext {
     }
 }
 
+/// A stream from S3 whose read errors say the source broke off (69), not the local disk.
+struct MarkLost<R> {
+    inner: R,
+    what: String,
+}
+
+impl<R: Read> Read for MarkLost<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            std::io::Error::other(crate::backup::SourceLost(format!("{}: {e}", self.what)))
+        })
+    }
+}
+
 /// The part size for a file: `S3_PART_SIZE` when set (refused if the file would need more
 /// than `S3_MAX_PARTS` parts), else the smallest multiple of 1 MiB, at least 16 MiB, that
 /// keeps the file within the limit.
@@ -949,10 +963,13 @@ impl Storage for S3Storage {
                 other => self.error(&format!("reading {key}"), other),
             })?;
         let reader = out.body.into_async_read();
-        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
-            reader,
-            self.rt.handle().clone(),
-        )))
+        Ok(Box::new(MarkLost {
+            inner: tokio_util::io::SyncIoBridge::new_with_handle(reader, self.rt.handle().clone()),
+            what: format!(
+                "reading {key} from {}; check S3_ENDPOINT and that the server is up",
+                self.location
+            ),
+        }))
     }
 
     fn put_folder(
