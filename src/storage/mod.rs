@@ -2,6 +2,7 @@
 //! remote host over rsync/ssh. `list`, `ship`, `prune`, `check`, `pin`, `verify` and
 //! `restore` see the same folders and statuses at each of them.
 
+mod hash;
 pub mod local;
 pub mod remote;
 pub mod s3;

@@ -8,11 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
 
+use super::hash::sha256_file;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sha2::{Digest, Sha256};
 
 use super::local::LocalFolder;
 use super::{FolderEntry, PutStats, Storage, StorageError, sort_newest_first};
@@ -637,26 +636,6 @@ impl Storage for RemoteStorage {
         })?;
         Ok(())
     }
-}
-
-fn sha256_file(path: &Path) -> Result<String, StorageError> {
-    let mut f = std::fs::File::open(path).map_err(|e| StorageError::Io {
-        context: format!("reading {}", path.display()),
-        source: e,
-    })?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| StorageError::Io {
-            context: format!("reading {}", path.display()),
-            source: e,
-        })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

@@ -25,9 +25,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use base64::Engine;
 use chrono::{DateTime, Utc};
-use md5::Md5;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Runtime;
 
@@ -270,7 +268,7 @@ impl S3Storage {
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>, sha256: &str) -> Result<(), StorageError> {
-        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&bytes));
+        let md5 = super::hash::md5_bytes(&bytes);
         let len = bytes.len() as i64;
         self.client
             .put_object()
@@ -319,9 +317,10 @@ impl S3Storage {
         let threshold = self.part_size.unwrap_or(MULTIPART_THRESHOLD);
         if size <= threshold {
             let p = path.to_path_buf();
-            let (md5, sha) = tokio::task::spawn_blocking(move || md5_and_sha256(&p))
-                .await
-                .map_err(|e| join_error(&e))??;
+            let (md5, sha) =
+                tokio::task::spawn_blocking(move || super::hash::md5_and_sha256_file(&p))
+                    .await
+                    .map_err(|e| join_error(&e))??;
             check_sha(path, &sha, sha256)?;
             let body = ByteStream::read_from()
                 .path(path)
@@ -450,7 +449,7 @@ impl S3Storage {
         // The whole file's SHA-256 is checked while the parts go up; a mismatch aborts the
         // upload before it becomes visible.
         let sha_path = path.to_path_buf();
-        let sha_task = tokio::task::spawn_blocking(move || sha256_of(&sha_path));
+        let sha_task = tokio::task::spawn_blocking(move || super::hash::sha256_file(&sha_path));
         let mut set = tokio::task::JoinSet::new();
         let mut next = 1u64;
         let mut completed = Vec::with_capacity(parts as usize);
@@ -739,7 +738,7 @@ enum PartError {
 impl PartContext {
     async fn upload(&self, number: i32, offset: u64, len: u64) -> Result<CompletedPart, PartError> {
         let path = self.path.clone();
-        let md5 = tokio::task::spawn_blocking(move || md5_range(&path, offset, len))
+        let md5 = tokio::task::spawn_blocking(move || super::hash::md5_range(&path, offset, len))
             .await
             .map_err(|e| PartError::Io(join_error(&e)))?
             .map_err(PartError::Io)?;
@@ -843,80 +842,6 @@ fn check_sha(path: &Path, actual: &str, expected: &str) -> Result<(), StorageErr
         }
         .into())
     }
-}
-
-/// Content-MD5 (base64) and SHA-256 (hex) of a whole file, in one pass.
-fn md5_and_sha256(path: &Path) -> Result<(String, String), StorageError> {
-    let mut f = std::fs::File::open(path).map_err(|e| StorageError::Io {
-        context: format!("reading {}", path.display()),
-        source: e,
-    })?;
-    let mut md5 = Md5::new();
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; READ_BUFFER];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| StorageError::Io {
-            context: format!("reading {}", path.display()),
-            source: e,
-        })?;
-        if n == 0 {
-            break;
-        }
-        md5.update(&buf[..n]);
-        sha.update(&buf[..n]);
-    }
-    Ok((
-        base64::engine::general_purpose::STANDARD.encode(md5.finalize()),
-        hex::encode(sha.finalize()),
-    ))
-}
-
-/// SHA-256 (hex) of a whole file.
-fn sha256_of(path: &Path) -> Result<String, StorageError> {
-    let mut f = std::fs::File::open(path).map_err(|e| StorageError::Io {
-        context: format!("reading {}", path.display()),
-        source: e,
-    })?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; READ_BUFFER];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| StorageError::Io {
-            context: format!("reading {}", path.display()),
-            source: e,
-        })?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-    }
-    Ok(hex::encode(sha.finalize()))
-}
-
-/// Content-MD5 (base64) of `len` bytes at `offset`.
-fn md5_range(path: &Path, offset: u64, len: u64) -> Result<String, StorageError> {
-    use std::io::{Seek, SeekFrom};
-    let io = |e| StorageError::Io {
-        context: format!("reading {}", path.display()),
-        source: e,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    f.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut md5 = Md5::new();
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut left = len;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = f.read(&mut buf[..want]).map_err(io)?;
-        if n == 0 {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file shrank during the upload",
-            )));
-        }
-        md5.update(&buf[..n]);
-        left -= n as u64;
-    }
-    Ok(base64::engine::general_purpose::STANDARD.encode(md5.finalize()))
 }
 
 impl Storage for S3Storage {
