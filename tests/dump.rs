@@ -206,22 +206,11 @@ fn cluster_file_restores_like_pg_dumpall(version: u32) {
 
     let expected = from_real.dumpall_normalized();
     let actual = from_ours.dumpall_normalized();
-    if expected != actual {
-        let e = dir.path().join("expected.sql");
-        let a = dir.path().join("actual.sql");
-        std::fs::write(&e, &expected).unwrap();
-        std::fs::write(&a, &actual).unwrap();
-        let diff = std::process::Command::new("diff")
-            .arg("-u")
-            .arg(&e)
-            .arg(&a)
-            .output()
-            .unwrap();
-        panic!(
-            "cluster restore differs from pg_dumpall's:\n{}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
-    }
+    assert_same(
+        &expected,
+        &actual,
+        "cluster restore differs from pg_dumpall's",
+    );
     // And the restored cluster has the data, not only the same shape.
     assert_eq!(
         fixture::row_count(&from_ours, "Sales-2025", "sales.orders"),

@@ -222,20 +222,7 @@ fn disk_full_while_writing_is_74_and_leaves_no_folder() {
     cmd.env("BACKUP_DIR", &backups).arg("dump");
     if !mounted {
         eprintln!("cannot mount a tmpfs here: using a 2 MiB file-size limit instead");
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                let lim = libc::rlimit {
-                    rlim_cur: 2 << 20,
-                    rlim_max: 2 << 20,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        limit_file_size(&mut cmd, 2 << 20);
     }
     let run = run(cmd).expect(74);
     assert_eq!(run.json["status"], "failed");

@@ -21,25 +21,6 @@ fn restore_env(envs: &[(String, String)], pairs: &[(&str, &str)]) -> Vec<(String
     out
 }
 
-/// Equal texts, or a panic that shows their diff.
-fn assert_same(expected: &str, actual: &str, what: &str) {
-    if expected == actual {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (e, a) = (dir.path().join("expected"), dir.path().join("actual"));
-    std::fs::write(&e, expected).unwrap();
-    std::fs::write(&a, actual).unwrap();
-    let diff = std::process::Command::new("diff")
-        .arg("-u")
-        .arg(&e)
-        .arg(&a)
-        .output()
-        .unwrap();
-    let diff = String::from_utf8_lossy(&diff.stdout);
-    panic!("{what}:\n{}", diff.chars().take(6000).collect::<String>());
-}
-
 /// Dumps of the same data from servers of different versions differ in their headers.
 fn normalize_versions(text: &str) -> String {
     text.lines()
@@ -638,21 +619,7 @@ fn restore_from_s3_stages_checks_and_cleans_up() {
     if !mounted {
         // No tmpfs here: a file-size limit makes the staging write fail the same way.
         eprintln!("cannot mount a tmpfs here: using a file-size limit instead");
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                let lim = libc::rlimit {
-                    rlim_cur: 8192,
-                    rlim_max: 8192,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        limit_file_size(&mut cmd, 8192);
     }
     let run = common::run(cmd).expect(74);
     assert!(

@@ -52,13 +52,7 @@ fn ship_to_a_remote_host_copies_checked_files_and_skips_them_next_time() {
     std::fs::remove_file(ssh.remote().join("20250101_000000/postgres_globals.sql.gz")).unwrap();
     std::fs::create_dir(ssh.remote().join("not a backup")).unwrap();
     let list = pgb_run(&envs, dir.path(), &["list", "--source", "remote"]).expect(0);
-    let folders = list.json["sources"][0]["folders"].as_array().unwrap();
-    let status = |name: &str| {
-        folders.iter().find(|f| f["folder"] == name).unwrap()["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let status = |name: &str| listed_status(&list, name);
     assert_eq!(status("20250101_000000"), "incomplete");
     assert_eq!(status("20250102_000000"), "complete");
     assert_eq!(status("not a backup"), "invalid");

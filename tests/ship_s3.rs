@@ -86,13 +86,7 @@ fn ship_copies_every_file_checked_and_a_second_ship_transfers_nothing() {
     );
     s3.put(BUCKET, "prod/db1/not-a-backup/x", b"x");
     let list = pgb_run(&envs, dir.path(), &["list", "--source", "s3"]).expect(0);
-    let folders = list.json["sources"][0]["folders"].as_array().unwrap();
-    let status = |name: &str| {
-        folders.iter().find(|f| f["folder"] == name).unwrap()["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let status = |name: &str| listed_status(&list, name);
     assert_eq!(status("20250101_000000"), "complete");
     assert_eq!(status("20250103_000000"), "incomplete");
     assert_eq!(status("not-a-backup"), "invalid");

@@ -664,3 +664,55 @@ pub fn make_folder(root: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf 
 pub fn without(envs: &[(String, String)], key: &str) -> Vec<(String, String)> {
     envs.iter().filter(|(k, _)| k != key).cloned().collect()
 }
+
+/// Equal texts, or a panic that shows their diff.
+pub fn assert_same(expected: &str, actual: &str, what: &str) {
+    if expected == actual {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (e, a) = (dir.path().join("expected"), dir.path().join("actual"));
+    std::fs::write(&e, expected).unwrap();
+    std::fs::write(&a, actual).unwrap();
+    let diff = Command::new("diff")
+        .arg("-u")
+        .arg(&e)
+        .arg(&a)
+        .output()
+        .unwrap();
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    panic!("{what}:\n{}", diff.chars().take(6000).collect::<String>());
+}
+
+/// The status `list` reports for `folder` at the first listed source.
+pub fn listed_status(list: &Run, folder: &str) -> String {
+    list.json["sources"][0]["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["folder"] == folder)
+        .unwrap_or_else(|| panic!("{folder} not listed: {}", list.stdout))["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Makes writes beyond `bytes` fail with EFBIG in the child (a full disk, where no tmpfs can
+/// be mounted).
+pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
