@@ -345,15 +345,10 @@ impl Staged {
         let file = crate::backup::writer::create_private(&path)?;
         tracing::info!(file = %entry.name, "downloading and checking");
         let reader = storage.open(folder, &entry.name)?;
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
         let tee = Tee {
             inner: reader,
             out: std::io::BufWriter::with_capacity(256 * 1024, file),
-            path: path.clone(),
-            error: None,
-        };
-        let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let tee = TeeHandle {
-            tee: Some(tee),
             error: shared.clone(),
         };
         let checked = check_stream(Box::new(tee), entry, &mut std::io::sink());
@@ -377,41 +372,28 @@ impl Staged {
     }
 }
 
-/// Copies what is read into the staging file, so download and check are one pass.
+/// Copies what is read into the staging file, so download and check are one pass. A write
+/// error is handed back through `error` (the checker reads on its own thread) so that a full
+/// staging disk is reported as such (74), not as a broken download.
 struct Tee {
     inner: Box<dyn Read + Send>,
     out: std::io::BufWriter<std::fs::File>,
-    path: PathBuf,
-    error: Option<std::io::Error>,
-}
-
-/// Hands the write error of the staging file back to the caller (the reader runs on the
-/// checker's thread).
-struct TeeHandle {
-    tee: Option<Tee>,
     error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
 }
 
-impl Read for TeeHandle {
+impl Read for Tee {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(tee) = self.tee.as_mut() else {
-            return Ok(0);
+        let n = self.inner.read(buf)?;
+        let written = if n == 0 {
+            self.out.flush().and_then(|_| self.out.get_ref().sync_all())
+        } else {
+            self.out.write_all(&buf[..n])
         };
-        let n = tee.inner.read(buf)?;
-        if n == 0 {
-            let flushed = tee.out.flush().and_then(|_| tee.out.get_ref().sync_all());
-            if let Err(e) = flushed {
-                tee.error = Some(e);
+        if let Err(e) = written {
+            let message = format!("writing the staging file: {e}");
+            if let Ok(mut slot) = self.error.lock() {
+                *slot = Some(e);
             }
-        } else if let Err(e) = tee.out.write_all(&buf[..n]) {
-            tee.error = Some(e);
-        }
-        if let Some(e) = tee.error.take() {
-            let message = format!("writing {}: {e}", tee.path.display());
-            if let Ok(mut g) = self.error.lock() {
-                *g = Some(e);
-            }
-            self.tee = None;
             return Err(std::io::Error::other(message));
         }
         Ok(n)
