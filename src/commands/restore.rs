@@ -299,7 +299,8 @@ fn file_for<'m>(
 /// when this value goes, whatever happened. Either way it has been checked.
 struct Staged {
     path: PathBuf,
-    dir: Option<StagingDir>,
+    /// Removes the staging folder when the restore is done.
+    _dir: Option<StagingDir>,
 }
 
 struct StagingDir(PathBuf);
@@ -325,7 +326,7 @@ impl Staged {
             let local = crate::storage::local::LocalStorage::new(local_root);
             return Ok(Staged {
                 path: local.folder(folder).path(&entry.name),
-                dir: None,
+                _dir: None,
             });
         }
         let base = match restore_dir {
@@ -358,7 +359,7 @@ impl Staged {
         checked?;
         Ok(Staged {
             path,
-            dir: Some(guard),
+            _dir: Some(guard),
         })
     }
 
@@ -367,7 +368,6 @@ impl Staged {
             path: self.path.clone(),
             source: e,
         })?;
-        let _ = &self.dir;
         Ok(Box::new(f))
     }
 }

@@ -27,7 +27,8 @@ pub struct RemoteStorage {
     port: u16,
     root: String,
     ssh_options: Vec<String>,
-    control_dir: tempfile::TempDir,
+    /// Holds the shared connection's socket; removed after `Drop` ends the connection.
+    _control_dir: tempfile::TempDir,
     location: String,
 }
 
@@ -113,7 +114,7 @@ impl RemoteStorage {
             root: cfg.path.clone(),
             location: format!("{}@{}:{}", cfg.user, cfg.host, cfg.path),
             ssh_options,
-            control_dir,
+            _control_dir: control_dir,
         })
     }
 
@@ -357,7 +358,6 @@ impl Drop for RemoteStorage {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = &self.control_dir;
     }
 }
 
