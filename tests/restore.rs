@@ -8,6 +8,7 @@ use std::process::Stdio;
 
 use common::fixture::{self, LONG_NAME, nasty_names};
 use common::s3::S3Server;
+use common::ssh::SshServer;
 use common::*;
 use serde_json::Value;
 
@@ -834,4 +835,41 @@ fn walk_sizes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[test]
+fn the_remote_host_going_away_during_staging_is_69_and_the_staging_folder_is_removed() {
+    let ssh = SshServer::start();
+    let target = PgServer::start(17);
+    let dir = tempfile::tempdir().unwrap();
+    big_valid_folder(dir.path(), "20250101_000000", 500);
+    pgb_run(&ssh.env(), dir.path(), &["ship"]).expect(0);
+    let staging = tempfile::tempdir().unwrap();
+    let mut envs = target.env();
+    envs.extend(ssh.env());
+    let envs = restore_env(
+        &envs,
+        &[
+            ("RESTORE_SOURCE", "remote"),
+            ("RESTORE_FOLDER", "20250101_000000"),
+            ("RESTORE_TYPE", "database"),
+            ("RESTORE_DATABASE", "big"),
+            ("RESTORE_DIR", staging.path().to_str().unwrap()),
+        ],
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = pgb(&envs);
+    cmd.env("BACKUP_DIR", empty.path())
+        .arg("restore")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    wait_for(60, "the download to start", || {
+        walk_sizes(staging.path()) > 1 << 20
+    });
+    ssh.cut_sessions();
+    let run = parse_run(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 69, "{}", run.stdout);
+    assert!(run.message().contains("RSYNC_HOST"), "{}", run.message());
+    assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0);
 }

@@ -182,3 +182,24 @@ fn destinations_fail_independently() {
     assert_eq!(by("remote")["shipped"], 1);
     assert!(ssh.remote().join("20250101_000000/manifest.json").exists());
 }
+
+#[test]
+fn a_local_file_changed_after_dump_is_never_sent_to_the_remote_host() {
+    let ssh = SshServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = make_folder(dir.path(), "20250101_000000", &files());
+    let victim = folder.join("postgres_globals.sql.gz");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    let run = pgb_run(&ssh.env(), dir.path(), &["ship"]).expect(65);
+    assert!(
+        run.message().contains("postgres_globals.sql.gz"),
+        "{}",
+        run.message()
+    );
+    assert!(
+        !ssh.remote().join("20250101_000000").exists(),
+        "nothing was sent for a folder that no longer matches its manifest"
+    );
+}

@@ -139,6 +139,15 @@ impl SshServer {
         self.path("remote")
     }
 
+    /// Ends every open ssh session (the listener's children), as a network cut would.
+    pub fn cut_sessions(&self) {
+        if let Some(c) = self.child.as_ref() {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &c.id().to_string()])
+                .status();
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
