@@ -774,21 +774,21 @@ fn big_valid_folder(root: &Path, name: &str, sql_mb: usize) {
     std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 
-#[test]
-fn s3_going_down_during_staging_is_69_and_the_staging_folder_is_removed() {
-    let mut s3 = S3Server::start();
-    s3.create_bucket(BUCKET);
+/// Restores the big database of a shipped folder from `source`, cuts the source off once the
+/// download is under way, and checks: 69, the staging folder removed, nothing sent to the server.
+fn restore_cut_off_during_staging(
+    source_envs: &[(String, String)],
+    source: &str,
+    cut: impl FnOnce(),
+) -> Run {
     let target = PgServer::start(17);
-    let dir = tempfile::tempdir().unwrap();
-    big_valid_folder(dir.path(), "20250101_000000", 400);
-    pgb_run(&s3.env(BUCKET, ""), dir.path(), &["ship"]).expect(0);
     let staging = tempfile::tempdir().unwrap();
     let mut envs = target.env();
-    envs.extend(s3.env(BUCKET, ""));
+    envs.extend(source_envs.iter().cloned());
     let envs = restore_env(
         &envs,
         &[
-            ("RESTORE_SOURCE", "s3"),
+            ("RESTORE_SOURCE", source),
             ("RESTORE_FOLDER", "20250101_000000"),
             ("RESTORE_TYPE", "database"),
             ("RESTORE_DATABASE", "big"),
@@ -802,10 +802,10 @@ fn s3_going_down_during_staging_is_69_and_the_staging_folder_is_removed() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
-    // Kill the server once the download has started.
-    let staged_bytes = || -> u64 { walk_sizes(staging.path()) };
-    wait_for(60, "the download to start", || staged_bytes() > 1 << 20);
-    s3.kill();
+    wait_for(60, "the download to start", || {
+        walk_sizes(staging.path()) > 1 << 20
+    });
+    cut();
     let run = parse_run(child.wait_with_output().unwrap());
     assert_eq!(run.code, 69, "{}", run.stdout);
     assert_eq!(
@@ -818,6 +818,29 @@ fn s3_going_down_during_staging_is_69_and_the_staging_folder_is_removed() {
         "SELECT count(*) FROM pg_database WHERE datname = 'big'",
     );
     assert_eq!(exists.trim(), "0", "nothing reached the server");
+    run
+}
+
+#[test]
+fn s3_going_down_during_staging_is_69_and_the_staging_folder_is_removed() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    big_valid_folder(dir.path(), "20250101_000000", 400);
+    let envs = s3.env(BUCKET, "");
+    pgb_run(&envs, dir.path(), &["ship"]).expect(0);
+    let run = restore_cut_off_during_staging(&envs, "s3", || s3.kill());
+    assert!(run.message().contains("S3_ENDPOINT"), "{}", run.message());
+}
+
+#[test]
+fn the_remote_host_going_away_during_staging_is_69_and_the_staging_folder_is_removed() {
+    let ssh = SshServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    big_valid_folder(dir.path(), "20250101_000000", 500);
+    pgb_run(&ssh.env(), dir.path(), &["ship"]).expect(0);
+    let run = restore_cut_off_during_staging(&ssh.env(), "remote", || ssh.cut_sessions());
+    assert!(run.message().contains("RSYNC_HOST"), "{}", run.message());
 }
 
 fn walk_sizes(dir: &Path) -> u64 {
@@ -835,41 +858,4 @@ fn walk_sizes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-#[test]
-fn the_remote_host_going_away_during_staging_is_69_and_the_staging_folder_is_removed() {
-    let ssh = SshServer::start();
-    let target = PgServer::start(17);
-    let dir = tempfile::tempdir().unwrap();
-    big_valid_folder(dir.path(), "20250101_000000", 500);
-    pgb_run(&ssh.env(), dir.path(), &["ship"]).expect(0);
-    let staging = tempfile::tempdir().unwrap();
-    let mut envs = target.env();
-    envs.extend(ssh.env());
-    let envs = restore_env(
-        &envs,
-        &[
-            ("RESTORE_SOURCE", "remote"),
-            ("RESTORE_FOLDER", "20250101_000000"),
-            ("RESTORE_TYPE", "database"),
-            ("RESTORE_DATABASE", "big"),
-            ("RESTORE_DIR", staging.path().to_str().unwrap()),
-        ],
-    );
-    let empty = tempfile::tempdir().unwrap();
-    let mut cmd = pgb(&envs);
-    cmd.env("BACKUP_DIR", empty.path())
-        .arg("restore")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    wait_for(60, "the download to start", || {
-        walk_sizes(staging.path()) > 1 << 20
-    });
-    ssh.cut_sessions();
-    let run = parse_run(child.wait_with_output().unwrap());
-    assert_eq!(run.code, 69, "{}", run.stdout);
-    assert!(run.message().contains("RSYNC_HOST"), "{}", run.message());
-    assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0);
 }
