@@ -203,6 +203,22 @@ fn yaml_to_json(text: &str) -> serde_json::Value {
     serde_json::json!({ "services": services })
 }
 
+/// `docker stack config -c FILE`: validates against the compose schema, without an engine.
+fn stack_config(docker: &Path, file: &Path) -> String {
+    let out = Command::new(docker)
+        .args(["stack", "config", "-c"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn stack_and_compose_files_pass_docker_stack_config() {
     let docker = tool("docker", "the docker CLI");
@@ -219,17 +235,7 @@ fn stack_and_compose_files_pass_docker_stack_config() {
         dir.path().join("swarm/pg-backups.env"),
     )
     .unwrap();
-    let out = Command::new(&docker)
-        .args(["stack", "config", "-c"])
-        .arg(dir.path().join("swarm/stack.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stack: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rendered = String::from_utf8(out.stdout).unwrap();
+    let rendered = stack_config(&docker, &dir.path().join("swarm/stack.yml"));
     assert!(
         rendered.contains("swarm.cronjob.schedule: 0 */6 * * *"),
         "{rendered}"
@@ -255,17 +261,7 @@ fn stack_and_compose_files_pass_docker_stack_config() {
         dir.path().join("deploy/seaweedfs-s3.json"),
     )
     .unwrap();
-    let out = Command::new(&docker)
-        .args(["stack", "config", "-c"])
-        .arg(dir.path().join("docker-compose.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "compose: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rendered = String::from_utf8(out.stdout).unwrap();
+    let rendered = stack_config(&docker, &dir.path().join("docker-compose.yml"));
     assert_known_variables("docker-compose.yml", &rendered);
     assert!(compose.contains("profiles: [\"restore\"]"));
 }
