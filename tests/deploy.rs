@@ -488,15 +488,18 @@ fn the_cycle_runs_dump_ship_prune_like_the_image_and_cron_do() {
     assert!(out.status.success());
 
     // Cron: the entry's own command line, settings from the env file. Quiet when all is well.
+    let sh = |line: &str| {
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(line)
+            .env_clear()
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let cycle = cron_line("0 */6", &bin_dir, &env_file, &logs);
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&cycle)
-        .env_clear()
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = sh(&cycle);
     assert!(out.status.success());
     assert!(
         out.stdout.is_empty(),
@@ -511,13 +514,7 @@ fn the_cycle_runs_dump_ship_prune_like_the_image_and_cron_do() {
         3
     );
     let check = cron_line("30 *", &bin_dir, &env_file, &logs);
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&check)
-        .env_clear()
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = sh(&check);
     assert!(
         out.stdout.is_empty(),
         "{}",
@@ -531,13 +528,7 @@ fn the_cycle_runs_dump_ship_prune_like_the_image_and_cron_do() {
         &format!("PGPORT={}", free_port()),
     );
     std::fs::write(&env_file, broken).unwrap();
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&cycle)
-        .env_clear()
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let out = sh(&cycle);
     let mail = String::from_utf8_lossy(&out.stdout);
     assert!(
         mail.contains("pg-backups cycle failed with exit status 69"),

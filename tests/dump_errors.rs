@@ -246,12 +246,7 @@ fn server_killed_mid_dump_fails_and_leaves_no_complete_folder() {
     server.psql("app", "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");
     let lock = TableLock::hold(&server, "app", "t");
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = pgb(&server.env());
-    cmd.env("BACKUP_DIR", dir.path())
-        .arg("dump")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = pgb_spawn(&server.env(), dir.path(), &["dump"]);
     // pg_dump of `app` now waits for the table lock, mid-run.
     wait_for(30, "the dump to reach app", || {
         visible_dirs(dir.path()).iter().any(|d| d.ends_with(".partial"))

@@ -249,12 +249,7 @@ fn prune_waits_for_a_running_dump() {
     server.psql("app", "CREATE TABLE t(x int)");
     let lock = TableLock::hold(&server, "app", "t");
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = pgb(&server.env());
-    cmd.env("BACKUP_DIR", dir.path())
-        .arg("dump")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let dump = cmd.spawn().unwrap();
+    let dump = pgb_spawn(&server.env(), dir.path(), &["dump"]);
     wait_for(30, "the dump to hold the lock", || {
         std::fs::read_to_string(dir.path().join(".pg-backups.lock"))
             .map(|s| s.contains("`dump`"))

@@ -671,12 +671,7 @@ fn sigterm_during_a_restore_stops_psql_and_reports_failed() {
             ("RESTORE_DATABASE", "big"),
         ],
     );
-    let mut cmd = pgb(&envs);
-    cmd.env("BACKUP_DIR", dir.path())
-        .arg("restore")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = pgb_spawn(&envs, dir.path(), &["restore"]);
     let pid = child.id();
     let psql_children = || {
         let out = std::process::Command::new("pgrep")
@@ -796,12 +791,7 @@ fn restore_cut_off_during_staging(
         ],
     );
     let empty = tempfile::tempdir().unwrap();
-    let mut cmd = pgb(&envs);
-    cmd.env("BACKUP_DIR", empty.path())
-        .arg("restore")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = pgb_spawn(&envs, empty.path(), &["restore"]);
     wait_for(60, "the download to start", || {
         walk_sizes(staging.path()) > 1 << 20
     });

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::s3::{S3Server, SECRET_KEY};
@@ -138,12 +137,7 @@ fn ship_killed_s3_mid_multipart_leaves_no_manifest_and_the_next_ship_completes()
         ],
     );
     let envs = with(&s3.env(BUCKET, ""), "S3_PART_SIZE", "5MiB");
-    let mut cmd = pgb(&envs);
-    cmd.env("BACKUP_DIR", dir.path())
-        .arg("ship")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = pgb_spawn(&envs, dir.path(), &["ship"]);
     // Kill the server once the multipart upload is under way.
     wait_for(60, "the multipart upload to start", || {
         s3.multipart_uploads(BUCKET) > 0
@@ -279,12 +273,7 @@ fn the_s3_secret_is_in_no_process_arguments_during_a_ship() {
         &[("postgres_db_big.sql.gz", 96 << 20)],
     );
     let envs = with(&s3.env(BUCKET, ""), "S3_PART_SIZE", "5MiB");
-    let mut cmd = pgb(&envs);
-    cmd.env("BACKUP_DIR", dir.path())
-        .arg("ship")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let child = pgb_spawn(&envs, dir.path(), &["ship"]);
     let mut samples = 0;
     wait_for(60, "the upload to start", || {
         s3.multipart_uploads(BUCKET) > 0

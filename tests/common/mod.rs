@@ -482,6 +482,17 @@ pub fn pgb_run(envs: &[(String, String)], backup_dir: &Path, args: &[&str]) -> R
     run(cmd)
 }
 
+/// Starts `pg-backups ARGS` in the background with its output captured, for tests that act
+/// while it runs; `parse_run(child.wait_with_output())` reads its result.
+pub fn pgb_spawn(envs: &[(String, String)], backup_dir: &Path, args: &[&str]) -> Child {
+    let mut cmd = pgb(envs);
+    cmd.env("BACKUP_DIR", backup_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     use std::io::Read;
