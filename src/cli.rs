@@ -16,6 +16,17 @@ const S3: &str = "S3-compatible storage";
 const RSYNC: &str = "Remote host over rsync/ssh";
 const OUTPUT: &str = "Output and monitoring";
 
+/// Secrets have no flags: every user of the machine can read a process's arguments.
+const SECRETS_HELP: &str = "\
+Secrets are read from the environment (or --env-file, or a *_FILE variable), never from flags:
+  PGPASSWORD      [env: PGPASSWORD]      or PGPASSWORD_FILE
+  S3_ACCESS_KEY   [env: S3_ACCESS_KEY]   or S3_ACCESS_KEY_FILE (else AWS_ACCESS_KEY_ID, the SDK chain)
+  S3_SECRET_KEY   [env: S3_SECRET_KEY]   or S3_SECRET_KEY_FILE (else AWS_SECRET_ACCESS_KEY)
+
+Every run prints one JSON object on stdout and exits with a sysexits code (0 ok, 1 stale \
+backup, 64 usage, 65 data, 66 not found, 69 unreachable, 70 bug, 73 cannot create / refused, \
+74 I/O, 75 locked, 77 permission, 78 configuration incomplete).";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pg-backups",
@@ -23,10 +34,7 @@ const OUTPUT: &str = "Output and monitoring";
     about = "Disaster recovery for PostgreSQL: checked logical dumps, shipped off the machine, \
              pruned safely, restored on the first try.",
     long_about = None,
-    after_help = "Every run prints one JSON object on stdout and exits with a sysexits code \
-                  (0 ok, 1 stale backup, 64 usage, 65 data, 66 not found, 69 unreachable, \
-                  70 bug, 73 cannot create / refused, 74 I/O, 75 locked, 77 permission, \
-                  78 configuration incomplete)."
+    after_help = SECRETS_HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -100,9 +108,9 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Oldest acceptable age of the newest complete backup, e.g. `26h`, `90m`, `2d`.
-    /// Default: one BACKUP_SCHEDULE interval plus two hours when the schedule is simple
-    /// (`M */N * * *`, `M H * * *` …: 26h for a daily one), else 26h.
+    /// Oldest acceptable age of the newest complete backup, with a unit: `26h`, `90m`, `2d`.
+    /// Default: the longest gap between two runs of BACKUP_SCHEDULE plus two hours (26h for a
+    /// daily schedule, 7d 2h for a weekly one).
     #[arg(long)]
     pub max_age: Option<String>,
 }
@@ -151,7 +159,7 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Load KEY=value lines from this file first (variables already set in the environment win).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", env = "PG_BACKUPS_ENV_FILE")]
     pub env_file: Option<PathBuf>,
     /// Indent the JSON result for humans.
     #[arg(long, global = true)]
@@ -166,9 +174,6 @@ pub struct GlobalArgs {
     /// PostgreSQL user (a superuser, to dump roles and every database).
     #[arg(long, global = true, env = "PGUSER", default_value = "postgres", help_heading = PG)]
     pub pguser: String,
-    /// PostgreSQL password (prefer PGPASSWORD_FILE). Passed to the tools through a 0600 passfile.
-    #[arg(long, global = true, env = "PGPASSWORD", hide_env_values = true, help_heading = PG)]
-    pub pgpassword: Option<String>,
     /// Read the PostgreSQL password from this file (Docker secrets, systemd credentials).
     #[arg(long, global = true, env = "PGPASSWORD_FILE", help_heading = PG)]
     pub pgpassword_file: Option<String>,
@@ -205,6 +210,9 @@ pub struct GlobalArgs {
     /// Keep every complete local backup younger than this many days, plus the newest older one.
     #[arg(long, global = true, env = "LOCAL_RETENTION_DAYS", default_value = "1", help_heading = LOCAL)]
     pub local_retention_days: String,
+    /// Always keep the N newest complete local backups, whatever their age.
+    #[arg(long, global = true, env = "LOCAL_KEEP_LAST", default_value = "3", help_heading = LOCAL)]
+    pub local_keep_last: String,
     /// Also keep the newest local backup of each of the last N days.
     #[arg(long, global = true, env = "LOCAL_KEEP_DAILY", default_value = "0", help_heading = LOCAL)]
     pub local_keep_daily: String,
@@ -224,15 +232,9 @@ pub struct GlobalArgs {
     /// Region (default us-east-1 when an endpoint is set).
     #[arg(long, global = true, env = "S3_REGION", help_heading = S3)]
     pub s3_region: Option<String>,
-    /// Access key id (prefer S3_ACCESS_KEY_FILE). Unset with the secret: the SDK's default chain.
-    #[arg(long, global = true, env = "S3_ACCESS_KEY", hide_env_values = true, help_heading = S3)]
-    pub s3_access_key: Option<String>,
     /// Read the access key id from this file.
     #[arg(long, global = true, env = "S3_ACCESS_KEY_FILE", help_heading = S3)]
     pub s3_access_key_file: Option<String>,
-    /// Secret access key (prefer S3_SECRET_KEY_FILE).
-    #[arg(long, global = true, env = "S3_SECRET_KEY", hide_env_values = true, help_heading = S3)]
-    pub s3_secret_key: Option<String>,
     /// Read the secret access key from this file.
     #[arg(long, global = true, env = "S3_SECRET_KEY_FILE", help_heading = S3)]
     pub s3_secret_key_file: Option<String>,
@@ -248,6 +250,9 @@ pub struct GlobalArgs {
     /// Keep every complete S3 backup younger than this many days, plus the newest older one.
     #[arg(long, global = true, env = "S3_RETENTION_DAYS", default_value = "7", help_heading = S3)]
     pub s3_retention_days: String,
+    /// Always keep the N newest complete S3 backups, whatever their age.
+    #[arg(long, global = true, env = "S3_KEEP_LAST", default_value = "3", help_heading = S3)]
+    pub s3_keep_last: String,
     /// Also keep the newest S3 backup of each of the last N days.
     #[arg(long, global = true, env = "S3_KEEP_DAILY", default_value = "0", help_heading = S3)]
     pub s3_keep_daily: String,
@@ -290,6 +295,9 @@ pub struct GlobalArgs {
     /// Keep every complete remote backup younger than this many days, plus the newest older one.
     #[arg(long, global = true, env = "RSYNC_RETENTION_DAYS", default_value = "30", help_heading = RSYNC)]
     pub rsync_retention_days: String,
+    /// Always keep the N newest complete remote backups, whatever their age.
+    #[arg(long, global = true, env = "RSYNC_KEEP_LAST", default_value = "3", help_heading = RSYNC)]
+    pub rsync_keep_last: String,
     /// Also keep the newest remote backup of each of the last N days.
     #[arg(long, global = true, env = "RSYNC_KEEP_DAILY", default_value = "0", help_heading = RSYNC)]
     pub rsync_keep_daily: String,

@@ -1,10 +1,12 @@
-//! `--env-file PATH`: `KEY=value` lines loaded into the environment before the flags are
-//! parsed, so the file works exactly like compose `env_file:` or systemd `EnvironmentFile=`.
-//! Variables already set in the environment win over the file.
+//! `--env-file PATH` (or `PG_BACKUPS_ENV_FILE`): `KEY=value` lines loaded before the flags are
+//! parsed, so the file works like compose `env_file:` or systemd `EnvironmentFile=`, except
+//! that variables already set in the environment win over the file (so a systemd unit's own
+//! `Environment=` settings beat the shared env file). Secrets from the file are kept aside in
+//! [`Secrets`] and never enter the environment, where a child process could inherit them.
 
 use std::path::Path;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Secrets};
 
 /// Parses the lines of an env file: `KEY=value`, `#` comments, blank lines, an optional
 /// `export ` prefix, and values in matching single or double quotes.
@@ -35,8 +37,8 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-/// Loads the file into the process environment.
-pub fn load(path: &Path) -> Result<(), ConfigError> {
+/// Loads the file: settings into the process environment, secrets into the returned value.
+pub fn load(path: &Path) -> Result<Secrets, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
         var: "--env-file",
         path: path.to_path_buf(),
@@ -47,14 +49,30 @@ pub fn load(path: &Path) -> Result<(), ConfigError> {
         value: path.display().to_string(),
         reason,
     })?;
+    let mut secrets = Secrets::default();
     for (key, value) in pairs {
-        if std::env::var_os(&key).is_none() {
+        if Secrets::is_secret(&key) {
+            secrets.insert_from_file(&key, &value);
+        } else if std::env::var_os(&key).is_none() {
             // SAFETY: called from `run` before any thread is started (logging, signals and
             // the S3 runtime come later), so nothing reads the environment concurrently.
             unsafe { std::env::set_var(&key, &value) };
         }
     }
-    Ok(())
+    Ok(secrets)
+}
+
+/// An empty variable means "not set" (env files write unset settings that way); the AWS SDK
+/// would read `AWS_PROFILE=` as a profile named "". Removes empty `AWS_*` variables.
+pub fn drop_empty_aws_variables() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("AWS_")))
+        .map(|(k, _)| k)
+        .collect();
+    for key in empty {
+        // SAFETY: as in `load`: before any thread is started.
+        unsafe { std::env::remove_var(&key) };
+    }
 }
 
 #[cfg(test)]

@@ -89,16 +89,4 @@ pub struct ErrorInfo {
     pub exit_code: i32,
 }
 
-/// Maps an I/O error of a write path to its exit code: space and device errors are 74,
-/// refusals 77.
-pub fn io_exit_code(e: &std::io::Error) -> i32 {
-    match e.kind() {
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-            exitcode::NOPERM
-        }
-        std::io::ErrorKind::NotFound => exitcode::NOINPUT,
-        _ => exitcode::IOERR,
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,18 +10,22 @@ pub mod commands;
 pub mod config;
 pub mod envfile;
 pub mod error;
+pub mod exit;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod pg;
 pub mod process;
 pub mod prompt;
+pub mod random;
 pub mod report;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod secret;
 pub mod signals;
 pub mod storage;
+pub mod time;
 
 use std::ffi::OsString;
 
@@ -54,11 +58,19 @@ pub fn run(args: Vec<OsString>) -> Exit {
         }
     };
 
-    if let Some(path) = cli::env_file_from_args(&args)
-        && let Err(e) = envfile::load(&path)
-    {
-        return fail(&word, e.into());
-    }
+    let env_file = cli::env_file_from_args(&args).or_else(|| {
+        std::env::var_os("PG_BACKUPS_ENV_FILE")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    });
+    let secrets = match env_file {
+        Some(path) => match envfile::load(&path) {
+            Ok(s) => s,
+            Err(e) => return fail(&word, e.into()),
+        },
+        None => config::Secrets::default(),
+    };
+    envfile::drop_empty_aws_variables();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -92,7 +104,7 @@ pub fn run(args: Vec<OsString>) -> Exit {
     };
     let command = cli.command.name();
     let pretty = cli.global.pretty;
-    let config = match Config::from_args(&cli.global) {
+    let config = match Config::from_args(&cli.global, &secrets) {
         Ok(c) => c,
         Err(e) => return fail(command, e.into()),
     };

@@ -98,7 +98,7 @@ impl RunLock {
             std::process::id(),
             host,
             command,
-            crate::report::format_time(&Utc::now())
+            crate::time::format_time(&Utc::now())
         );
         // Recording the holder is a courtesy for the next run's message; the lock itself
         // is what matters, so a failure here is not fatal.

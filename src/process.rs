@@ -1,11 +1,73 @@
-//! Child processes (pg_dump, psql, rsync, ssh) in one place: stderr drained on its own thread
-//! so a chatty child never blocks, the child killed and reaped when its guard is dropped on
-//! an error path, and registered so that SIGINT/SIGTERM stop it.
+//! Child processes (pg_dump, psql, rsync, ssh) in one place: built with an empty environment
+//! plus an allow-list per tool (so no child sees a secret it does not need: the PostgreSQL
+//! tools never see S3 keys, ssh and rsync never see the database password), stderr drained on
+//! its own thread so a chatty child never blocks, the child killed and reaped when its guard is
+//! dropped on an error path, and registered so that SIGINT/SIGTERM stop it.
 
 use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
+
+/// What a child may see of our environment: nothing but what is listed here.
+#[derive(Debug, Clone, Default)]
+pub struct ChildEnv {
+    vars: Vec<(OsString, OsString)>,
+}
+
+/// Every tool gets these (when set and not empty): finding programs, the home directory
+/// (ssh's config, libpq's ~/.pgpass), language and time zone.
+const BASE: &[&str] = &["PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME"];
+
+impl ChildEnv {
+    /// The base allow-list, taken from our own environment.
+    pub fn base() -> ChildEnv {
+        let mut env = ChildEnv::default();
+        for name in BASE {
+            env = env.pass(name);
+        }
+        for (name, value) in std::env::vars_os() {
+            let is_locale = name.to_str().is_some_and(|n| n.starts_with("LC_"));
+            if is_locale && !value.is_empty() {
+                env.vars.push((name, value));
+            }
+        }
+        env
+    }
+
+    /// Passes `name` on from our environment when it is set and not empty (an empty variable
+    /// means "not set": libpq would choke on `PGSSLMODE=`).
+    pub fn pass(mut self, name: &str) -> ChildEnv {
+        if let Some(value) = std::env::var_os(name)
+            && !value.is_empty()
+        {
+            self.vars.retain(|(n, _)| n != name);
+            self.vars.push((name.into(), value));
+        }
+        self
+    }
+
+    /// Sets `name` to `value`.
+    pub fn set(mut self, name: &str, value: impl AsRef<OsStr>) -> ChildEnv {
+        self.vars.retain(|(n, _)| n != name);
+        self.vars.push((name.into(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// Whether `name` will be set for the child.
+    pub fn has(&self, name: &str) -> bool {
+        self.vars.iter().any(|(n, _)| n == name)
+    }
+
+    /// A command for `program` that sees exactly these variables.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear();
+        cmd.envs(self.vars.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+}
 
 /// Receives the child's stderr, line by line.
 pub trait LineSink: Send + 'static {

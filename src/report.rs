@@ -2,7 +2,7 @@
 //!
 //! Commands return an [`Outcome`]; only `main` turns it into a [`Report`] and prints it.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -171,13 +171,9 @@ impl Report {
 }
 
 pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    s.serialize_str(&crate::time::format_time(t))
 }
 
-/// Formats a time the way every JSON field does.
-pub fn format_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::backup::rename::rename_filter;
+use crate::backup::replay::replay_filter;
+use crate::backup::sql_lines::LineMap;
 use crate::error::{Error, Result};
 use crate::pg::{PgError, PgTools, quote_ident, quote_literal};
 use crate::process::{LineSink, Running, describe_status};
@@ -38,6 +39,8 @@ pub struct SqlErrors {
 pub struct PsqlErrors {
     errors: SqlErrors,
     tolerate_existing_roles: bool,
+    /// Maps the lines psql read back to the lines of the backup file.
+    lines: Arc<std::sync::Mutex<LineMap>>,
 }
 
 impl PsqlErrors {
@@ -45,6 +48,21 @@ impl PsqlErrors {
         PsqlErrors {
             errors: SqlErrors::default(),
             tolerate_existing_roles,
+            lines: Arc::default(),
+        }
+    }
+
+    /// `psql:<stdin>:LINE: …` with LINE as the backup file numbers it.
+    fn with_file_line(&self, line: &str) -> String {
+        let Some(rest) = line.strip_prefix("psql:<stdin>:") else {
+            return line.to_string();
+        };
+        let Some((number, message)) = rest.split_once(':') else {
+            return line.to_string();
+        };
+        match (number.parse::<u64>(), self.lines.lock()) {
+            (Ok(n), Ok(map)) => format!("psql:<stdin>:{}:{message}", map.input_line(n)),
+            _ => line.to_string(),
         }
     }
 }
@@ -57,7 +75,11 @@ fn tolerated(message: &str, tolerate_existing_roles: bool) -> bool {
 
 impl LineSink for PsqlErrors {
     fn line(&mut self, line: &str) {
-        let is_error = line.contains("ERROR:") || line.contains("FATAL:");
+        let line = &self.with_file_line(line);
+        // `error:` is psql's own (a refused meta-command), `ERROR:` the server's.
+        let is_error = line.contains("ERROR:")
+            || line.contains("FATAL:")
+            || (line.starts_with("psql:") && line.contains(": error: "));
         if !is_error {
             if line.starts_with("psql:") && !line.contains("WARNING:") && !line.contains("NOTICE:")
             {
@@ -140,7 +162,9 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Restores a gzip SQL file through psql connected to the `postgres` database.
-/// `rename` restores a `--create` dump of `source_db` under another name.
+/// `rename` restores a `--create` dump of `source_db` under another name. The file must have
+/// been checked first (`backup::verify::check_stream`); what psql receives goes through the
+/// replay filter all the same, so a file that changed since is stopped at its first bad line.
 pub fn restore_file(
     tools: &PgTools,
     reader: Box<dyn Read + Send>,
@@ -148,17 +172,14 @@ pub fn restore_file(
     tolerate_existing_roles: bool,
     mut progress: Option<&mut Progress>,
 ) -> Result<SqlErrors> {
+    let restrict = tools.psql_has_restrict()?;
     let mut cmd = tools.command("psql");
-    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", "-d"])
+    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", "-f", "-", "-d"])
         .arg(crate::pg::conninfo("postgres"));
-    let mut child = Running::spawn(
-        cmd,
-        "psql",
-        Stdio::piped(),
-        false,
-        PsqlErrors::new(tolerate_existing_roles),
-    )
-    .map_err(|e| tools.spawn_error("psql", e))?;
+    let sink = PsqlErrors::new(tolerate_existing_roles);
+    let lines = sink.lines.clone();
+    let mut child = Running::spawn(cmd, "psql", Stdio::piped(), false, sink)
+        .map_err(|e| tools.spawn_error("psql", e))?;
     let mut stdin = child
         .take_stdin()
         .ok_or_else(|| Error::Internal("psql has no stdin".into()))?;
@@ -170,10 +191,15 @@ pub fn restore_file(
         None => reader,
     };
     let mut decoder = MultiGzDecoder::new(std::io::BufReader::with_capacity(CHUNK, counted));
-    let mut filter = rename.map(|(old, new)| rename_filter(old, new));
+    let mut filter = replay_filter(rename, restrict).with_line_map(lines);
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(CHUNK + 4096);
     let mut write_failed = None;
+    let refused = |v: crate::backup::psql_scan::Violation| {
+        Error::Data(format!(
+            "the backup file changed since it was checked and is no longer safe to replay: {v}"
+        ))
+    };
     loop {
         crate::signals::check()?;
         let n = match decoder.read(&mut buf) {
@@ -186,15 +212,9 @@ pub fn restore_file(
                 )));
             }
         };
-        let data: &[u8] = match filter.as_mut() {
-            Some(f) => {
-                out.clear();
-                f.push(&buf[..n], &mut out);
-                &out
-            }
-            None => &buf[..n],
-        };
-        if let Err(e) = stdin.write_all(data) {
+        out.clear();
+        filter.push(&buf[..n], &mut out).map_err(refused)?;
+        if let Err(e) = stdin.write_all(&out) {
             // psql is gone: its stderr says why.
             write_failed = Some(e);
             break;
@@ -203,11 +223,9 @@ pub fn restore_file(
             p.tick();
         }
     }
-    if write_failed.is_none()
-        && let Some(f) = filter.as_mut()
-    {
+    if write_failed.is_none() {
         out.clear();
-        f.finish(&mut out);
+        filter.finish(&mut out).map_err(refused)?;
         if let Err(e) = stdin.write_all(&out) {
             write_failed = Some(e);
         }

@@ -5,6 +5,8 @@
 //! Safety rules that no setting can override (DESIGN.md guarantee 3):
 //! - `RETENTION_DAYS=N` keeps every complete backup younger than N days plus the newest one
 //!   older than that, so the whole window stays restorable (pgBackRest's time rule);
+//! - the `KEEP_LAST` newest complete backups are kept whatever their age, so dumps that stop
+//!   or a clock that jumps ahead never shrink a destination below that;
 //! - the newest complete backup is never deleted, whatever its age;
 //! - pinned folders are never deleted, nor folders with an invalid name, nor folders from the
 //!   future (a clock that went backwards);
@@ -72,6 +74,11 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
             .filter(|e| time(e) <= ctx.now),
     );
     let newest_complete = complete.first().map(|e| e.name.clone());
+    let keep_last: HashSet<String> = complete
+        .iter()
+        .take(ctx.rules.keep_last as usize)
+        .map(|e| e.name.clone())
+        .collect();
     let newest_complete_time = complete.first().map(|e| time(e));
     let newest_before_window = complete
         .iter()
@@ -127,6 +134,11 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
                     FolderStatus::Complete => {
                         if newest_complete.as_deref() == Some(e.name.as_str()) {
                             keep.push("newest complete backup".into());
+                        } else if keep_last.contains(e.name.as_str()) {
+                            keep.push(format!(
+                                "one of the {} newest complete backups (keep-last)",
+                                ctx.rules.keep_last
+                            ));
                         }
                         if t >= cutoff && t <= ctx.now {
                             keep.push(format!("younger than {days} days"));
@@ -259,6 +271,7 @@ mod tests {
     fn rules(days: u32) -> RetentionRules {
         RetentionRules {
             days,
+            keep_last: 0,
             keep_daily: 0,
             keep_weekly: 0,
             keep_monthly: 0,
@@ -469,5 +482,23 @@ mod tests {
         );
         let r = run(&e, rules(1), "2025-06-02T02:00:00Z");
         assert_eq!(deleted(&r), ["20250531_120000", "20250531_230000"]);
+    }
+
+    #[test]
+    fn keep_last_keeps_the_newest_whatever_their_age() {
+        let e = [
+            entry("20250101_000000", Complete),
+            entry("20250102_000000", Complete),
+            entry("20250103_000000", Complete),
+            entry("20250104_000000", Complete),
+            entry("20250105_000000", Partial),
+        ];
+        let mut r = rules(1);
+        r.keep_last = 3;
+        // A clock that jumped a year ahead: every backup looks old.
+        let result = run(&e, r, "2026-01-10T00:00:00Z");
+        assert_eq!(deleted(&result), ["20250101_000000"]);
+        r.keep_last = 10;
+        assert_eq!(deleted(&run(&e, r, "2026-01-10T00:00:00Z")), Vec::<&str>::new());
     }
 }

@@ -47,6 +47,14 @@ pub fn install() {
     }
 }
 
+/// Resolves once SIGINT or SIGTERM arrived, for async work to stop at once (an upload
+/// `select!`s on it instead of waiting for the parts in flight).
+pub async fn wait_interrupted() {
+    while !interrupted() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// True once SIGINT or SIGTERM arrived.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)

@@ -484,14 +484,15 @@ fn multipart_uploads_left_by_failed_ships_are_aborted_only_when_stale() {
         endpoint: Some(s3.endpoint()),
         prefix: String::new(),
         force_path_style: true,
-        credentials: Some((
-            pg_backups::secret::Secret::new(common::s3::ACCESS_KEY.into()),
-            pg_backups::secret::Secret::new(common::s3::SECRET_KEY.into()),
+        credentials: Some(pg_backups::config::S3Credentials::new(
+            common::s3::ACCESS_KEY,
+            common::s3::SECRET_KEY,
         )),
         part_size: None,
         max_parts: 10_000,
         retention: pg_backups::config::RetentionRules {
             days: 7,
+            keep_last: 3,
             keep_daily: 0,
             keep_weekly: 0,
             keep_monthly: 0,

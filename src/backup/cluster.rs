@@ -22,31 +22,49 @@ pub fn restored_in_place(database: &str) -> bool {
     database == "template1" || database == "postgres"
 }
 
+use super::psql_scan::LineStart;
 use super::sql_lines::{LineRewriter, SqlLines};
 
 pub const DATABASES_HEADER: &str = "--\n-- Databases\n--\n\n";
 pub const CLUSTER_TRAILER: &str = "--\n-- PostgreSQL database cluster dump complete\n--\n\n";
 
+/// A name as it may appear in a `--` comment: line breaks become spaces, as pg_dump does, so
+/// no name can end the comment and start a line of SQL or a psql meta-command.
+pub fn comment_safe(name: &str) -> String {
+    name.replace(['\n', '\r'], " ")
+}
+
 /// The lines `pg_dumpall` writes before each database.
 pub fn database_header(database: &str) -> String {
-    let mut s = format!("--\n-- Database \"{database}\" dump\n--\n\n");
+    let mut s = format!("--\n-- Database \"{}\" dump\n--\n\n", comment_safe(database));
     if restored_in_place(database) {
+        // Only `postgres` and `template1` get here: plain names, no quoting needed.
         s.push_str(&format!("\\connect {database}\n\n"));
     }
     s
 }
 
+/// The comment that stands where a database that failed would be.
+pub fn missing_database_note(database: &str) -> String {
+    format!(
+        "--\n-- Database \"{}\" is NOT in this backup: its dump failed (see manifest.json)\n--\n\n",
+        comment_safe(database)
+    )
+}
+
 /// Turns a `pg_dump --create` stream into what `pg_dump` without `--create` writes.
 pub type CreateFilter = SqlLines<DropDatabaseEntries>;
 
-/// Builds a [`CreateFilter`].
-pub fn create_filter() -> CreateFilter {
-    SqlLines::new(DropDatabaseEntries::default())
+/// Builds a [`CreateFilter`] for `database`, owned by `owner` (`pg_database.datdba`).
+pub fn create_filter(database: &str, owner: &str) -> CreateFilter {
+    SqlLines::new(DropDatabaseEntries::new(database, owner))
 }
 
 /// Leaves out the database-level entries of a `--create` dump.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DropDatabaseEntries {
+    /// The exact header lines (`-- Name: …; Owner: …`) of the entries to leave out.
+    headers: Vec<Vec<u8>>,
     /// A `--` line held back until the next line tells whether it opens an entry header.
     pending_dash: bool,
     /// Inside a database-level entry that is being left out.
@@ -54,6 +72,25 @@ pub struct DropDatabaseEntries {
 }
 
 impl DropDatabaseEntries {
+    /// Entry headers are matched whole, built from the database's name and owner: a table
+    /// named `x; Type: DATABASE; Schema: -;` has a header that contains such text but never
+    /// equals one of these (its own type always follows its name).
+    pub fn new(database: &str, owner: &str) -> DropDatabaseEntries {
+        let (db, owner) = (comment_safe(database), comment_safe(owner));
+        let headers = [
+            format!("-- Name: {db}; Type: DATABASE; Schema: -; Owner: {owner}"),
+            format!("-- Name: {db}; Type: DATABASE PROPERTIES; Schema: -; Owner: {owner}"),
+            format!("-- Name: DATABASE {db}; Type: COMMENT; Schema: -; Owner: {owner}"),
+            format!("-- Name: DATABASE {db}; Type: ACL; Schema: -; Owner: {owner}"),
+            format!("-- Name: DATABASE {db}; Type: SECURITY LABEL; Schema: -; Owner: {owner}"),
+        ];
+        DropDatabaseEntries {
+            headers: headers.into_iter().map(String::into_bytes).collect(),
+            pending_dash: false,
+            dropping: false,
+        }
+    }
+
     fn flush_pending(&mut self, out: &mut Vec<u8>) {
         if self.pending_dash {
             self.pending_dash = false;
@@ -61,6 +98,10 @@ impl DropDatabaseEntries {
                 out.extend_from_slice(b"--\n");
             }
         }
+    }
+
+    fn is_database_level_entry(&self, line: &[u8]) -> bool {
+        self.headers.iter().any(|h| h.as_slice() == line)
     }
 }
 
@@ -70,11 +111,12 @@ fn emit(out: &mut Vec<u8>, line: &[u8]) {
 }
 
 impl LineRewriter for DropDatabaseEntries {
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+    fn line(&mut self, line: &[u8], start: LineStart, out: &mut Vec<u8>) {
+        let top = matches!(start, LineStart::Top { .. });
         if self.pending_dash {
-            if is_entry_boundary(line) {
+            if top && is_entry_boundary(line) {
                 self.pending_dash = false;
-                self.dropping = is_database_level_entry(line);
+                self.dropping = self.is_database_level_entry(line);
                 if !self.dropping {
                     emit(out, b"--");
                     emit(out, line);
@@ -83,14 +125,15 @@ impl LineRewriter for DropDatabaseEntries {
             }
             self.flush_pending(out);
         }
-        if line == b"--" {
+        if top && line == b"--" {
             self.pending_dash = true;
             return;
         }
         if self.dropping {
             // Emitted just before the next entry's header, so they belong to it.
-            if line.starts_with(b"SET default_tablespace = ")
-                || line.starts_with(b"SET default_table_access_method = ")
+            if top
+                && (line.starts_with(b"SET default_tablespace = ")
+                    || line.starts_with(b"SET default_table_access_method = "))
             {
                 emit(out, line);
                 out.push(b'\n');
@@ -118,20 +161,6 @@ fn is_entry_boundary(line: &[u8]) -> bool {
     line.starts_with(b"-- Name: ")
         || line.starts_with(b"-- Data for Name: ")
         || line.starts_with(b"-- PostgreSQL database dump complete")
-}
-
-/// Entries that `pg_restore`/`pg_dump` emit only in `--create` mode.
-fn is_database_level_entry(line: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(line);
-    if text.contains("; Type: DATABASE; Schema: -;")
-        || text.contains("; Type: DATABASE PROPERTIES; Schema: -;")
-    {
-        return true;
-    }
-    text.starts_with("-- Name: DATABASE ")
-        && (text.contains("; Type: COMMENT; Schema: -;")
-            || text.contains("; Type: ACL; Schema: -;")
-            || text.contains("; Type: SECURITY LABEL; Schema: -;"))
 }
 
 #[cfg(test)]
@@ -226,12 +255,12 @@ GRANT CONNECT ON DATABASE postgres TO alice;
 ";
 
     fn filter_in_chunks(input: &str, chunk: usize) -> String {
-        let mut f = create_filter();
+        let mut f = create_filter("postgres", "postgres");
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(chunk) {
-            f.push(c, &mut out);
+            f.push(c, &mut out).unwrap();
         }
-        f.finish(&mut out);
+        f.finish(&mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -287,5 +316,56 @@ GRANT CONNECT ON DATABASE postgres TO alice;
             dbs,
             ["template1", "Sales-2025", "app", "données", "postgres"]
         );
+    }
+
+    #[test]
+    fn a_table_named_like_a_database_entry_keeps_its_data() {
+        let input = "--
+-- Name: x; Type: DATABASE; Schema: -;; Type: TABLE; Schema: public; Owner: postgres
+--
+
+CREATE TABLE public.\"x; Type: DATABASE; Schema: -;\" (a integer);
+
+--
+-- Name: postgres; Type: DATABASE; Schema: -; Owner: x; Type: TABLE; Schema: public; Owner: postgres
+--
+
+CREATE TABLE public.\"postgres; Type: DATABASE; Schema: -; Owner: x\" (a integer);
+
+--
+-- Data for Name: x; Type: DATABASE; Schema: -;; Type: TABLE DATA; Schema: public; Owner: postgres
+--
+
+COPY public.\"x; Type: DATABASE; Schema: -;\" (a) FROM stdin;
+1
+\\.
+
+CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS $$
+--
+-- Name: postgres; Type: DATABASE; Schema: -; Owner: postgres
+--
+SELECT 1
+$$;
+
+--
+-- PostgreSQL database dump complete
+--
+";
+        assert_eq!(filter_in_chunks(input, 7), input);
+    }
+
+    #[test]
+    fn names_in_comments_cannot_start_a_line() {
+        for name in ["evil\nALTER ROLE app SUPERUSER; -- ", "x\r\\! touch /tmp/p #"] {
+            for text in [database_header(name), missing_database_note(name)] {
+                for line in text.lines() {
+                    assert!(
+                        line.is_empty() || line.starts_with("--"),
+                        "{line:?} in {text:?}"
+                    );
+                }
+                assert!(!text.contains('\r'));
+            }
+        }
     }
 }

@@ -10,7 +10,9 @@
 
 pub mod cluster;
 mod manifest;
+pub mod psql_scan;
 pub mod rename;
+pub mod replay;
 pub mod sql_lines;
 pub mod verify;
 pub mod writer;
@@ -132,6 +134,26 @@ pub fn is_safe_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'%'))
 }
 
+/// Whether `name` is a file that pg-backups writes into a folder (a data file of any format,
+/// the manifest, the pin marker): what a cleanup may touch.
+pub fn is_backup_file_name(name: &str) -> bool {
+    if name == MANIFEST_FILE || name == PIN_FILE {
+        return true;
+    }
+    if !is_safe_file_name(name) {
+        return false;
+    }
+    let base = name.strip_suffix(".age").unwrap_or(name);
+    let stem = [".sql.gz", ".sql.zst", ".dump"]
+        .iter()
+        .find_map(|ext| base.strip_suffix(ext));
+    match stem {
+        Some("postgres_cluster" | "postgres_globals") => true,
+        Some(s) => s.strip_prefix(DB_PREFIX).is_some_and(|db| !db.is_empty()),
+        None => false,
+    }
+}
+
 /// Marks a read error of a stream from S3 or a remote host: the source went away mid-file
 /// (exit 69), which is not a local disk problem (74).
 #[derive(Debug, Error)]
@@ -183,6 +205,14 @@ pub enum BackupError {
     Gzip { file: String, reason: String },
     #[error("{file}: the SQL ends before pg_dump's completion line; the dump was cut short")]
     Truncated { file: String },
+    #[error(
+        "{file}: {violation}; pg_dump never writes this, so the file was altered or is not a \
+         pg_dump file: nothing of it is restored"
+    )]
+    Unsafe {
+        file: String,
+        violation: psql_scan::Violation,
+    },
 }
 
 fn space_hint(e: &std::io::Error) -> &'static str {
@@ -206,16 +236,13 @@ impl BackupError {
                 }
                 _ => exitcode::IOERR,
             },
-            BackupError::Read { source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound => exitcode::NOINPUT,
-                std::io::ErrorKind::PermissionDenied => exitcode::NOPERM,
-                _ => exitcode::IOERR,
-            },
+            BackupError::Read { source, .. } => crate::exit::io_exit_code(source),
             BackupError::Manifest { .. }
             | BackupError::Checksum { .. }
             | BackupError::Size { .. }
             | BackupError::Gzip { .. }
-            | BackupError::Truncated { .. } => exitcode::DATAERR,
+            | BackupError::Truncated { .. }
+            | BackupError::Unsafe { .. } => exitcode::DATAERR,
         }
     }
 
@@ -230,6 +257,7 @@ impl BackupError {
             BackupError::Size { .. } => "size_mismatch",
             BackupError::Gzip { .. } => "gzip_damaged",
             BackupError::Truncated { .. } => "dump_truncated",
+            BackupError::Unsafe { .. } => "unsafe_content",
         }
     }
 }
@@ -297,6 +325,23 @@ mod tests {
         let name = "é".repeat(31); // 62 bytes, every one encoded
         let file = database_file_name(&name);
         assert!(file.len() <= 255, "{}", file.len());
+    }
+
+    #[test]
+    fn backup_file_names_are_recognised() {
+        for ours in [
+            "manifest.json",
+            "pinned",
+            "postgres_cluster.sql.gz",
+            "postgres_globals.sql.zst.age",
+            "postgres_db_my%20db.dump",
+            "postgres_db_x.sql.gz.age",
+        ] {
+            assert!(is_backup_file_name(ours), "{ours}");
+        }
+        for theirs in ["video.mp4", "postgres_db_.sql.gz", "../manifest.json", "postgres_db_x.tar"] {
+            assert!(!is_backup_file_name(theirs), "{theirs}");
+        }
     }
 
     #[test]

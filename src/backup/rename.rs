@@ -2,22 +2,14 @@
 //! `\connect` and the other database-level statements follow the new name, so encoding,
 //! locale, owner, settings, grants and comments come along unchanged.
 //!
-//! Only the statements pg_dump writes about the database itself are touched, and only the
-//! identifier that names it (a comment that mentions the old name keeps it); table data and
-//! everything else stream through as they are.
+//! Only statements pg_dump writes about the database itself are touched, only where a
+//! statement starts at the top level (never inside a function body, a string literal, a
+//! comment or COPY data: the scanner says where psql will read SQL), and only the identifier
+//! that names the database (a comment that mentions the old name keeps it).
 
-use super::sql_lines::{LineRewriter, SqlLines};
+use std::borrow::Cow;
 
-/// The rename as a stream filter.
-pub type RenameFilter = SqlLines<RenameDatabase>;
-
-pub fn rename_filter(old: &str, new: &str) -> RenameFilter {
-    SqlLines::new(RenameDatabase {
-        old: old.to_string(),
-        new_ident: quote_ident(new),
-        new_connect: connect_line(new),
-    })
-}
+use super::psql_scan::LineStart;
 
 #[derive(Debug)]
 pub struct RenameDatabase {
@@ -26,9 +18,14 @@ pub struct RenameDatabase {
     new_connect: String,
 }
 
-/// Quotes an identifier the way SQL reads it back exactly.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+impl RenameDatabase {
+    pub fn new(old: &str, new: &str) -> RenameDatabase {
+        RenameDatabase {
+            old: old.to_string(),
+            new_ident: crate::pg::quote_ident(new),
+            new_connect: connect_line(new),
+        }
+    }
 }
 
 /// A psql `\connect` to `database`, quoted as pg_dump does (a conninfo string inside a
@@ -74,41 +71,46 @@ fn read_ident(s: &[u8]) -> Option<(String, usize)> {
     }
 }
 
-impl RenameDatabase {
-    /// Replaces the identifier right after `at` (a byte offset in `line`) when it names the
-    /// old database.
-    fn replace_ident_at(&self, line: &[u8], at: usize, out: &mut Vec<u8>) -> bool {
-        match read_ident(&line[at..]) {
-            Some((name, len)) if name == self.old => {
-                out.extend_from_slice(&line[..at]);
-                out.extend_from_slice(self.new_ident.as_bytes());
-                out.extend_from_slice(&line[at + len..]);
-                out.push(b'\n');
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-impl LineRewriter for RenameDatabase {
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+impl RenameDatabase {
+    /// The identifier right after `at` (a byte offset in `line`) replaced, when it names the
+    /// old database.
+    fn replace_ident_at(&self, line: &[u8], at: usize) -> Option<Vec<u8>> {
+        match read_ident(&line[at..]) {
+            Some((name, len)) if name == self.old => {
+                let mut out = Vec::with_capacity(line.len() + self.new_ident.len());
+                out.extend_from_slice(&line[..at]);
+                out.extend_from_slice(self.new_ident.as_bytes());
+                out.extend_from_slice(&line[at + len..]);
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// The line with the database renamed, or as it was.
+    pub fn rewrite<'a>(&self, line: &'a [u8], start: LineStart) -> Cow<'a, [u8]> {
+        let LineStart::Top { statement_start } = start else {
+            return Cow::Borrowed(line);
+        };
         if line.starts_with(b"\\connect ") {
-            out.extend_from_slice(self.new_connect.as_bytes());
-            out.push(b'\n');
-            return;
+            return Cow::Owned(self.new_connect.as_bytes().to_vec());
+        }
+        if !statement_start {
+            return Cow::Borrowed(line);
         }
         for prefix in [
             &b"CREATE DATABASE "[..],
             b"ALTER DATABASE ",
             b"COMMENT ON DATABASE ",
         ] {
-            if line.starts_with(prefix) && self.replace_ident_at(line, prefix.len(), out) {
-                return;
+            if line.starts_with(prefix)
+                && let Some(out) = self.replace_ident_at(line, prefix.len())
+            {
+                return Cow::Owned(out);
             }
         }
         let statements: [(&[u8], &[u8]); 4] = [
@@ -120,13 +122,12 @@ impl LineRewriter for RenameDatabase {
         for (start, marker) in statements {
             if line.starts_with(start)
                 && let Some(pos) = find(line, marker)
-                && self.replace_ident_at(line, pos + marker.len(), out)
+                && let Some(out) = self.replace_ident_at(line, pos + marker.len())
             {
-                return;
+                return Cow::Owned(out);
             }
         }
-        out.extend_from_slice(line);
-        out.push(b'\n');
+        Cow::Borrowed(line)
     }
 }
 
@@ -134,13 +135,24 @@ impl LineRewriter for RenameDatabase {
 mod tests {
     use super::*;
 
+    use crate::backup::sql_lines::{LineRewriter, SqlLines};
+
+    struct Only(RenameDatabase);
+
+    impl LineRewriter for Only {
+        fn line(&mut self, line: &[u8], start: LineStart, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.0.rewrite(line, start));
+            out.push(b'\n');
+        }
+    }
+
     fn rename(input: &str, old: &str, new: &str) -> String {
-        let mut f = rename_filter(old, new);
+        let mut f = SqlLines::new(Only(RenameDatabase::new(old, new)));
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(5) {
-            f.push(c, &mut out);
+            f.push(c, &mut out).unwrap();
         }
-        f.finish(&mut out);
+        f.finish(&mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -186,5 +198,35 @@ CREATE DATABASE \"my db\"
             out,
             "CREATE DATABASE \"app_restored\" WITH TEMPLATE = template0;\nALTER DATABASE app_other SET x TO 1;\n\\connect -reuse-previous=on \"dbname='app_restored'\"\n"
         );
+    }
+
+    #[test]
+    fn bodies_literals_and_copy_data_are_never_rewritten() {
+        let long_columns: Vec<String> = (0..12_000).map(|i| format!("c{i}")).collect();
+        let input = format!(
+            "CREATE FUNCTION public.f() RETURNS text LANGUAGE plpgsql AS $_$
+BEGIN
+CREATE DATABASE \"my db\" ok;
+ALTER DATABASE \"my db\" SET x TO 1;
+\\connect -reuse-previous=on \"dbname='my db'\"
+END
+$_$;
+CREATE TABLE public.t (note text DEFAULT 'line one
+ALTER DATABASE \"my db\" OWNER TO x;
+');
+COPY public.t ({}) FROM stdin;
+\\\\connect -reuse-previous=on \"dbname='my db'\"
+CREATE DATABASE \"my db\"
+\\.
+ALTER DATABASE \"my db\" OWNER TO app_owner;
+",
+            long_columns.join(", ")
+        );
+        let out = rename(&input, "my db", "copy");
+        let expected = input.replace(
+            "ALTER DATABASE \"my db\" OWNER TO app_owner;",
+            "ALTER DATABASE \"copy\" OWNER TO app_owner;",
+        );
+        assert_eq!(out, expected);
     }
 }

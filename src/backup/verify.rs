@@ -1,15 +1,18 @@
 //! Checking a backup file end to end in one pass: byte count and SHA-256 of the `.sql.gz`
 //! against the manifest, every gzip member decoded to its end, and the SQL ending with the
 //! completion line pg_dump or pg_dumpall writes (a truncated dump that is still valid gzip is
-//! caught). Reading and hashing run on one thread, decoding on another, with a few chunks
-//! between them, so memory stays bounded whatever the file size.
+//! caught), and the SQL read the way psql will read it, so that a file holding a psql
+//! meta-command pg_dump never writes (`\!` runs a shell) is refused before any of it is
+//! replayed. Reading and hashing run on one thread, decoding and scanning on another, with a
+//! few chunks between them, so memory stays bounded whatever the file size.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
+use super::psql_scan::Scanner;
 use super::{BackupError, FileEntry, FileKind};
 
 const CHUNK: usize = 256 * 1024;
@@ -31,17 +34,15 @@ pub fn completion_line(kind: FileKind) -> &'static [u8] {
     }
 }
 
-/// Checks `source` against its manifest entry. `sql` receives the decoded SQL (for a restore
-/// test) or is `std::io::sink()`.
+/// Checks `source` against its manifest entry, to its last byte.
 pub fn check_stream(
     source: Box<dyn Read + Send>,
     entry: &FileEntry,
-    sql: &mut dyn Write,
 ) -> Result<Checked, BackupError> {
     let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
     let name = entry.name.clone();
     let hasher = std::thread::spawn(move || read_and_hash(source, tx));
-    let decoded = decode(ChannelReader::new(rx), entry, sql);
+    let decoded = decode(ChannelReader::new(rx), entry);
     // The reader thread ends once the channel is drained or dropped.
     let (bytes, sha256, read_error) = hasher.join().map_err(|_| BackupError::Gzip {
         file: name.clone(),
@@ -118,11 +119,7 @@ fn read_and_hash(
     (bytes, hex::encode(hasher.finalize()), None)
 }
 
-fn decode(
-    input: ChannelReader,
-    entry: &FileEntry,
-    sql: &mut dyn Write,
-) -> Result<u64, BackupError> {
+fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
     let gz_error = |e: std::io::Error| BackupError::Gzip {
         file: entry.name.clone(),
         reason: e.to_string(),
@@ -131,6 +128,11 @@ fn decode(
     let mut buf = vec![0u8; CHUNK];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL);
     let mut total = 0u64;
+    let mut scanner = Scanner::new();
+    let unsafe_content = |violation| BackupError::Unsafe {
+        file: entry.name.clone(),
+        violation,
+    };
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
@@ -139,10 +141,7 @@ fn decode(
             Err(e) => return Err(gz_error(e)),
         };
         total += n as u64;
-        sql.write_all(&buf[..n]).map_err(|e| BackupError::Write {
-            path: "the restore stream".into(),
-            source: e,
-        })?;
+        scanner.feed(&buf[..n]).map_err(unsafe_content)?;
         // Keep the last TAIL bytes of SQL.
         if n >= TAIL {
             tail.clear();
@@ -154,6 +153,7 @@ fn decode(
             }
         }
     }
+    scanner.finish().map_err(unsafe_content)?;
     if total == 0 {
         return Err(BackupError::Gzip {
             file: entry.name.clone(),
@@ -210,6 +210,7 @@ mod tests {
     use super::*;
     use flate2::Compression;
     use flate2::write::GzEncoder;
+    use std::io::Write;
 
     fn entry_for(bytes: &[u8], kind: FileKind) -> FileEntry {
         FileEntry {
@@ -229,11 +230,7 @@ mod tests {
     }
 
     fn check(bytes: Vec<u8>, entry: &FileEntry) -> Result<Checked, BackupError> {
-        check_stream(
-            Box::new(std::io::Cursor::new(bytes)),
-            entry,
-            &mut std::io::sink(),
-        )
+        check_stream(Box::new(std::io::Cursor::new(bytes)), entry)
     }
 
     const DUMP: &[u8] =
@@ -286,5 +283,15 @@ mod tests {
             check(short, &entry),
             Err(BackupError::Size { .. })
         ));
+    }
+
+    #[test]
+    fn a_shell_escape_with_a_matching_manifest_is_refused() {
+        let data = gz(b"SELECT 1;\n\\! touch /tmp/pwned\n--\n-- PostgreSQL database dump complete\n--\n");
+        let entry = entry_for(&data, FileKind::Database);
+        match check(data, &entry) {
+            Err(BackupError::Unsafe { violation, .. }) => assert_eq!(violation.line, 2),
+            other => panic!("{other:?}"),
+        }
     }
 }

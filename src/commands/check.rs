@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::cli::CheckArgs;
-use crate::config::{Config, SourceKind, parse_duration, schedule_interval};
+use crate::config::{Config, SourceKind, parse_duration};
+use crate::schedule::Schedule;
 use crate::error::{Error, ErrorInfo, Result};
-use crate::report::{Outcome, format_time};
+use crate::report::Outcome;
+use crate::time::format_time;
 use crate::storage::{FolderEntry, FolderStatus};
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +58,16 @@ struct CheckDetails {
     warnings: Vec<String>,
 }
 
-/// The default: one schedule interval plus two hours (26h for a daily schedule), when the
-/// schedule is simple enough to read; else 26h.
-pub fn default_max_age(schedule: &str) -> (Duration, String) {
-    match schedule_interval(schedule) {
-        Some(i) => (
-            i + Duration::from_secs(2 * 3600),
-            format!("BACKUP_SCHEDULE \"{schedule}\" plus 2h"),
+/// The default: the longest gap between two runs of the schedule plus two hours (26h for a
+/// daily schedule, 7d 2h for a weekly one).
+pub fn default_max_age(schedule: &Schedule, now: DateTime<Utc>) -> (Duration, String) {
+    match schedule.longest_gap(now) {
+        Some(gap) => (
+            gap.saturating_add(Duration::from_secs(2 * 3600)),
+            format!(
+                "BACKUP_SCHEDULE \"{}\": longest gap between runs plus 2h",
+                schedule.as_str()
+            ),
         ),
         None => (Duration::from_secs(26 * 3600), "default 26h".to_string()),
     }
@@ -71,7 +76,7 @@ pub fn default_max_age(schedule: &str) -> (Duration, String) {
 pub fn run(cfg: &Config, args: &CheckArgs) -> Result<Outcome> {
     let (max_age, from) = match &args.max_age {
         Some(v) => (parse_duration("--max-age", v)?, "--max-age".to_string()),
-        None => default_max_age(&cfg.schedule),
+        None => default_max_age(&cfg.schedule, Utc::now()),
     };
     run_at(cfg, max_age, from, Utc::now())
 }
@@ -188,17 +193,10 @@ mod tests {
 
     #[test]
     fn default_max_age_follows_the_schedule() {
-        assert_eq!(
-            default_max_age("0 */6 * * *").0,
-            Duration::from_secs(8 * 3600)
-        );
-        assert_eq!(
-            default_max_age("30 2 * * *").0,
-            Duration::from_secs(26 * 3600)
-        );
-        assert_eq!(
-            default_max_age("0 3 * * 1").0,
-            Duration::from_secs(26 * 3600)
-        );
+        let now = Utc::now();
+        let max = |s: &str| default_max_age(&Schedule::parse(s).unwrap(), now).0;
+        assert_eq!(max("0 */6 * * *"), Duration::from_secs(8 * 3600));
+        assert_eq!(max("30 2 * * *"), Duration::from_secs(26 * 3600));
+        assert_eq!(max("0 3 * * 1"), Duration::from_secs((7 * 24 + 2) * 3600));
     }
 }

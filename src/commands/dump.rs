@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::backup::cluster::{
     CLUSTER_TRAILER, DATABASES_HEADER, cluster_order, create_filter, database_header,
-    restored_in_place,
+    missing_database_note, restored_in_place,
 };
 use crate::backup::writer::{GzFile, MemberFile, WrittenFile};
 use crate::backup::{
@@ -346,6 +346,8 @@ enum Section {
 struct Job {
     index: usize,
     database: String,
+    /// `pg_database.datdba`, to recognise the database's own entries in its dump.
+    owner: String,
     per_database: bool,
     section: Section,
 }
@@ -363,10 +365,14 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter) -> Result<Plan> {
     let rows = tools.query(
         "postgres",
         "SELECT datname, CASE WHEN has_database_privilege(oid, 'CONNECT') \
-         THEN pg_database_size(oid) ELSE 0 END \
+         THEN pg_database_size(oid) ELSE 0 END, pg_get_userbyid(datdba) \
          FROM pg_database WHERE datallowconn AND datconnlimit <> -2 ORDER BY datname",
-        2,
+        3,
     )?;
+    let owners: BTreeMap<String, String> = rows
+        .iter()
+        .map(|r| (r[0].clone(), r[2].clone()))
+        .collect();
     let all: Vec<(String, u64)> = rows
         .into_iter()
         .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0)))
@@ -427,6 +433,7 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter) -> Result<Plan> {
         jobs.push(Job {
             index: jobs.len(),
             database: name.clone(),
+            owner: owners.get(name).cloned().unwrap_or_default(),
             per_database,
             section,
         });
@@ -712,6 +719,15 @@ fn dump_database(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, JobFailure>
 }
 
 fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
+    if job.database.contains(['\n', '\r']) {
+        // pg_dump and pg_dumpall refuse these names too (they cannot be written safely
+        // into a `\connect`); say so instead of letting pg_dump fail half-way.
+        return Err(Error::Data(format!(
+            "database {:?} has a line break in its name, which pg_dump cannot dump: \
+             rename it (ALTER DATABASE … RENAME TO …) to back it up",
+            job.database
+        )));
+    }
     let mut file = match job.per_database {
         true => Some(GzFile::create(
             &ctx.work.join(database_file_name(&job.database)),
@@ -726,7 +742,15 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
         )?),
         Section::None | Section::SameAsFile => None,
     };
-    let mut filter = (job.section == Section::Filtered).then(create_filter);
+    let mut filter =
+        (job.section == Section::Filtered).then(|| create_filter(&job.database, &job.owner));
+    let unexpected = |violation| -> Error {
+        BackupError::Unsafe {
+            file: format!("the pg_dump output of database {:?}", job.database),
+            violation,
+        }
+        .into()
+    };
     let mut args = vec!["-w".to_string()];
     if job.per_database {
         args.push("--create".into());
@@ -747,7 +771,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
                 match filter.as_mut() {
                     Some(filter) => {
                         scratch.clear();
-                        filter.push(chunk, &mut scratch);
+                        filter.push(chunk, &mut scratch).map_err(unexpected)?;
                         s.write(&scratch)?;
                     }
                     None => s.write(chunk)?,
@@ -758,7 +782,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
     )?;
     if let (Some(filter), Some(s)) = (filter.as_mut(), section.as_mut()) {
         scratch.clear();
-        filter.finish(&mut scratch);
+        filter.finish(&mut scratch).map_err(unexpected)?;
         s.write(&scratch)?;
     }
     Ok(JobDone {
@@ -781,9 +805,7 @@ fn assemble_cluster(
     for db in cluster {
         crate::signals::check()?;
         let Some(d) = done.get(db) else {
-            out.append_text(&format!(
-                "--\n-- Database \"{db}\" is NOT in this backup: its dump failed (see manifest.json)\n--\n\n"
-            ))?;
+            out.append_text(&missing_database_note(db))?;
             continue;
         };
         out.append_text(&database_header(db))?;

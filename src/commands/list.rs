@@ -6,7 +6,8 @@ use serde::Serialize;
 use crate::cli::ListArgs;
 use crate::config::{Config, parse_sources};
 use crate::error::{ErrorInfo, Result};
-use crate::report::{Outcome, format_time};
+use crate::report::Outcome;
+use crate::time::format_time;
 use crate::storage::{FolderEntry, FolderStatus};
 
 #[derive(Debug, Serialize)]

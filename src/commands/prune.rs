@@ -41,6 +41,7 @@ struct Failed {
 #[derive(Debug, Serialize)]
 struct RetentionView {
     days: u32,
+    keep_last: u32,
     keep_daily: u32,
     keep_weekly: u32,
     keep_monthly: u32,
@@ -78,7 +79,17 @@ struct PruneDetails {
 pub fn run(cfg: &Config, args: &PruneArgs) -> Result<Outcome> {
     cfg.s3.get()?;
     cfg.rsync.get()?;
-    let _lock = RunLock::acquire(&cfg.backup_dir, "prune")?;
+    // Without BACKUP_DIR there is no local lock to take (and nothing local to prune): S3 and
+    // the remote host are still pruned, and local is reported as missing.
+    let _lock = if cfg.backup_dir.is_dir() {
+        Some(RunLock::acquire(&cfg.backup_dir, "prune")?)
+    } else {
+        tracing::warn!(
+            "BACKUP_DIR {} does not exist: pruning the other destinations only",
+            cfg.backup_dir.display()
+        );
+        None
+    };
     run_at(cfg, args.dry_run, Utc::now())
 }
 
@@ -155,6 +166,7 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             status: Status::Ok,
             retention: RetentionView {
                 days: rules.days,
+                keep_last: rules.keep_last,
                 keep_daily: rules.keep_daily,
                 keep_weekly: rules.keep_weekly,
                 keep_monthly: rules.keep_monthly,
@@ -206,7 +218,33 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             },
             work_folders_are_leftovers: *kind == SourceKind::Local,
         };
-        let plan = retention::plan(&entries, &ctx);
+        let mut plan = retention::plan(&entries, &ctx);
+        // A local folder that a restore is reading stays (its hold is released when the
+        // restore ends); the others are held until they are gone, so no restore starts on one.
+        let mut holds = Vec::new();
+        if *kind == SourceKind::Local && !dry_run {
+            let local = LocalStorage::new(&cfg.backup_dir);
+            for item in plan
+                .items
+                .iter_mut()
+                .filter(|i| i.decision == Decision::Delete)
+            {
+                let Some(folder) = crate::backup::FolderName::parse(&item.folder) else {
+                    continue;
+                };
+                match local.hold_for_delete(&folder) {
+                    Ok(Some(hold)) => holds.push((item.folder.clone(), hold)),
+                    Ok(None) => {
+                        item.decision = Decision::Keep;
+                        item.reasons = vec!["a restore is reading it".into()];
+                    }
+                    Err(e) => {
+                        item.decision = Decision::Keep;
+                        item.reasons = vec![format!("cannot take it from restores: {e}")];
+                    }
+                }
+            }
+        }
         let mut deleted = Vec::new();
         let to_delete: Vec<&FolderEntry> = plan
             .deletions()
@@ -251,6 +289,11 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
                 None => {}
             }
         }
+        for (folder, hold) in holds {
+            if deleted.iter().any(|d: &Deleted| d.folder == folder) {
+                hold.release_deleted();
+            }
+        }
         for item in plan.items.iter().filter(|i| i.decision == Decision::Keep) {
             d.kept.push(Kept {
                 folder: item.folder.clone(),
@@ -258,7 +301,7 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
                 reasons: item.reasons.clone(),
             });
         }
-        d.newest_complete = crate::storage::newest_complete(&entries).map(|e| e.name.clone());
+        d.newest_complete = crate::storage::newest_complete(&entries, now).map(|e| e.name.clone());
         match storage.abort_stale_uploads(now - Duration::days(1), dry_run) {
             Ok(keys) => d.aborted_uploads = keys,
             Err(e) => {

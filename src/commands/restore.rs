@@ -7,8 +7,9 @@
 //! was consented to → restore through psql → report errors (expected ones tolerated).
 
 use std::io::IsTerminal;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -66,6 +67,9 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     let inputs = RestoreInputs::from_args(args)?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
 
+    if !interactive {
+        inputs.all_given()?;
+    }
     let source = match inputs.source {
         Some(s) => s,
         None if interactive => prompt::source(cfg)?,
@@ -84,6 +88,9 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
         }
     };
     let (folder, manifest) = super::verify::resolve(storage.as_ref(), &folder_arg)?;
+    // A local folder being restored is held against `prune` until the restore ends.
+    let _hold = (source == SourceKind::Local)
+        .then(|| crate::storage::local::LocalStorage::new(&cfg.backup_dir).hold_for_restore(&folder));
     let restore_type = match inputs.restore_type {
         Some(t) => t,
         None if interactive => prompt::restore_type()?,
@@ -199,7 +206,7 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     }
 
     let restore_started = Instant::now();
-    let reader = staged.open()?;
+    let reader = staged.into_reader();
     let mut progress = std::io::stderr()
         .is_terminal()
         .then(|| Progress::new(entry.bytes));
@@ -212,7 +219,6 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     let errors: SqlErrors =
         restore_file(&tools, reader, rename, tolerate_roles, progress.as_mut())?;
     let restore_seconds = restore_started.elapsed().as_secs_f64();
-    drop(staged);
 
     let details = RestoreDetails {
         folder: folder.to_string(),
@@ -256,6 +262,38 @@ fn round(s: f64) -> f64 {
 }
 
 impl RestoreInputs {
+    /// Without a terminal every input must be given: names every one that is missing at once.
+    fn all_given(&self) -> Result<()> {
+        let mut missing = Vec::new();
+        if self.source.is_none() {
+            missing.push("RESTORE_SOURCE (local, s3 or remote)");
+        }
+        if self.folder.is_none() {
+            missing.push("RESTORE_FOLDER (a folder name such as 20251005_120000, or latest)");
+        }
+        match self.restore_type {
+            None => missing.push("RESTORE_TYPE (cluster, globals or database)"),
+            Some(RestoreType::Database) if self.database.is_none() => {
+                missing.push("RESTORE_DATABASE (the database to restore)")
+            }
+            _ => {}
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = missing
+            .iter()
+            .map(|m| m.split_whitespace().next().unwrap_or(m))
+            .collect();
+        Err(ConfigError::Missing(format!(
+            "{} {} not set and there is no terminal to ask: set {}",
+            names.join(", "),
+            if names.len() == 1 { "is" } else { "are" },
+            missing.join(", ")
+        ))
+        .into())
+    }
+
     /// Whether anything was asked at the prompt (then the summary is confirmed too).
     fn missing_any(&self) -> bool {
         self.source.is_none() || self.folder.is_none() || self.restore_type.is_none()
@@ -295,20 +333,15 @@ fn file_for<'m>(
     })
 }
 
-/// The file to restore: in place (local) or downloaded into a staging folder that is removed
-/// when this value goes, whatever happened. Either way it has been checked.
+/// The file to restore, already open: the local file itself, or a copy downloaded into a
+/// fresh private (0700) staging folder that is removed when this value goes. Either way the
+/// bytes that were checked are the bytes that are replayed: the handle that read them for the
+/// check is rewound and kept, so nothing that happens to the path afterwards (a prune, a
+/// replaced file, a symlink) changes what reaches psql.
 struct Staged {
-    path: PathBuf,
+    file: std::fs::File,
     /// Removes the staging folder when the restore is done.
-    _dir: Option<StagingDir>,
-}
-
-struct StagingDir(PathBuf);
-
-impl Drop for StagingDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Staged {
@@ -320,56 +353,92 @@ impl Staged {
         local_root: &Path,
     ) -> Result<Staged> {
         if storage.kind() == SourceKind::Local {
-            let reader = storage.open(folder, &entry.name)?;
-            tracing::info!(file = %entry.name, "checking the file before restoring it");
-            check_stream(reader, entry, &mut std::io::sink())?;
             let local = crate::storage::local::LocalStorage::new(local_root);
-            return Ok(Staged {
-                path: local.folder(folder).path(&entry.name),
-                _dir: None,
-            });
+            let mut file = local.open_file(folder, &entry.name)?;
+            tracing::info!(file = %entry.name, "checking the file before restoring it");
+            let reader = file.try_clone().map_err(|e| read_error(&entry.name, e))?;
+            check_stream(Box::new(reader), entry)?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| read_error(&entry.name, e))?;
+            return Ok(Staged { file, _dir: None });
         }
         let base = match restore_dir {
             Some(d) => d.to_path_buf(),
             None => std::env::temp_dir(),
         };
-        let dir = base.join(format!(
-            "pg-backups-restore-{folder}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| crate::backup::BackupError::CreateFolder {
-            path: dir.clone(),
-            source: e,
-        })?;
-        let guard = StagingDir(dir.clone());
-        let path = dir.join(&entry.name);
-        let file = crate::backup::writer::create_private(&path)?;
+        // A new directory with a random name, created 0700 by us: never one that someone
+        // prepared at a predictable path.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pg-backups-restore-{folder}-"))
+            .tempdir_in(&base)
+            .map_err(|e| crate::backup::BackupError::CreateFolder {
+                path: base.clone(),
+                source: e,
+            })?;
+        let path = dir.path().join(&entry.name);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| crate::backup::BackupError::Write {
+                path: path.clone(),
+                source: e,
+            })?;
         tracing::info!(file = %entry.name, "downloading and checking");
         let reader = storage.open(folder, &entry.name)?;
         let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let writer = file
+            .try_clone()
+            .map_err(|e| crate::backup::BackupError::Write {
+                path: path.clone(),
+                source: e,
+            })?;
         let tee = Tee {
             inner: reader,
-            out: std::io::BufWriter::with_capacity(256 * 1024, file),
+            out: std::io::BufWriter::with_capacity(256 * 1024, writer),
             error: shared.clone(),
         };
-        let checked = check_stream(Box::new(tee), entry, &mut std::io::sink());
+        let checked = check_stream(Box::new(tee), entry);
         if let Some(e) = shared.lock().ok().and_then(|mut g| g.take()) {
             return Err(crate::backup::BackupError::Write { path, source: e }.into());
         }
         checked?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| read_error(&entry.name, e))?;
         Ok(Staged {
-            path,
-            _dir: Some(guard),
+            file,
+            _dir: Some(dir),
         })
     }
 
-    fn open(&self) -> Result<Box<dyn Read + Send>> {
-        let f = std::fs::File::open(&self.path).map_err(|e| crate::backup::BackupError::Read {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        Ok(Box::new(f))
+    /// The checked bytes, from their first; the staging folder stays until this is dropped.
+    fn into_reader(self) -> Box<dyn Read + Send> {
+        Box::new(StagedReader {
+            file: self.file,
+            _dir: self._dir,
+        })
     }
+}
+
+struct StagedReader {
+    file: std::fs::File,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Read for StagedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+fn read_error(file: &str, e: std::io::Error) -> Error {
+    crate::backup::BackupError::Read {
+        path: file.into(),
+        source: e,
+    }
+    .into()
 }
 
 /// Copies what is read into the staging file, so download and check are one pass. A write
@@ -385,7 +454,7 @@ impl Read for Tee {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let written = if n == 0 {
-            self.out.flush().and_then(|_| self.out.get_ref().sync_all())
+            self.out.flush()
         } else {
             self.out.write_all(&buf[..n])
         };

@@ -64,7 +64,7 @@ struct VerifyDetails {
 pub fn resolve(storage: &dyn Storage, folder: &str) -> Result<(FolderName, Manifest)> {
     let folder = if folder == "latest" {
         let entries = storage.list()?;
-        crate::storage::newest_complete(&entries)
+        crate::storage::newest_complete(&entries, chrono::Utc::now())
             .and_then(|e| e.folder.clone())
             .ok_or_else(|| {
                 Error::NotFound(format!(
@@ -162,7 +162,7 @@ fn check_file(storage: &dyn Storage, folder: &FolderName, entry: &FileEntry) -> 
     let result = storage
         .open(folder, &entry.name)
         .map_err(Error::from)
-        .and_then(|r| check_stream(r, entry, &mut std::io::sink()).map_err(Error::from));
+        .and_then(|r| check_stream(r, entry).map_err(Error::from));
     let seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     match result {
         Ok(c) => FileCheck {

@@ -127,7 +127,7 @@ impl PgError {
                 FailureClass::Auth | FailureClass::Permission => exitcode::NOPERM,
                 FailureClass::NoDatabase => exitcode::NOINPUT,
             },
-            PgError::Io { source, .. } => crate::error::io_exit_code(source),
+            PgError::Io { source, .. } => crate::exit::io_exit_code(source),
             PgError::Unexpected(_) => exitcode::SOFTWARE,
         }
     }

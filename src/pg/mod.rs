@@ -15,7 +15,38 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::config::PgConfig;
-use crate::process::{Running, Tail, describe_status};
+use crate::process::{ChildEnv, Running, Tail, describe_status};
+
+/// libpq settings of the operator's that the tools may need (TLS files, GSSAPI, service
+/// files, target session attributes), passed on when set and not empty. Connection target and
+/// credentials are ours to set; `PGPASSWORD` and `PGDATABASE` never pass.
+const LIBPQ_PASS_THROUGH: &[&str] = &[
+    "PGCONNECT_TIMEOUT",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCRL",
+    "PGSSLCRLDIR",
+    "PGSSLSNI",
+    "PGSSLCERTMODE",
+    "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION",
+    "PGSSLNEGOTIATION",
+    "PGREQUIRESSL",
+    "PGREQUIREAUTH",
+    "PGCHANNELBINDING",
+    "PGGSSENCMODE",
+    "PGGSSDELEGATION",
+    "PGKRBSRVNAME",
+    "PGGSSLIB",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+    "PGHOSTADDR",
+    "PGOPTIONS",
+];
 use crate::secret::Secret;
 
 /// A PGPASSFILE that exists only in memory (`memfd`), so nothing with the password is ever
@@ -80,6 +111,7 @@ pub struct PgTools {
     /// The in-memory password file, inherited by the tools (and by pg_dumpall's pg_dump).
     _passfile_fd: Option<std::os::fd::OwnedFd>,
     _private: Option<tempfile::TempDir>,
+    restrict: std::sync::OnceLock<bool>,
 }
 
 impl PgTools {
@@ -95,6 +127,7 @@ impl PgTools {
             password_env: false,
             _passfile_fd: None,
             _private: None,
+            restrict: std::sync::OnceLock::new(),
         };
         if let Some(pw) = &cfg.password {
             if pw.expose().contains(['\n', '\r']) {
@@ -119,34 +152,48 @@ impl PgTools {
         Ok(tools)
     }
 
-    /// A command for `tool` with the connection environment set.
+    /// A command for `tool` that sees the connection settings and nothing else of ours: no S3
+    /// key, no token; the password only through the in-memory PGPASSFILE.
     pub fn command(&self, tool: &str) -> Command {
         let program: OsString = match &self.bin_dir {
             Some(dir) => dir.join(tool).into_os_string(),
             None => tool.into(),
         };
-        let mut cmd = Command::new(program);
-        cmd.env("PGHOST", &self.host)
-            .env("PGPORT", self.port.to_string())
-            .env("PGUSER", &self.user)
-            .env("PGAPPNAME", "pg-backups")
-            .env_remove("PGPASSWORD")
-            .env_remove("PGDATABASE");
-        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-            cmd.env("PGCONNECT_TIMEOUT", "10");
+        let mut env = ChildEnv::base();
+        for name in LIBPQ_PASS_THROUGH {
+            env = env.pass(name);
+        }
+        env = env
+            .set("PGHOST", &self.host)
+            .set("PGPORT", self.port.to_string())
+            .set("PGUSER", &self.user)
+            .set("PGAPPNAME", "pg-backups");
+        if !env.has("PGCONNECT_TIMEOUT") {
+            env = env.set("PGCONNECT_TIMEOUT", "10");
         }
         if let Some(mode) = &self.sslmode {
-            cmd.env("PGSSLMODE", mode);
+            env = env.set("PGSSLMODE", mode);
         }
         if let Some(pf) = &self.passfile {
-            cmd.env("PGPASSFILE", pf);
+            env = env.set("PGPASSFILE", pf);
         }
         if self.password_env
             && let Some(pw) = &self.password
         {
-            cmd.env("PGPASSWORD", pw.expose());
+            env = env.set("PGPASSWORD", pw.expose());
         }
-        cmd
+        env.command(program)
+    }
+
+    /// Whether this psql has `\restrict` (see `backup::replay`), asked once.
+    pub fn psql_has_restrict(&self) -> Result<bool, PgError> {
+        if let Some(known) = self.restrict.get() {
+            return Ok(*known);
+        }
+        let v = self.tool_version("psql")?;
+        let has = crate::backup::replay::psql_has_restrict(v.major, v.minor);
+        let _ = self.restrict.set(has);
+        Ok(has)
     }
 
     /// The secrets to redact from anything a tool printed.
@@ -323,6 +370,8 @@ impl ServerVersion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolVersion {
     pub major: u32,
+    /// 0 for a beta or release candidate.
+    pub minor: u32,
     pub text: String,
 }
 
@@ -331,9 +380,16 @@ impl ToolVersion {
     pub fn parse(text: &str) -> Option<ToolVersion> {
         let after = text.split(") ").nth(1)?;
         let version = after.split_whitespace().next()?;
-        let major = version.split(['.', 'b', 'r', 'd']).next()?.parse().ok()?;
+        let mut parts = version.split(['.', 'b', 'r', 'd']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = if version.contains('.') {
+            parts.next().and_then(|m| m.parse().ok()).unwrap_or(0)
+        } else {
+            0
+        };
         Some(ToolVersion {
             major,
+            minor,
             text: version.to_string(),
         })
     }
@@ -363,7 +419,7 @@ mod tests {
     #[test]
     fn tool_versions_parse_with_and_without_distribution_suffix() {
         let v = ToolVersion::parse("pg_dump (PostgreSQL) 17.10\n").unwrap();
-        assert_eq!((v.major, v.text.as_str()), (17, "17.10"));
+        assert_eq!((v.major, v.minor, v.text.as_str()), (17, 10, "17.10"));
         let v = ToolVersion::parse("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").unwrap();
         assert_eq!(v.major, 15);
         let v = ToolVersion::parse("pg_dump (PostgreSQL) 18beta1").unwrap();

@@ -142,19 +142,33 @@ impl Storage for LocalStorage {
         };
         let mut entries = Vec::new();
         for item in read {
-            let item = item.map_err(Self::read_err(&self.root))?;
-            let is_dir = item
-                .file_type()
-                .map_err(Self::read_err(&self.root))?
-                .is_dir();
-            if !is_dir {
-                continue;
-            }
+            // One entry that cannot be read (a folder another user made unreadable, a stat
+            // that fails) is listed as invalid; it never stops the run.
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => {
+                    entries.push(FolderEntry::invalid(
+                        "(unreadable entry)".into(),
+                        &format!("cannot read an entry of {}: {e}", self.root.display()),
+                    ));
+                    continue;
+                }
+            };
             let name = item.file_name().to_string_lossy().into_owned();
-            if name == "lost+found" {
+            let is_dir = match item.file_type() {
+                Ok(t) => t.is_dir(),
+                Err(e) => {
+                    entries.push(FolderEntry::invalid(name, &format!("cannot stat it: {e}")));
+                    continue;
+                }
+            };
+            if !is_dir || name == "lost+found" {
                 continue;
             }
-            entries.push(self.entry_for(name, &item.path())?);
+            match self.entry_for(name.clone(), &item.path()) {
+                Ok(e) => entries.push(e),
+                Err(e) => entries.push(FolderEntry::invalid(name, &format!("cannot read it: {e}"))),
+            }
         }
         sort_newest_first(&mut entries);
         Ok(entries)
@@ -170,19 +184,7 @@ impl Storage for LocalStorage {
     }
 
     fn open(&self, folder: &FolderName, file: &str) -> Result<Box<dyn Read + Send>, StorageError> {
-        if !is_safe_file_name(file) {
-            return Err(StorageError::Invalid(format!(
-                "{file:?} is not a backup file name"
-            )));
-        }
-        let path = self.root.join(folder.as_str()).join(file);
-        match std::fs::File::open(&path) {
-            Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(
-                format!("{} does not exist", path.display()),
-            )),
-            Err(e) => Err(Self::read_err(&path)(e)),
-        }
+        Ok(Box::new(self.open_file(folder, file)?))
     }
 
     fn put_folder(
@@ -310,11 +312,107 @@ impl Storage for LocalStorage {
     }
 }
 
+/// The lock file that a restore holds (shared) while it reads a folder, and that `prune`
+/// takes (exclusive, without waiting) before it deletes that folder.
+fn hold_path(root: &Path, folder: &FolderName) -> PathBuf {
+    root.join(format!(".restore-{folder}.lock"))
+}
+
+/// Held by a restore: `prune` leaves the folder alone while this lives.
+#[derive(Debug)]
+pub struct RestoreHold {
+    _file: std::fs::File,
+}
+
+/// Held by `prune` while it deletes a folder: no restore starts reading it meanwhile.
+#[derive(Debug)]
+pub struct DeleteHold {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl DeleteHold {
+    /// The folder is gone: its lock file goes too (no restore can hold it: we do).
+    pub fn release_deleted(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl LocalStorage {
+    /// Holds `folder` against `prune` for as long as the value lives. `None` (with a warning)
+    /// when the lock file cannot be made, e.g. a read-only `BACKUP_DIR`: the restore still
+    /// reads the very bytes it checked (through its open handle), only a prune may then
+    /// remove the folder under it.
+    pub fn hold_for_restore(&self, folder: &FolderName) -> Option<RestoreHold> {
+        let path = hold_path(&self.root, folder);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path));
+        match file.and_then(|f| f.lock_shared().map(|()| f)) {
+            Ok(f) => Some(RestoreHold { _file: f }),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot hold {folder} against prune ({}: {e}); restoring all the same",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Takes `folder` for deletion, or `Ok(None)` when a restore is reading it.
+    pub fn hold_for_delete(&self, folder: &FolderName) -> Result<Option<DeleteHold>, StorageError> {
+        let path = hold_path(&self.root, folder);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| {
+                StorageError::Backup(BackupError::Write {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DeleteHold { _file: file, path })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StorageError::Backup(BackupError::Write { path, source }))
+            }
+        }
+    }
+
+    /// Opens one file of a folder for reading.
+    pub fn open_file(&self, folder: &FolderName, file: &str) -> Result<std::fs::File, StorageError> {
+        if !is_safe_file_name(file) {
+            return Err(StorageError::Invalid(format!(
+                "{file:?} is not a backup file name"
+            )));
+        }
+        let path = self.root.join(folder.as_str()).join(file);
+        match std::fs::File::open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(
+                format!("{} does not exist", path.display()),
+            )),
+            Err(e) => Err(Self::read_err(&path)(e)),
+        }
+    }
+}
+
 /// The content of a pin marker: when and where it was set, for the operator who finds it.
 pub fn pin_marker() -> String {
     format!(
         "{{\"pinned_at\":\"{}\",\"host\":{}}}\n",
-        crate::report::format_time(&Utc::now()),
+        crate::time::format_time(&Utc::now()),
         serde_json::Value::String(crate::lock::hostname())
     )
 }

@@ -193,7 +193,7 @@ impl StorageError {
             StorageError::Denied { .. } => exitcode::NOPERM,
             StorageError::NotFound(_) => exitcode::NOINPUT,
             StorageError::CannotCreate { .. } => exitcode::CANTCREAT,
-            StorageError::Io { source, .. } => crate::error::io_exit_code(source),
+            StorageError::Io { source, .. } => crate::exit::io_exit_code(source),
             StorageError::Backup(e) => e.exit_code(),
             StorageError::Invalid(_) => exitcode::USAGE,
         }
@@ -223,11 +223,14 @@ pub fn sort_newest_first(entries: &mut [FolderEntry]) {
     });
 }
 
-/// The newest folder with a manifest whose status is complete.
-pub fn newest_complete(entries: &[FolderEntry]) -> Option<&FolderEntry> {
+/// The newest complete backup that is not from the future: a folder named after a time to
+/// come was made by a clock that ran ahead, and is never "the latest" (retention and `check`
+/// judge it the same way).
+pub fn newest_complete(entries: &[FolderEntry], now: DateTime<Utc>) -> Option<&FolderEntry> {
     entries
         .iter()
         .filter(|e| e.status == FolderStatus::Complete && !e.work_folder)
+        .filter(|e| e.folder.as_ref().is_some_and(|f| f.time() <= now))
         .max_by(|a, b| a.folder.cmp(&b.folder))
 }
 

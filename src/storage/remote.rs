@@ -19,7 +19,13 @@ use crate::backup::{
     BackupError, FolderName, MANIFEST_FILE, Manifest, PIN_FILE, is_safe_file_name,
 };
 use crate::config::{RsyncConfig, SourceKind};
-use crate::process::{Running, Tail, describe_status};
+use crate::process::{ChildEnv, Running, Tail, describe_status};
+
+/// What ssh and rsync may see of our environment: the base list and the ssh agent. Never the
+/// database password, an S3 key or a notification token.
+fn ssh_env() -> ChildEnv {
+    ChildEnv::base().pass("SSH_AUTH_SOCK")
+}
 
 pub struct RemoteStorage {
     host: String,
@@ -127,7 +133,7 @@ impl RemoteStorage {
     }
 
     fn ssh_command(&self, remote: &str) -> Command {
-        let mut cmd = Command::new("ssh");
+        let mut cmd = ssh_env().command("ssh");
         cmd.args(&self.ssh_options)
             .arg(self.target())
             .arg("--")
@@ -143,7 +149,7 @@ impl RemoteStorage {
     }
 
     fn rsync_command(&self) -> Command {
-        let mut cmd = Command::new("rsync");
+        let mut cmd = ssh_env().command("rsync");
         cmd.arg("-s").arg("-e").arg(self.rsync_shell());
         cmd
     }
@@ -331,26 +337,108 @@ impl RemoteStorage {
         Ok(sums)
     }
 
+    /// Copies files into `dest`. `checksum` compares contents instead of size and time, for
+    /// a second attempt at a file that arrived damaged but looks unchanged.
     fn send_files(
         &self,
         source: &LocalFolder,
         files: &[&str],
         dest: &str,
+        checksum: bool,
     ) -> Result<(), StorageError> {
         let mut cmd = self.rsync_command();
         cmd.args(["-t", "--chmod=D700,F600", "--partial-dir=.rsync-partial"]);
+        if checksum {
+            cmd.arg("--checksum");
+        }
         for f in files {
             cmd.arg(source.path(f));
         }
         cmd.arg(format!("{}:{dest}/", self.target()));
         self.run("copying files", cmd).map(|_| ())
     }
+
+    /// rsync does not fsync: the files (and the folder entries) are flushed to disk on the
+    /// remote host before anything depends on them being there. `sync FILE…` flushes just
+    /// those files where coreutils supports it; plain `sync` otherwise.
+    fn flush(&self, folder: &FolderName, files: &[&str]) -> Result<(), StorageError> {
+        let mut list = String::new();
+        for f in files {
+            list.push(' ');
+            list.push_str(&sh_quote(f));
+        }
+        let remote = format!(
+            "cd {} && {{ sync --{list} . 2>/dev/null || sync; }}",
+            sh_quote(&self.folder_path(folder.as_str()))
+        );
+        self.ssh("flushing the copied files to disk", &remote)
+            .map(|_| ())
+    }
+
+    /// Copies files and checks each one's SHA-256 on the remote host; a file that arrived
+    /// damaged gets one more copy, compared by content, before the run fails.
+    fn send_checked(
+        &self,
+        source: &LocalFolder,
+        expected: &[(&str, &str)],
+        dest: &str,
+    ) -> Result<(), StorageError> {
+        let names: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
+        self.send_files(source, &names, dest, false)?;
+        self.flush(&source.folder, &names)?;
+        let mut bad = self.mismatches(&source.folder, expected)?;
+        if !bad.is_empty() {
+            tracing::warn!(
+                files = ?bad.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                "files arrived damaged at {}; copying them again", self.location
+            );
+            let again: Vec<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
+            self.send_files(source, &again, dest, true)?;
+            self.flush(&source.folder, &again)?;
+            bad = self.mismatches(&source.folder, expected)?;
+        }
+        match bad.first() {
+            None => Ok(()),
+            Some((name, got)) => Err(StorageError::Failed {
+                destination: self.location.clone(),
+                detail: format!(
+                    "{dest}/{name} arrived with SHA-256 {got} instead of {}, twice",
+                    expected
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, h)| *h)
+                        .unwrap_or_default()
+                ),
+            }),
+        }
+    }
+
+    /// The files whose remote SHA-256 is not the expected one, with what they have.
+    fn mismatches(
+        &self,
+        folder: &FolderName,
+        expected: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let names: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
+        let sums = self.remote_sha256(folder, &names)?;
+        Ok(expected
+            .iter()
+            .filter(|(name, hash)| sums.get(*name).map(String::as_str) != Some(*hash))
+            .map(|(name, _)| {
+                (
+                    name.to_string(),
+                    sums.get(*name).cloned().unwrap_or_else(|| "(missing)".into()),
+                )
+            })
+            .collect())
+    }
 }
 
 impl Drop for RemoteStorage {
     fn drop(&mut self) {
         // Ends the shared connection; a lingering master would otherwise outlive us by 30 s.
-        let _ = Command::new("ssh")
+        let _ = ssh_env()
+            .command("ssh")
             .args(&self.ssh_options)
             .args(["-O", "exit"])
             .arg(self.target())
@@ -513,9 +601,13 @@ impl Storage for RemoteStorage {
             )));
         }
         let path = format!("{}/{file}", self.folder_path(folder.as_str()));
-        // A missing file is reported before streaming starts.
-        let probe = format!("test -f {}", sh_quote(&path));
-        if self.ssh("looking for a file", &probe).is_err() {
+        // A missing file is reported before streaming starts; a host that cannot be reached
+        // is not a missing file.
+        let probe = format!(
+            "if [ -f {} ]; then echo __found__; else echo __none__; fi",
+            sh_quote(&path)
+        );
+        if self.ssh("looking for a file", &probe)? != b"__found__\n" {
             return Err(StorageError::NotFound(format!(
                 "{path} does not exist on {}",
                 self.host
@@ -560,36 +652,19 @@ impl Storage for RemoteStorage {
                 dest = sh_quote(&dest)
             ),
         )?;
-        let data: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+        let data: Vec<(&str, &str)> = manifest
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.sha256.as_str()))
+            .collect();
         if !data.is_empty() {
-            self.send_files(source, &data, &dest)?;
-            let sums = self.remote_sha256(&source.folder, &data)?;
-            for f in &manifest.files {
-                if sums.get(&f.name) != Some(&f.sha256) {
-                    return Err(StorageError::Failed {
-                        destination: self.location.clone(),
-                        detail: format!(
-                            "{}/{} arrived with SHA-256 {} instead of {}",
-                            dest,
-                            f.name,
-                            sums.get(&f.name).map(String::as_str).unwrap_or("(missing)"),
-                            f.sha256
-                        ),
-                    });
-                }
-            }
+            // Every data file whole and on the remote disk before the manifest says so.
+            self.send_checked(source, &data, &dest)?;
         }
-        // The manifest last: rsync writes it to a temporary name and renames it.
+        // The manifest last (rsync writes it to a temporary name and renames it), flushed too.
         let local_manifest = source.path(MANIFEST_FILE);
         let expected = sha256_file(&local_manifest)?;
-        self.send_files(source, &[MANIFEST_FILE], &dest)?;
-        let sums = self.remote_sha256(&source.folder, &[MANIFEST_FILE])?;
-        if sums.get(MANIFEST_FILE) != Some(&expected) {
-            return Err(StorageError::Failed {
-                destination: self.location.clone(),
-                detail: format!("{dest}/{MANIFEST_FILE} did not arrive whole"),
-            });
-        }
+        self.send_checked(source, &[(MANIFEST_FILE, expected.as_str())], &dest)?;
         Ok(PutStats {
             files: manifest.files.len() as u32 + 1,
             bytes: manifest.total_bytes()

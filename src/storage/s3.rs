@@ -93,12 +93,12 @@ impl S3Storage {
             .with_max_attempts(5)
             .with_initial_backoff(Duration::from_millis(200));
         let mut builder = match &cfg.credentials {
-            Some((access, secret)) => aws_sdk_s3::config::Builder::new()
+            Some(c) => aws_sdk_s3::config::Builder::new()
                 .behavior_version(BehaviorVersion::latest())
                 .credentials_provider(Credentials::new(
-                    access.expose(),
-                    secret.expose(),
-                    None,
+                    c.access_key.expose(),
+                    c.secret_key.expose(),
+                    c.session_token.as_ref().map(|t| t.expose().to_string()),
                     None,
                     "pg-backups",
                 )),
@@ -155,6 +155,19 @@ impl S3Storage {
 
     fn key(&self, folder: &str, file: &str) -> String {
         format!("{}{folder}/{file}", self.root())
+    }
+
+    /// Whether `key` is shaped like one of ours: `<prefix><folder>/<backup file name>`.
+    fn is_our_key(&self, key: &str) -> bool {
+        let Some(rest) = key.strip_prefix(&self.root()) else {
+            return false;
+        };
+        match rest.split_once('/') {
+            Some((folder, file)) => {
+                FolderName::parse(folder).is_some() && crate::backup::is_backup_file_name(file)
+            }
+            None => false,
+        }
     }
 
     /// Maps an SDK error to ours: unreachable (69), refused (77), missing (66), other (69).
@@ -477,7 +490,20 @@ impl S3Storage {
                 set.spawn(async move { ctx.upload(number, offset, len).await });
                 next += 1;
             }
-            let Some(joined) = set.join_next().await else {
+            let joined = tokio::select! {
+                joined = set.join_next() => joined,
+                () = crate::signals::wait_interrupted(), if failure.is_none() => {
+                    // Parts in flight are dropped now, not waited for: the upload is aborted
+                    // within moments of the signal.
+                    failure = Some(StorageError::Failed {
+                        destination: self.location.clone(),
+                        detail: "interrupted by a signal".into(),
+                    });
+                    set.abort_all();
+                    continue;
+                }
+            };
+            let Some(joined) = joined else {
                 break;
             };
             match joined {
@@ -1040,8 +1066,11 @@ impl Storage for S3Storage {
                     let started = u
                         .initiated()
                         .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                    // Only uploads of ours: `<prefix><folder>/<one of our file names>`. Another
+                    // application's uploads in the same bucket are none of our business.
                     if let (Some(key), Some(id), Some(t)) = (u.key(), u.upload_id(), started)
                         && t < before
+                        && self.is_our_key(key)
                     {
                         stale.push((key.to_string(), id.to_string()));
                     }

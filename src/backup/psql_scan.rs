@@ -1,0 +1,887 @@
+//! Reads a plain-format dump the way psql will: which bytes are SQL, which are inside string
+//! literals, quoted identifiers, dollar-quoted bodies or comments, which are COPY data, and
+//! which start a psql meta-command.
+//!
+//! A backup file comes from a bucket or a host that someone else may control, and psql runs
+//! any meta-command it finds (`\!` runs a shell on the restore host, `\o |cmd` too). So before
+//! any SQL of a file reaches the server, the whole file is scanned and refused (65, naming the
+//! line) if it holds a meta-command other than the ones pg_dump writes: `\connect` to a
+//! database by name, `\restrict KEY` and `\unrestrict KEY`. COPY data may hold only the
+//! backslash sequences `COPY … TO` writes, so that even a COPY that fails (psql then reads its
+//! data as SQL) cannot smuggle one in. The same scanner tells the stream rewriters (rename,
+//! cluster filter, the `\restrict` guard) where a line starts, so they never touch a line
+//! inside a function body, a string or COPY data.
+//!
+//! The scanner assumes `standard_conforming_strings = on`, which every pg_dump file sets. A
+//! file that switches it off could make psql see a string where this sees SQL or the reverse;
+//! the replay therefore also runs psql in its own `\restrict` mode (see `backup::guard`), so a
+//! meta-command this scanner missed is refused by psql itself.
+
+use memchr::{memchr, memchr2};
+
+/// Where a line starts, as psql will read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineStart {
+    /// SQL at the top level; `statement_start` when no statement is under way.
+    Top { statement_start: bool },
+    /// Table data of a `COPY … FROM stdin`.
+    Copy,
+    /// Inside a string literal, quoted identifier, dollar-quoted body or block comment.
+    Inside,
+}
+
+/// A meta-command that is allowed, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meta {
+    /// `\connect` to this database (no host, user or port can be given).
+    Connect(String),
+    Restrict,
+    Unrestrict,
+}
+
+/// Why a file is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// 1-based line of the decoded SQL.
+    pub line: u64,
+    pub reason: &'static str,
+    /// The start of the offending line, for the operator.
+    pub text: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}: {:?}", self.line, self.reason, self.text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Normal,
+    /// `'…'`; `escapes` for `E'…'`; `quote_seen` after a `'` that may close or double.
+    Single {
+        escapes: bool,
+        backslash: bool,
+        quote_seen: bool,
+    },
+    /// `"…"`, with `""` for a quote.
+    Double { quote_seen: bool },
+    /// After a `$` that may open a dollar quote: the tag read so far.
+    DollarOpen(Vec<u8>),
+    /// Inside `$tag$…$tag$`; `matched` counts the bytes of `$tag$` seen at the end so far.
+    Dollar { tag: Vec<u8>, matched: usize },
+    LineComment,
+    BlockComment { depth: u32, last: u8 },
+    /// A meta-command from its backslash to the end of the line.
+    Meta,
+    /// COPY data; `line_len` bytes of the current data line seen, `backslash` after a `\`,
+    /// `marker` after a `\.` that must end the line (and the data).
+    Copy {
+        line_len: usize,
+        backslash: bool,
+        marker: bool,
+    },
+}
+
+const MAX_TAG: usize = 1024;
+const MAX_META: usize = 4096;
+const SNIPPET: usize = 120;
+
+/// The streaming scanner. Feed it the decoded SQL in chunks of any size.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    /// Where to go back to when COPY data ends.
+    after_copy: Option<State>,
+    line: u64,
+    /// Bytes seen on the current line.
+    column: usize,
+    /// Length of the run of identifier bytes just before, at the top level.
+    ident_run: usize,
+    last: u8,
+    paren: u32,
+    statement_empty: bool,
+    /// The first bytes of the statement under way, to recognise `COPY`.
+    head: Vec<u8>,
+    copy_candidate: bool,
+    /// The last bytes of a COPY statement, to recognise `FROM stdin`.
+    tail: Vec<u8>,
+    /// A `COPY … FROM stdin;` was sent: its data starts with the next line.
+    copy_pending: bool,
+    meta: Vec<u8>,
+    /// The first bytes of the current line, for messages.
+    snippet: Vec<u8>,
+    line_start: LineStart,
+    metas: Vec<Meta>,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner::new()
+    }
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+fn is_tag_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_tag_cont(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+impl Scanner {
+    pub fn new() -> Scanner {
+        Scanner {
+            state: State::Normal,
+            after_copy: None,
+            line: 1,
+            column: 0,
+            ident_run: 0,
+            last: 0,
+            paren: 0,
+            statement_empty: true,
+            head: Vec::new(),
+            copy_candidate: false,
+            tail: Vec::new(),
+            copy_pending: false,
+            meta: Vec::new(),
+            snippet: Vec::new(),
+            line_start: LineStart::Top {
+                statement_start: true,
+            },
+            metas: Vec::new(),
+        }
+    }
+
+    /// How the line that starts at the current position will be read. Meaningful right
+    /// after a newline (or at the very beginning).
+    pub fn line_start(&self) -> LineStart {
+        self.line_start
+    }
+
+    /// The current (1-based) line.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// The meta-commands checked since the last call, in order.
+    pub fn take_metas(&mut self) -> Vec<Meta> {
+        std::mem::take(&mut self.metas)
+    }
+
+    fn violation(&self, reason: &'static str) -> Violation {
+        Violation {
+            line: self.line,
+            reason,
+            text: String::from_utf8_lossy(&self.snippet).into_owned(),
+        }
+    }
+
+    /// Scans `bytes`. The first violation stops the scan; the file is not to be replayed.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Violation> {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Fast paths for the bulk of a dump: COPY data and long quoted bodies.
+            match &mut self.state {
+                State::Copy {
+                    line_len,
+                    backslash: false,
+                    marker: false,
+                } if *line_len > 0 => {
+                    if let Some(off) = memchr2(b'\\', b'\n', &bytes[i..]) {
+                        *line_len += off;
+                        self.note_snippet(&bytes[i..i + off]);
+                        self.column += off;
+                        i += off;
+                    } else {
+                        *line_len += bytes.len() - i;
+                        self.note_snippet(&bytes[i..]);
+                        self.column += bytes.len() - i;
+                        return Ok(());
+                    }
+                }
+                State::Dollar { matched: 0, .. } | State::LineComment => {
+                    let target = if matches!(self.state, State::LineComment) {
+                        memchr(b'\n', &bytes[i..])
+                    } else {
+                        memchr2(b'$', b'\n', &bytes[i..])
+                    };
+                    match target {
+                        Some(off) => {
+                            self.note_snippet(&bytes[i..i + off]);
+                            self.column += off;
+                            i += off;
+                        }
+                        None => {
+                            self.note_snippet(&bytes[i..]);
+                            self.column += bytes.len() - i;
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let b = bytes[i];
+            i += 1;
+            self.byte(b)?;
+        }
+        Ok(())
+    }
+
+    /// The stream ended.
+    pub fn finish(&mut self) -> Result<(), Violation> {
+        if matches!(self.state, State::Meta) {
+            self.end_meta()?;
+            self.state = State::Normal;
+        }
+        Ok(())
+    }
+
+    fn note_snippet(&mut self, bytes: &[u8]) {
+        if self.snippet.len() < SNIPPET {
+            let take = (SNIPPET - self.snippet.len()).min(bytes.len());
+            self.snippet.extend_from_slice(&bytes[..take]);
+        }
+    }
+
+    fn newline(&mut self) {
+        self.line += 1;
+        self.column = 0;
+        self.snippet.clear();
+        if self.copy_pending {
+            self.copy_pending = false;
+            let back = std::mem::replace(
+                &mut self.state,
+                State::Copy {
+                    line_len: 0,
+                    backslash: false,
+                    marker: false,
+                },
+            );
+            self.after_copy = Some(back);
+        }
+        self.line_start = match &self.state {
+            State::Normal => LineStart::Top {
+                statement_start: self.statement_empty,
+            },
+            State::Copy { .. } => LineStart::Copy,
+            _ => LineStart::Inside,
+        };
+    }
+
+    fn statement_byte(&mut self, b: u8) {
+        if b.is_ascii_whitespace() {
+            if self.copy_candidate {
+                self.push_tail(b' ');
+            }
+            if !self.statement_empty && self.head.len() < 5 && !self.head.is_empty() {
+                self.head.push(b' ');
+                self.check_head();
+            }
+            return;
+        }
+        if self.statement_empty {
+            self.statement_empty = false;
+            self.head.clear();
+            self.tail.clear();
+            self.copy_candidate = false;
+        }
+        if self.head.len() < 5 {
+            self.head.push(b.to_ascii_lowercase());
+            self.check_head();
+        }
+        if self.copy_candidate {
+            self.push_tail(b);
+        }
+    }
+
+    fn check_head(&mut self) {
+        if self.head.len() == 5 {
+            self.copy_candidate = self.head == b"copy ";
+        }
+    }
+
+    fn push_tail(&mut self, b: u8) {
+        if b == b' ' && self.tail.last() == Some(&b' ') {
+            return;
+        }
+        self.tail.push(b.to_ascii_lowercase());
+        if self.tail.len() > 32 {
+            self.tail.drain(..self.tail.len() - 16);
+        }
+    }
+
+    fn end_statement(&mut self) {
+        if self.copy_candidate {
+            let tail = String::from_utf8_lossy(&self.tail);
+            if tail.trim_end().ends_with(" from stdin") {
+                self.copy_pending = true;
+            }
+        }
+        self.statement_empty = true;
+        self.copy_candidate = false;
+        self.head.clear();
+        self.tail.clear();
+    }
+
+    fn byte(&mut self, b: u8) -> Result<(), Violation> {
+        if b != b'\n' {
+            self.column += 1;
+            if self.snippet.len() < SNIPPET {
+                self.snippet.push(b);
+            }
+        }
+        self.step(b)?;
+        if b == b'\n' {
+            self.newline();
+        }
+        Ok(())
+    }
+
+    /// Moves the state machine by one byte (line accounting is the caller's).
+    fn step(&mut self, b: u8) -> Result<(), Violation> {
+        match std::mem::replace(&mut self.state, State::Normal) {
+            State::Normal => self.normal(b)?,
+            State::Single {
+                escapes,
+                backslash,
+                quote_seen,
+            } => {
+                if quote_seen && b != b'\'' {
+                    // The string ended at the quote before: this byte is SQL again.
+                    self.last = b'\'';
+                    self.ident_run = 0;
+                    return self.normal(b);
+                }
+                self.state = State::Single {
+                    escapes,
+                    backslash: !quote_seen && !backslash && escapes && b == b'\\',
+                    quote_seen: !quote_seen && !backslash && b == b'\'',
+                };
+            }
+            State::Double { quote_seen } => {
+                if quote_seen && b != b'"' {
+                    self.last = b'"';
+                    self.ident_run = 0;
+                    return self.normal(b);
+                }
+                self.state = State::Double {
+                    quote_seen: !quote_seen && b == b'"',
+                };
+            }
+            State::DollarOpen(mut tag) => {
+                if b == b'$' {
+                    self.state = State::Dollar { tag, matched: 0 };
+                } else if (tag.is_empty() && is_tag_start(b))
+                    || (!tag.is_empty() && is_tag_cont(b))
+                {
+                    if tag.len() >= MAX_TAG {
+                        return Err(self.violation("a dollar-quote tag is too long"));
+                    }
+                    tag.push(b);
+                    self.state = State::DollarOpen(tag);
+                } else {
+                    // `$1` or a lone `$`: not a quote after all.
+                    self.ident_run = 1;
+                    self.last = b'$';
+                    return self.normal(b);
+                }
+            }
+            State::Dollar { tag, matched } => {
+                let closing_len = tag.len() + 2;
+                let expected = if matched == 0 || matched == closing_len - 1 {
+                    b'$'
+                } else {
+                    tag[matched - 1]
+                };
+                let matched = if b == expected {
+                    matched + 1
+                } else if b == b'$' {
+                    1
+                } else {
+                    0
+                };
+                if matched == closing_len {
+                    self.ident_run = 0;
+                    self.last = b'$';
+                } else {
+                    self.state = State::Dollar { tag, matched };
+                }
+            }
+            State::LineComment => {
+                if b == b'\n' {
+                    self.last = 0;
+                    self.ident_run = 0;
+                    self.statement_byte(b);
+                } else {
+                    self.state = State::LineComment;
+                }
+            }
+            State::BlockComment { depth, last } => {
+                let (depth, last) = if last == b'/' && b == b'*' {
+                    (depth + 1, 0)
+                } else if last == b'*' && b == b'/' {
+                    (depth - 1, 0)
+                } else {
+                    (depth, b)
+                };
+                if depth == 0 {
+                    self.last = 0;
+                    self.ident_run = 0;
+                } else {
+                    self.state = State::BlockComment { depth, last };
+                }
+            }
+            State::Meta => {
+                if b == b'\n' {
+                    self.end_meta()?;
+                    self.last = 0;
+                    self.ident_run = 0;
+                } else {
+                    if self.meta.len() >= MAX_META {
+                        return Err(self.violation("a psql meta-command line is too long"));
+                    }
+                    self.meta.push(b);
+                    self.state = State::Meta;
+                }
+            }
+            State::Copy {
+                line_len,
+                backslash,
+                marker,
+            } => self.copy_byte(b, line_len, backslash, marker)?,
+        }
+        Ok(())
+    }
+
+    fn normal(&mut self, b: u8) -> Result<(), Violation> {
+        self.state = State::Normal;
+        match b {
+            b'\n' => {
+                self.flush_operator();
+                self.ident_run = 0;
+                self.last = 0;
+                self.statement_byte(b);
+                return Ok(());
+            }
+            b'\\' => {
+                if self.column != 1 {
+                    return Err(self.violation(
+                        "a psql meta-command in the middle of a line (pg_dump writes none)",
+                    ));
+                }
+                self.meta.clear();
+                self.meta.push(b);
+                self.state = State::Meta;
+                return Ok(());
+            }
+            b'-' if self.last == b'-' => {
+                self.state = State::LineComment;
+                self.last = 0;
+                self.ident_run = 0;
+                return Ok(());
+            }
+            b'*' if self.last == b'/' => {
+                self.state = State::BlockComment { depth: 1, last: 0 };
+                self.last = 0;
+                self.ident_run = 0;
+                return Ok(());
+            }
+            _ => {}
+        }
+        // A `-` or `/` is held back until the next byte tells whether it opens a comment.
+        self.flush_operator();
+        match b {
+            b'\'' => {
+                let escapes = self.ident_run == 1 && matches!(self.last, b'E' | b'e');
+                self.statement_byte(b);
+                self.state = State::Single {
+                    escapes,
+                    backslash: false,
+                    quote_seen: false,
+                };
+                self.ident_run = 0;
+                self.last = b'\'';
+                return Ok(());
+            }
+            b'"' => {
+                self.statement_byte(b);
+                self.state = State::Double { quote_seen: false };
+                self.ident_run = 0;
+                self.last = b'"';
+                return Ok(());
+            }
+            b'$' if self.ident_run == 0 => {
+                self.statement_byte(b);
+                self.state = State::DollarOpen(Vec::new());
+                self.last = b'$';
+                return Ok(());
+            }
+            b'(' => self.paren += 1,
+            b')' => self.paren = self.paren.saturating_sub(1),
+            b';' if self.paren == 0 => {
+                self.ident_run = 0;
+                self.last = b';';
+                if !self.statement_empty {
+                    self.end_statement();
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if b != b'-' && b != b'/' {
+            self.statement_byte(b);
+        }
+        self.ident_run = if is_ident(b) { self.ident_run + 1 } else { 0 };
+        self.last = b;
+        Ok(())
+    }
+
+    /// A `-` or `/` held back turned out to be an operator: it is statement text.
+    fn flush_operator(&mut self) {
+        if self.last == b'-' || self.last == b'/' {
+            let op = self.last;
+            self.statement_byte(op);
+            self.last = 0;
+        }
+    }
+
+    fn end_meta(&mut self) -> Result<(), Violation> {
+        let meta = std::mem::take(&mut self.meta);
+        match check_meta(&meta) {
+            Ok(m) => {
+                self.metas.push(m);
+                Ok(())
+            }
+            Err(reason) => Err(self.violation(reason)),
+        }
+    }
+
+    fn copy_byte(
+        &mut self,
+        b: u8,
+        line_len: usize,
+        backslash: bool,
+        marker: bool,
+    ) -> Result<(), Violation> {
+        if marker {
+            if b == b'\n' {
+                // `\.` alone on its line: the data ends.
+                self.state = self.after_copy.take().unwrap_or(State::Normal);
+                self.last = 0;
+                self.ident_run = 0;
+                return Ok(());
+            }
+            return Err(self.violation("COPY data holds `\\.` before the end of a line"));
+        }
+        if backslash {
+            match b {
+                b'.' if line_len == 1 => {
+                    self.state = State::Copy {
+                        line_len: 2,
+                        backslash: false,
+                        marker: true,
+                    };
+                    return Ok(());
+                }
+                b'\\' | b'N' | b'b' | b'f' | b'n' | b'r' | b't' | b'v' => {}
+                _ => {
+                    return Err(self.violation(
+                        "COPY data holds a backslash sequence that COPY never writes",
+                    ));
+                }
+            }
+        }
+        self.state = match b {
+            b'\n' => State::Copy {
+                line_len: 0,
+                backslash: false,
+                marker: false,
+            },
+            _ => State::Copy {
+                line_len: line_len + 1,
+                backslash: !backslash && b == b'\\',
+                marker: false,
+            },
+        };
+        Ok(())
+    }
+}
+
+/// Checks one meta-command line (from its backslash, without the newline).
+pub fn check_meta(line: &[u8]) -> Result<Meta, &'static str> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if let Some(key) = line.strip_prefix(b"\\restrict ") {
+        return plain_key(key).map(|_| Meta::Restrict);
+    }
+    if let Some(key) = line.strip_prefix(b"\\unrestrict ") {
+        return plain_key(key).map(|_| Meta::Unrestrict);
+    }
+    let Some(arg) = line.strip_prefix(b"\\connect ") else {
+        return Err("a psql meta-command other than \\connect, \\restrict or \\unrestrict");
+    };
+    if !arg.is_empty()
+        && arg
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        return Ok(Meta::Connect(String::from_utf8_lossy(arg).into_owned()));
+    }
+    let Some(quoted) = arg.strip_prefix(b"-reuse-previous=on ") else {
+        return Err("a \\connect that is not to a database by name");
+    };
+    let conninfo = psql_quoted(quoted).ok_or("a \\connect with a malformed argument")?;
+    let name = dbname_only(&conninfo)
+        .ok_or("a \\connect that names more than a database (host, user, port…)")?;
+    Ok(Meta::Connect(name))
+}
+
+fn plain_key(key: &[u8]) -> Result<(), &'static str> {
+    if !key.is_empty() && key.len() <= 256 && key.iter().all(u8::is_ascii_alphanumeric) {
+        Ok(())
+    } else {
+        Err("a \\restrict or \\unrestrict with a malformed key")
+    }
+}
+
+/// A psql double-quoted argument that is the whole rest of the line: `"…"` with `""` for `"`.
+fn psql_quoted(arg: &[u8]) -> Option<Vec<u8>> {
+    let inner = arg.strip_prefix(b"\"")?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b'"' {
+            if inner.get(i + 1) == Some(&b'"') {
+                out.push(b'"');
+                i += 2;
+                continue;
+            }
+            return (i + 1 == inner.len()).then_some(out);
+        }
+        out.push(inner[i]);
+        i += 1;
+    }
+    None
+}
+
+/// `dbname='…'` (libpq quoting: `\'` and `\\`) and nothing else.
+fn dbname_only(conninfo: &[u8]) -> Option<String> {
+    let inner = conninfo.strip_prefix(b"dbname='")?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < inner.len() {
+        match inner[i] {
+            b'\\' => {
+                out.push(*inner.get(i + 1)?);
+                i += 2;
+            }
+            b'\'' => {
+                return (i + 1 == inner.len())
+                    .then(|| String::from_utf8(out).ok())
+                    .flatten();
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Scans a whole text (tests, small files).
+pub fn scan_all(text: &[u8]) -> Result<Vec<Meta>, Violation> {
+    let mut s = Scanner::new();
+    s.feed(text)?;
+    s.finish()?;
+    Ok(s.take_metas())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_chunks(text: &[u8], size: usize) -> Result<Vec<Meta>, Violation> {
+        let mut s = Scanner::new();
+        for c in text.chunks(size) {
+            s.feed(c)?;
+        }
+        s.finish()?;
+        Ok(s.take_metas())
+    }
+
+    fn refused(text: &str) -> Violation {
+        for size in [1, 3, 7, 4096] {
+            assert!(
+                in_chunks(text.as_bytes(), size).is_err(),
+                "chunk {size} accepted:\n{text}"
+            );
+        }
+        scan_all(text.as_bytes()).unwrap_err()
+    }
+
+    fn accepted(text: &str) -> Vec<Meta> {
+        let whole = scan_all(text.as_bytes()).unwrap_or_else(|v| panic!("{v}\n{text}"));
+        for size in [1, 2, 3, 5, 7, 64] {
+            assert_eq!(in_chunks(text.as_bytes(), size).unwrap(), whole, "chunk {size}");
+        }
+        whole
+    }
+
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict abcDEF123\n\nSET standard_conforming_strings = on;\n\
+CREATE DATABASE \"my db\" WITH TEMPLATE = template0;\n\n\\unrestrict abcDEF123\n\\connect -reuse-previous=on \"dbname='my db'\"\n\\restrict abcDEF123\n\n\
+CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $_$\nSELECT '\\! not a command'\n\\connect evil\n$_$;\n\n\
+COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escaped, so just text\n\\.\n";
+
+    #[test]
+    fn the_metas_pg_dump_writes_are_accepted() {
+        let text = "\\restrict abc\nSELECT 1;\n\\unrestrict abc\n\\connect postgres\n\\connect -reuse-previous=on \"dbname='O\\'Brien \"\"x\"\"'\"\n";
+        assert_eq!(
+            accepted(text),
+            vec![
+                Meta::Restrict,
+                Meta::Unrestrict,
+                Meta::Connect("postgres".into()),
+                Meta::Connect("O'Brien \"x\"".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shell_escape_on_its_own_line_is_refused_with_its_line() {
+        let v = refused("SELECT 1;\n\\! touch /tmp/pwned\nSELECT 2;\n");
+        assert_eq!(v.line, 2);
+        assert!(v.text.contains("touch"), "{v}");
+    }
+
+    #[test]
+    fn meta_commands_anywhere_outside_quotes_are_refused() {
+        for text in [
+            "SELECT 1; \\! id\n",
+            "SELECT 1 \\g |sh\n",
+            "\\o |sh\n",
+            "\\copy t from program 'id'\n",
+            "\\set x 1\n",
+            "\\i /etc/passwd\n",
+            "\\connect `id`\n",
+            "\\connect -reuse-previous=on \"host=evil.example dbname='x'\"\n",
+            "\\connect -reuse-previous=on \"dbname='x'\" extra\n",
+            "\\connect db user\n",
+            "\\connect :var\n",
+            "\\restrict $(id)\n",
+            "\\unrestrict\n",
+            "/* c */ \\! id\n",
+        ] {
+            refused(text);
+        }
+    }
+
+    #[test]
+    fn backslashes_inside_literals_comments_and_bodies_are_data() {
+        accepted(
+            "SELECT E'it\\'s \\! fine', 'back\\slash', \"a\\b\";\n\
+             -- comment \\! nothing\n/* block /* nested \\! */ still */ SELECT 1;\n\
+             SELECT $$\n\\! in a body\n$$, $tag$ $$ \\o |x $tag$;\n",
+        );
+    }
+
+    #[test]
+    fn a_string_ends_where_psql_ends_it() {
+        // With standard_conforming_strings on, '\' is a complete string.
+        refused("SELECT '\\' \\! id\n");
+        accepted("SELECT 'a''b', E'c\\'d';\n");
+    }
+
+    #[test]
+    fn copy_data_is_not_sql_but_holds_only_copy_escapes() {
+        let metas = accepted(DUMP);
+        assert_eq!(metas.len(), 4);
+        refused("COPY t (a) FROM stdin;\n1\t\\!oops\n\\.\n");
+        refused("COPY t (a) FROM stdin;\n\\.x\n\\.\n");
+        // After the end marker, SQL again.
+        refused("COPY t (a) FROM stdin;\n1\n\\.\n\\! id\n");
+    }
+
+    #[test]
+    fn the_rest_of_a_copy_line_is_sql() {
+        refused("COPY t (a) FROM stdin; \\! id\n1\n\\.\n");
+    }
+
+    #[test]
+    fn copy_mode_starts_whatever_the_length_of_the_copy_line() {
+        let cols: Vec<String> = (0..20_000).map(|i| format!("c{i}")).collect();
+        let text = format!(
+            "COPY public.t ({}) FROM stdin;\n\\N\tx\n\\.\nSELECT 1;\n",
+            cols.join(", ")
+        );
+        accepted(&text);
+        let mut s = Scanner::new();
+        s.feed(text.split_once('\n').unwrap().0.as_bytes()).unwrap();
+        s.feed(b"\n").unwrap();
+        assert_eq!(s.line_start(), LineStart::Copy);
+    }
+
+    #[test]
+    fn line_starts_follow_statements_quotes_and_copy() {
+        let mut s = Scanner::new();
+        let mut starts = Vec::new();
+        for line in [
+            "CREATE TABLE t (\n",
+            "  a text DEFAULT 'multi\n",
+            "line'\n",
+            ");\n",
+            "CREATE FUNCTION f() AS $$\n",
+            "body\n",
+            "$$;\n",
+            "COPY t (a) FROM stdin;\n",
+            "x\n",
+            "\\.\n",
+        ] {
+            s.feed(line.as_bytes()).unwrap();
+            starts.push(s.line_start());
+        }
+        use LineStart::*;
+        assert_eq!(
+            starts,
+            vec![
+                Top {
+                    statement_start: false
+                },
+                Inside,
+                Top {
+                    statement_start: false
+                },
+                Top {
+                    statement_start: true
+                },
+                Inside,
+                Inside,
+                Top {
+                    statement_start: true
+                },
+                Copy,
+                Copy,
+                Top {
+                    statement_start: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn semicolons_in_parentheses_do_not_end_a_statement() {
+        let mut s = Scanner::new();
+        s.feed(b"CREATE RULE r AS ON INSERT TO t DO (INSERT INTO a VALUES (1);\n")
+            .unwrap();
+        assert_eq!(
+            s.line_start(),
+            LineStart::Top {
+                statement_start: false
+            }
+        );
+    }
+}

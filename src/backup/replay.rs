@@ -1,0 +1,129 @@
+//! What reaches psql during a restore: the checked SQL, renamed when asked, with the file's
+//! own `\restrict`/`\unrestrict` lines replaced by ours.
+//!
+//! When psql knows `\restrict` (PostgreSQL 13.22, 14.19, 15.14, 16.10, 17.6 and later), the
+//! whole replay runs in psql's restricted mode under a key that only this run knows: psql then
+//! refuses every meta-command, so even one that the pre-replay scan could not see (a file that
+//! turns `standard_conforming_strings` off to hide a string's end) never runs. Each checked
+//! `\connect` line is let through by lifting the restriction for that one line.
+
+use super::psql_scan::{LineStart, Meta, check_meta};
+use super::rename::RenameDatabase;
+use super::sql_lines::{LineRewriter, SqlLines};
+
+#[derive(Debug)]
+pub struct ReplayRewriter {
+    rename: Option<RenameDatabase>,
+    /// The `\restrict` key, when psql supports it.
+    key: Option<String>,
+}
+
+/// The filter between the decoded file and psql's stdin.
+pub type ReplayFilter = SqlLines<ReplayRewriter>;
+
+/// `rename` is `(old, new)` for a database restored under another name; `restrict` is
+/// whether the psql that replays supports `\restrict`.
+pub fn replay_filter(rename: Option<(&str, &str)>, restrict: bool) -> ReplayFilter {
+    SqlLines::new(ReplayRewriter {
+        rename: rename.map(|(old, new)| RenameDatabase::new(old, new)),
+        key: restrict.then(|| crate::random::token(48)),
+    })
+}
+
+impl LineRewriter for ReplayRewriter {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        if let Some(key) = &self.key {
+            out.extend_from_slice(format!("\\restrict {key}\n").as_bytes());
+        }
+    }
+
+    fn line(&mut self, line: &[u8], start: LineStart, out: &mut Vec<u8>) {
+        let line = match &self.rename {
+            Some(r) => r.rewrite(line, start),
+            None => std::borrow::Cow::Borrowed(line),
+        };
+        if matches!(start, LineStart::Top { .. }) && line.first() == Some(&b'\\') {
+            // The scanner let only checked meta-commands through; check again all the same.
+            match check_meta(&line) {
+                Ok(Meta::Connect(_)) => match &self.key {
+                    Some(key) => {
+                        out.extend_from_slice(format!("\\unrestrict {key}\n").as_bytes());
+                        out.extend_from_slice(&line);
+                        out.extend_from_slice(format!("\n\\restrict {key}\n").as_bytes());
+                    }
+                    None => {
+                        out.extend_from_slice(&line);
+                        out.push(b'\n');
+                    }
+                },
+                // The file's own restriction keys mean nothing to our psql session.
+                Ok(Meta::Restrict | Meta::Unrestrict) | Err(_) => {}
+            }
+            return;
+        }
+        out.extend_from_slice(&line);
+        out.push(b'\n');
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(key) = &self.key {
+            out.extend_from_slice(format!("\n\\unrestrict {key}\n").as_bytes());
+        }
+    }
+}
+
+/// Whether a psql of this version has `\restrict` (added in the August 2025 minor releases).
+pub fn psql_has_restrict(major: u32, minor: u32) -> bool {
+    match major {
+        0..=12 => false,
+        13 => minor >= 22,
+        14 => minor >= 19,
+        15 => minor >= 14,
+        16 => minor >= 10,
+        17 => minor >= 6,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(input: &str, rename: Option<(&str, &str)>) -> String {
+        let mut f = replay_filter(rename, true);
+        let key = f.rewriter.key.clone().unwrap();
+        let mut out = Vec::new();
+        for c in input.as_bytes().chunks(3) {
+            f.push(c, &mut out).unwrap();
+        }
+        f.finish(&mut out).unwrap();
+        String::from_utf8(out).unwrap().replace(&key, "KEY")
+    }
+
+    #[test]
+    fn the_replay_runs_restricted_and_lifts_it_only_for_connect() {
+        let input = "\\restrict fileKey\nSELECT 1;\n\\unrestrict fileKey\n\\connect postgres\n\\restrict fileKey\nSELECT '\\connect x';\n\\unrestrict fileKey\n";
+        assert_eq!(
+            replay(input, None),
+            "\\restrict KEY\nSELECT 1;\n\\unrestrict KEY\n\\connect postgres\n\\restrict KEY\nSELECT '\\connect x';\n\n\\unrestrict KEY\n"
+        );
+    }
+
+    #[test]
+    fn a_renamed_connect_is_let_through_too() {
+        let out = replay("\\connect -reuse-previous=on \"dbname='a'\"\n", Some(("a", "b")));
+        assert!(
+            out.contains("\\unrestrict KEY\n\\connect -reuse-previous=on \"dbname='b'\"\n\\restrict KEY\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn restrict_support_follows_the_minor_releases() {
+        assert!(!psql_has_restrict(15, 13));
+        assert!(psql_has_restrict(15, 14));
+        assert!(psql_has_restrict(17, 10));
+        assert!(!psql_has_restrict(12, 30));
+        assert!(psql_has_restrict(18, 0));
+    }
+}
