@@ -18,6 +18,8 @@ pub enum Status {
     Partial,
     /// Nothing useful was done.
     Failed,
+    /// `check` ran and found a destination stale or empty (exit 1).
+    Stale,
 }
 
 /// What a command hands back: its status, exit code, first error and its own fields.
@@ -58,10 +60,10 @@ impl Outcome {
         }
     }
 
-    /// A run that did its work and found something to report, such as `check` finding a stale
-    /// destination (exit 1): the status stays `ok` because the command itself worked.
-    pub fn with_exit_code(mut self, code: i32) -> Outcome {
-        self.exit_code = code;
+    /// `check` worked and found a destination stale or empty: status `stale`, exit 1.
+    pub fn stale(mut self) -> Outcome {
+        self.status = Status::Stale;
+        self.exit_code = 1;
         self
     }
 

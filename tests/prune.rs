@@ -43,6 +43,16 @@ fn dest<'a>(run: &'a Run, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} in {}", run.stdout))
 }
 
+/// Retention without the keep-last safety net (1 keeps only the newest, which is kept anyway),
+/// to see the other rules at work.
+fn keep_one(envs: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = envs.to_vec();
+    for var in ["LOCAL_KEEP_LAST", "S3_KEEP_LAST", "RSYNC_KEEP_LAST"] {
+        out = with(&out, var, "1");
+    }
+    out
+}
+
 fn exists(dir: &Path, name: &str) -> bool {
     dir.join(name).exists()
 }
@@ -62,7 +72,7 @@ fn prune_keeps_the_window_and_the_newest_backup_before_it_and_cleans_leftovers()
     std::fs::create_dir(d.join(&stale_a)).unwrap();
     std::fs::create_dir(d.join(&stale_b)).unwrap();
     std::fs::create_dir(d.join("20250101_000000;rm -rf ~")).unwrap();
-    let envs = vec![("LOCAL_RETENTION_DAYS".to_string(), "5".to_string())];
+    let envs = keep_one(&[("LOCAL_RETENTION_DAYS".to_string(), "5".to_string())]);
 
     let dry = pgb_run(&envs, d, &["prune", "--dry-run"]).expect(0);
     assert_eq!(dry.json["dry_run"], true);
@@ -100,13 +110,31 @@ fn prune_keeps_the_window_and_the_newest_backup_before_it_and_cleans_leftovers()
 #[test]
 fn nothing_is_ever_left_empty_even_with_only_old_backups() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["20200101_000000", "20200102_000000"] {
+    for name in [
+        "20200101_000000",
+        "20200102_000000",
+        "20200103_000000",
+        "20200104_000000",
+        "20200105_000000",
+    ] {
         make_folder(dir.path(), name, &small());
     }
+    // Dumps stopped years ago (or the clock jumped ahead): the 3 newest stay by default.
     let run = pgb_run(&[], dir.path(), &["prune"]).expect(0);
-    assert_eq!(names(&dest(&run, "local")["deleted"]), ["20200101_000000"]);
-    assert!(exists(dir.path(), "20200102_000000"));
-    let again = pgb_run(&[], dir.path(), &["prune"]).expect(0);
+    assert_eq!(
+        names(&dest(&run, "local")["deleted"]),
+        ["20200101_000000", "20200102_000000"]
+    );
+    let kept = dest(&run, "local")["kept"].to_string();
+    assert!(kept.contains("keep-last"), "{kept}");
+    // Even with keep-last at 1, the newest complete backup is never pruned.
+    let run = pgb_run(&keep_one(&[]), dir.path(), &["prune"]).expect(0);
+    assert_eq!(
+        names(&dest(&run, "local")["deleted"]),
+        ["20200103_000000", "20200104_000000"]
+    );
+    assert!(exists(dir.path(), "20200105_000000"));
+    let again = pgb_run(&keep_one(&[]), dir.path(), &["prune"]).expect(0);
     assert!(names(&dest(&again, "local")["deleted"]).is_empty());
 }
 
@@ -149,6 +177,7 @@ fn prune_at_every_destination_never_touches_planted_names() {
     envs.extend(s3.env(BUCKET, "p"));
     envs.push(("S3_RETENTION_DAYS".into(), "1".into()));
     envs.push(("RSYNC_RETENTION_DAYS".into(), "1".into()));
+    let envs = keep_one(&envs);
     pgb_run(&envs, d, &["ship"]).expect(0);
     // Another folder, only local: it must wait until it is shipped.
     let unshipped = "20200103_000000";
@@ -206,6 +235,7 @@ fn an_unreachable_destination_is_left_alone_while_the_others_are_pruned() {
     }
     let mut envs = ssh.env();
     envs.extend(s3.env(BUCKET, ""));
+    let envs = keep_one(&envs);
     pgb_run(&envs, dir.path(), &["ship"]).expect(0);
     s3.kill();
     let run = pgb_run(&envs, dir.path(), &["prune"]).expect(69);
@@ -232,11 +262,11 @@ fn s3_delete_denied_is_77() {
         make_folder(dir.path(), name, &small());
     }
     pgb_run(&s3.env(BUCKET, ""), dir.path(), &["ship"]).expect(0);
-    let envs = with(
+    let envs = keep_one(&with(
         &with(&s3.env(BUCKET, ""), "S3_ACCESS_KEY", READONLY_ACCESS_KEY),
         "S3_SECRET_KEY",
         READONLY_SECRET_KEY,
-    );
+    ));
     let run = pgb_run(&envs, dir.path(), &["prune"]).expect(77);
     assert_eq!(dest(&run, "s3")["status"], "failed");
     assert_eq!(s3.keys(BUCKET, "").len(), 6);
@@ -269,7 +299,7 @@ fn a_pinned_folder_survives_every_rule_until_unpinned() {
     for name in ["20200101_000000", "20200102_000000", "20200103_000000"] {
         make_folder(dir.path(), name, &small());
     }
-    let envs = s3.env(BUCKET, "");
+    let envs = keep_one(&s3.env(BUCKET, ""));
     pgb_run(&envs, dir.path(), &["ship"]).expect(0);
 
     let run = pgb_run(&envs, dir.path(), &["pin", "20200101_000000"]).expect(0);
@@ -320,8 +350,12 @@ fn check_is_0_when_fresh_1_when_stale_or_empty_and_69_when_unreachable() {
     let envs = s3.env(BUCKET, "");
 
     let run = pgb_run(&envs, dir.path(), &["check"]).expect(1);
-    assert_eq!(run.json["status"], "ok");
+    assert_eq!(run.json["status"], "stale");
     assert_eq!(dest(&run, "local")["status"], "empty");
+    // A BACKUP_DIR that does not exist is not "empty": it is missing (66), as `list` says.
+    let run = pgb_run(&envs, &dir.path().join("nope"), &["check"]).expect(66);
+    assert_eq!(dest(&run, "local")["status"], "missing");
+    assert!(run.message().contains("does not exist"), "{}", run.message());
 
     make_folder(dir.path(), &ago(30), &small());
     pgb_run(&envs, dir.path(), &["ship"]).expect(0);
@@ -367,6 +401,8 @@ fn check_is_0_when_fresh_1_when_stale_or_empty_and_69_when_unreachable() {
     );
 
     pgb_run(&envs, dir.path(), &["check", "--max-age", "soon"]).expect(64);
+    // A number without a unit could mean hours or seconds: refused.
+    pgb_run(&envs, dir.path(), &["check", "--max-age", "26"]).expect(64);
     s3.kill();
     let run = pgb_run(&envs, dir.path(), &["check", "--max-age", "2d"]).expect(69);
     assert_eq!(dest(&run, "s3")["status"], "unreachable");

@@ -37,6 +37,9 @@ pub enum Meta {
     Connect(String),
     Restrict,
     Unrestrict,
+    /// `\encoding SQL_ASCII`, which pg_dump writes before a `\connect` whose argument needs
+    /// quoting, so that psql reads its bytes as they are.
+    EncodingSqlAscii,
 }
 
 /// Why a file is refused.
@@ -621,8 +624,13 @@ pub fn check_meta(line: &[u8]) -> Result<Meta, &'static str> {
     if let Some(key) = line.strip_prefix(b"\\unrestrict ") {
         return plain_key(key).map(|_| Meta::Unrestrict);
     }
+    if line == b"\\encoding SQL_ASCII" {
+        return Ok(Meta::EncodingSqlAscii);
+    }
     let Some(arg) = line.strip_prefix(b"\\connect ") else {
-        return Err("a psql meta-command other than \\connect, \\restrict or \\unrestrict");
+        return Err(
+            "a psql meta-command other than \\connect, \\restrict, \\unrestrict (and pg_dump's \\encoding SQL_ASCII)",
+        );
     };
     if !arg.is_empty()
         && arg
@@ -739,13 +747,14 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
 
     #[test]
     fn the_metas_pg_dump_writes_are_accepted() {
-        let text = "\\restrict abc\nSELECT 1;\n\\unrestrict abc\n\\connect postgres\n\\connect -reuse-previous=on \"dbname='O\\'Brien \"\"x\"\"'\"\n";
+        let text = "\\restrict abc\nSELECT 1;\n\\unrestrict abc\n\\connect postgres\n\\encoding SQL_ASCII\n\\connect -reuse-previous=on \"dbname='O\\'Brien \"\"x\"\"'\"\n";
         assert_eq!(
             accepted(text),
             vec![
                 Meta::Restrict,
                 Meta::Unrestrict,
                 Meta::Connect("postgres".into()),
+                Meta::EncodingSqlAscii,
                 Meta::Connect("O'Brien \"x\"".into()),
             ]
         );
@@ -773,6 +782,7 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
             "\\connect db user\n",
             "\\connect :var\n",
             "\\restrict $(id)\n",
+            "\\encoding LATIN1\n",
             "\\unrestrict\n",
             "/* c */ \\! id\n",
         ] {

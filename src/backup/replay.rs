@@ -1,5 +1,6 @@
 //! What reaches psql during a restore: the checked SQL, renamed when asked, with the file's
-//! own `\restrict`/`\unrestrict` lines replaced by ours.
+//! own `\restrict`/`\unrestrict`/`\encoding` lines replaced by ours: the only meta-command of
+//! the file that psql runs is a checked `\connect` to a database by name.
 //!
 //! When psql knows `\restrict` (PostgreSQL 13.22, 14.19, 15.14, 16.10, 17.6 and later), the
 //! whole replay runs in psql's restricted mode under a key that only this run knows: psql then
@@ -45,19 +46,23 @@ impl LineRewriter for ReplayRewriter {
         if matches!(start, LineStart::Top { .. }) && line.first() == Some(&b'\\') {
             // The scanner let only checked meta-commands through; check again all the same.
             match check_meta(&line) {
-                Ok(Meta::Connect(_)) => match &self.key {
-                    Some(key) => {
+                Ok(Meta::Connect(_)) => {
+                    if let Some(key) = &self.key {
                         out.extend_from_slice(format!("\\unrestrict {key}\n").as_bytes());
-                        out.extend_from_slice(&line);
-                        out.extend_from_slice(format!("\n\\restrict {key}\n").as_bytes());
                     }
-                    None => {
-                        out.extend_from_slice(&line);
-                        out.push(b'\n');
+                    // As pg_dump does: psql reads a quoted connection string byte for byte.
+                    if line.starts_with(b"\\connect -reuse-previous=on ") {
+                        out.extend_from_slice(b"\\encoding SQL_ASCII\n");
                     }
-                },
-                // The file's own restriction keys mean nothing to our psql session.
-                Ok(Meta::Restrict | Meta::Unrestrict) | Err(_) => {}
+                    out.extend_from_slice(&line);
+                    out.push(b'\n');
+                    if let Some(key) = &self.key {
+                        out.extend_from_slice(format!("\\restrict {key}\n").as_bytes());
+                    }
+                }
+                // The file's own restriction keys mean nothing to our psql session, and its
+                // `\encoding` is ours to write (just above).
+                Ok(Meta::Restrict | Meta::Unrestrict | Meta::EncodingSqlAscii) | Err(_) => {}
             }
             return;
         }
@@ -111,9 +116,12 @@ mod tests {
 
     #[test]
     fn a_renamed_connect_is_let_through_too() {
-        let out = replay("\\connect -reuse-previous=on \"dbname='a'\"\n", Some(("a", "b")));
+        let out = replay(
+            "\\encoding SQL_ASCII\n\\connect -reuse-previous=on \"dbname='a'\"\n",
+            Some(("a", "b")),
+        );
         assert!(
-            out.contains("\\unrestrict KEY\n\\connect -reuse-previous=on \"dbname='b'\"\n\\restrict KEY\n"),
+            out.contains("\\unrestrict KEY\n\\encoding SQL_ASCII\n\\connect -reuse-previous=on \"dbname='b'\"\n\\restrict KEY\n"),
             "{out}"
         );
     }

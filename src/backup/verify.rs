@@ -129,10 +129,9 @@ fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
     let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL);
     let mut total = 0u64;
     let mut scanner = Scanner::new();
-    let unsafe_content = |violation| BackupError::Unsafe {
-        file: entry.name.clone(),
-        violation,
-    };
+    // The first thing pg_dump would never write; decoding goes on to the end so that a
+    // file cut off in the middle of a line is reported as cut off, which is what it is.
+    let mut violation = None;
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
@@ -141,7 +140,11 @@ fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
             Err(e) => return Err(gz_error(e)),
         };
         total += n as u64;
-        scanner.feed(&buf[..n]).map_err(unsafe_content)?;
+        if violation.is_none()
+            && let Err(v) = scanner.feed(&buf[..n])
+        {
+            violation = Some(v);
+        }
         // Keep the last TAIL bytes of SQL.
         if n >= TAIL {
             tail.clear();
@@ -153,7 +156,11 @@ fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
             }
         }
     }
-    scanner.finish().map_err(unsafe_content)?;
+    if violation.is_none()
+        && let Err(v) = scanner.finish()
+    {
+        violation = Some(v);
+    }
     if total == 0 {
         return Err(BackupError::Gzip {
             file: entry.name.clone(),
@@ -164,6 +171,12 @@ fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
     if !tail.windows(line.len()).any(|w| w == line) {
         return Err(BackupError::Truncated {
             file: entry.name.clone(),
+        });
+    }
+    if let Some(violation) = violation {
+        return Err(BackupError::Unsafe {
+            file: entry.name.clone(),
+            violation,
         });
     }
     Ok(total)

@@ -23,6 +23,8 @@ pub enum Freshness {
     Ok,
     Stale,
     Empty,
+    /// `BACKUP_DIR` (or the remote root) does not exist.
+    Missing,
     Unreachable,
 }
 
@@ -110,7 +112,18 @@ pub fn run_at(
         };
         let entries = match dest.list() {
             Ok(e) => e,
-            Err(crate::storage::StorageError::NotFound(_)) => Vec::new(),
+            // No remote root yet: nothing was shipped there, which is "empty" (stale).
+            Err(crate::storage::StorageError::NotFound(_)) if kind == SourceKind::Remote => {
+                Vec::new()
+            }
+            Err(e @ crate::storage::StorageError::NotFound(_)) => {
+                let info = Error::from(e).info();
+                d.status = Freshness::Missing;
+                d.error = Some(info.clone());
+                errors.push(info);
+                out.push(d);
+                continue;
+            }
             Err(e) => {
                 let info = Error::from(e).info();
                 d.status = Freshness::Unreachable;
@@ -154,12 +167,21 @@ pub fn run_at(
             }
         }
         if matches!(d.status, Freshness::Stale | Freshness::Empty) {
-            tracing::warn!(destination = %kind, "no complete backup younger than {}s", max_age.as_secs());
+            tracing::warn!(
+                destination = %kind,
+                "no complete backup younger than {}{}",
+                humanize(max_age),
+                d.age_seconds
+                    .map(|s| format!(" (the newest is {} old)", humanize(Duration::from_secs(s.max(0) as u64))))
+                    .unwrap_or_default()
+            );
             stale.push(kind);
         }
         out.push(d);
     }
-    let any_ok = out.iter().any(|d| d.status != Freshness::Unreachable);
+    let any_ok = out
+        .iter()
+        .any(|d| !matches!(d.status, Freshness::Unreachable | Freshness::Missing));
     let details = CheckDetails {
         max_age: humanize(max_age),
         max_age_seconds: max_age.as_secs(),
@@ -170,21 +192,34 @@ pub fn run_at(
     };
     let outcome = Outcome::from_parts(errors, any_ok, details);
     Ok(if outcome.exit_code == 0 && !stale.is_empty() {
-        outcome.with_exit_code(1)
+        outcome.stale()
     } else {
         outcome
     })
 }
 
-fn humanize(d: Duration) -> String {
+/// `8h`, `7d 2h`, `90m`: a duration as an operator writes it.
+pub fn humanize(d: Duration) -> String {
     let s = d.as_secs();
-    if s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
+    let (days, hours, minutes, seconds) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    let mut parts = Vec::new();
+    if days > 0 {
+        parts.push(format!("{days}d"));
     }
+    if hours > 0 {
+        parts.push(format!("{hours}h"));
+    }
+    if minutes > 0 {
+        parts.push(format!("{minutes}m"));
+    }
+    if seconds > 0 || parts.is_empty() {
+        parts.push(format!("{seconds}s"));
+    }
+    // 26h reads better than 1d 2h for the common daily case.
+    if days == 1 && minutes == 0 && seconds == 0 {
+        return format!("{}h", 24 + hours);
+    }
+    parts.join(" ")
 }
 
 #[cfg(test)]

@@ -727,3 +727,74 @@ pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
         });
     }
 }
+
+/// Rewrites the SQL of one file of a backup folder and updates the manifest to match, as
+/// someone who can write to the bucket could: the checksums then vouch for the new bytes.
+pub fn rewrite_backup_file(folder: &Path, file: &str, edit: impl FnOnce(String) -> String) {
+    use std::io::Write;
+    let path = folder.join(file);
+    let sql = edit(gunzip_text(&path));
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(sql.as_bytes()).unwrap();
+    let gz = enc.finish().unwrap();
+    std::fs::write(&path, &gz).unwrap();
+    let mpath = folder.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == file {
+            f["bytes"] = gz.len().into();
+            f["sha256"] = sha256_file(&path).into();
+            f["sql_bytes"] = sql.len().into();
+        }
+    }
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+/// Renames a complete folder (and the name in its manifest), to age a real backup.
+pub fn rename_folder(root: &Path, from: &str, to: &str) {
+    std::fs::rename(root.join(from), root.join(to)).unwrap();
+    let mpath = root.join(to).join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m["folder"] = to.into();
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+/// A folder name `hours` before now (negative: in the future).
+pub fn folder_hours_ago(hours: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::hours(hours))
+        .format("%Y%m%d_%H%M%S")
+        .to_string()
+}
+
+/// A directory of wrappers for `tools` that append their argv and whole environment to
+/// `log`, then run the real tool (`real_dir/tool`, or the one on PATH when `real_dir` is
+/// `None`): what a child process really receives.
+pub fn logging_wrappers(dir: &Path, tools: &[&str], real_dir: Option<&Path>, log: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for tool in tools {
+        let real = match real_dir {
+            Some(d) => d.join(tool),
+            None => {
+                let found = std::env::var_os("PATH").and_then(|paths| {
+                    std::env::split_paths(&paths)
+                        .map(|p| p.join(tool))
+                        .find(|p| p.exists())
+                });
+                found.unwrap_or_else(|| panic!("{tool} is not installed"))
+            }
+        };
+        let script = format!(
+            "#!/bin/sh\n{{ echo \"== {tool} $*\"; env; }} >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        );
+        let path = dir.join(tool);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `nobody`, to run the binary as a user that root's files can refuse.
+pub fn as_nobody(cmd: &mut Command) -> &mut Command {
+    cmd.uid(65534).gid(65534)
+}
