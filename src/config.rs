@@ -322,8 +322,9 @@ impl Config {
 
         let s3 = s3_config(args, secrets)?;
         let rsync = rsync_config(args)?;
-        let schedule = Schedule::parse(&args.backup_schedule)
-            .map_err(|reason| ConfigError::invalid("BACKUP_SCHEDULE", &args.backup_schedule, reason))?;
+        let schedule = Schedule::parse(&args.backup_schedule).map_err(|reason| {
+            ConfigError::invalid("BACKUP_SCHEDULE", &args.backup_schedule, reason)
+        })?;
 
         let log_format = match args.log_format.to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
@@ -378,7 +379,10 @@ fn s3_config(args: &GlobalArgs, secrets: &Secrets) -> Result<Destination<S3Confi
         }
     };
     // The AWS tools' variables count whenever ours are not set.
-    let endpoint = match non_empty_env(args.s3_endpoint.as_deref(), &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]) {
+    let endpoint = match non_empty_env(
+        args.s3_endpoint.as_deref(),
+        &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+    ) {
         None => None,
         Some((var, e)) => Some(validate_endpoint(var, &e)?),
     };
@@ -447,7 +451,10 @@ fn s3_config(args: &GlobalArgs, secrets: &Secrets) -> Result<Destination<S3Confi
                 .into(),
         )));
     };
-    let region = match non_empty_env(args.s3_region.as_deref(), &["AWS_REGION", "AWS_DEFAULT_REGION"]) {
+    let region = match non_empty_env(
+        args.s3_region.as_deref(),
+        &["AWS_REGION", "AWS_DEFAULT_REGION"],
+    ) {
         Some((_, r)) => r,
         None if endpoint.is_some() => "us-east-1".to_string(),
         None => {
@@ -692,7 +699,11 @@ pub fn validate_database_name(var: &'static str, name: &str) -> Result<(), Confi
         ));
     }
     if name.contains('\0') {
-        return Err(ConfigError::invalid(var, &name.replace('\0', "\\0"), "contains a NUL byte"));
+        return Err(ConfigError::invalid(
+            var,
+            &name.replace('\0', "\\0"),
+            "contains a NUL byte",
+        ));
     }
     if name.contains(['\n', '\r']) {
         return Err(ConfigError::invalid(
@@ -720,7 +731,13 @@ fn non_empty_env(ours: Option<&str>, aws: &[&'static str]) -> Option<(&'static s
 /// Parses `26h`, `90m`, `2d`, `1h30m`, `3600s`: a number without a unit is refused (is it
 /// hours? seconds?).
 pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::invalid(var, value, "expected a duration with a unit, like 26h, 90m, 2d or 1h30m");
+    let bad = || {
+        ConfigError::invalid(
+            var,
+            value,
+            "expected a duration with a unit, like 26h, 90m, 2d or 1h30m",
+        )
+    };
     let v = value.trim();
     if v.is_empty() || v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
@@ -1016,7 +1033,10 @@ mod tests {
             "http://a b",
             "http://user@host",
         ] {
-            assert!(validate_endpoint("", bad).is_err(), "{bad} should be refused");
+            assert!(
+                validate_endpoint("", bad).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 

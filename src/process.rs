@@ -18,7 +18,9 @@ pub struct ChildEnv {
 
 /// Every tool gets these (when set and not empty): finding programs, the home directory
 /// (ssh's config, libpq's ~/.pgpass), language and time zone.
-const BASE: &[&str] = &["PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME"];
+const BASE: &[&str] = &[
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME",
+];
 
 impl ChildEnv {
     /// The base allow-list, taken from our own environment.

@@ -176,7 +176,6 @@ pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&crate::time::format_time(t))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -499,6 +499,9 @@ mod tests {
         let result = run(&e, r, "2026-01-10T00:00:00Z");
         assert_eq!(deleted(&result), ["20250101_000000"]);
         r.keep_last = 10;
-        assert_eq!(deleted(&run(&e, r, "2026-01-10T00:00:00Z")), Vec::<&str>::new());
+        assert_eq!(
+            deleted(&run(&e, r, "2026-01-10T00:00:00Z")),
+            Vec::<&str>::new()
+        );
     }
 }

@@ -35,7 +35,13 @@ impl Schedule {
         if text.starts_with('@')
             && !matches!(
                 text.to_ascii_lowercase().as_str(),
-                "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly"
+                "@yearly"
+                    | "@annually"
+                    | "@monthly"
+                    | "@weekly"
+                    | "@daily"
+                    | "@midnight"
+                    | "@hourly"
             )
         {
             return Err("expected @hourly, @daily, @weekly, @monthly or @yearly".into());

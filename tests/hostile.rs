@@ -59,7 +59,10 @@ fn hostile_names_cannot_inject_sql_or_shell(version: u32) {
         source.psql("postgres", &format!("CREATE DATABASE {}", ident(name)));
     }
     source.psql("postgres", "CREATE DATABASE plain_app");
-    source.psql("plain_app", "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);");
+    source.psql(
+        "plain_app",
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);",
+    );
     // A table whose header line contains what the cluster filter looks for.
     let table = "x; Type: DATABASE; Schema: -;";
     source.psql(
@@ -114,11 +117,17 @@ fn hostile_names_cannot_inject_sql_or_shell(version: u32) {
     assert_eq!(is_superuser(&by_hand, "app"), "f");
     assert_eq!(
         by_hand
-            .psql("postgres", &format!("SELECT count(*) FROM public.{}", ident(table)))
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM public.{}", ident(table))
+            )
             .trim(),
         "2"
     );
-    assert_eq!(by_hand.psql("plain_app", "SELECT count(*) FROM t").trim(), "2");
+    assert_eq!(
+        by_hand.psql("plain_app", "SELECT count(*) FROM t").trim(),
+        "2"
+    );
 
     // With `restore`.
     let target = PgServer::start(version);
@@ -136,7 +145,10 @@ fn hostile_names_cannot_inject_sql_or_shell(version: u32) {
     assert_eq!(is_superuser(&target, "app"), "f");
     assert_eq!(
         target
-            .psql("postgres", &format!("SELECT note FROM public.{} ORDER BY id", ident(table)))
+            .psql(
+                "postgres",
+                &format!("SELECT note FROM public.{} ORDER BY id", ident(table))
+            )
             .trim(),
         "kept\nalso kept"
     );
@@ -173,10 +185,16 @@ fn a_restore_target_name_with_a_line_break_is_64() {
 }
 
 /// A dump whose database file someone rewrote, with a manifest that matches.
-fn dumped_with(version: u32, edit: impl FnOnce(String) -> String) -> (PgServer, tempfile::TempDir, String) {
+fn dumped_with(
+    version: u32,
+    edit: impl FnOnce(String) -> String,
+) -> (PgServer, tempfile::TempDir, String) {
     let source = PgServer::start(version);
     source.psql("postgres", "CREATE DATABASE app");
-    source.psql("app", "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2), (3);");
+    source.psql(
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2), (3);",
+    );
     let dir = tempfile::tempdir().unwrap();
     pgb_run(&source.env(), dir.path(), &["dump"]).expect(0);
     let folder = the_folder(dir.path());
@@ -202,7 +220,11 @@ fn a_backup_file_with_a_shell_escape_is_refused_before_any_sql() {
     ] {
         let (source, dir, folder) = dumped_with(17, |sql| inject_after_settings(sql, &injected));
         let run = pgb_run(&[], dir.path(), &["verify", &folder]).expect(65);
-        assert_eq!(run.json["error"]["kind"], "unsafe_content", "{}", run.stdout);
+        assert_eq!(
+            run.json["error"]["kind"], "unsafe_content",
+            "{}",
+            run.stdout
+        );
         assert!(run.message().contains("line "), "{}", run.message());
         assert!(
             run.message().contains("postgres_db_app.sql.gz"),
@@ -220,10 +242,21 @@ fn a_backup_file_with_a_shell_escape_is_refused_before_any_sql() {
             ],
         );
         let run = pgb_run(&envs, dir.path(), &["restore"]).expect(65);
-        assert_eq!(run.json["error"]["kind"], "unsafe_content", "{}", run.stdout);
+        assert_eq!(
+            run.json["error"]["kind"], "unsafe_content",
+            "{}",
+            run.stdout
+        );
         assert!(!marker.exists(), "the shell command ran for {injected:?}");
-        let exists = source.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'app'");
-        assert_eq!(exists.trim(), "0", "no SQL reached the server for {injected:?}");
+        let exists = source.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'",
+        );
+        assert_eq!(
+            exists.trim(),
+            "0",
+            "no SQL reached the server for {injected:?}"
+        );
     }
 }
 
@@ -324,7 +357,11 @@ fn no_child_process_sees_a_secret() {
     let mut envs = without(&source.env(), "PGPASSWORD");
     envs = with(&envs, "PG_BIN_DIR", &pg_wrappers.display().to_string());
     envs = with(&envs, "PATH", &path);
-    envs = with(&envs, "AWS_SECRET_ACCESS_KEY", "aws-secret-that-must-not-leak");
+    envs = with(
+        &envs,
+        "AWS_SECRET_ACCESS_KEY",
+        "aws-secret-that-must-not-leak",
+    );
     envs.extend(s3.env(BUCKET, ""));
     envs.extend(ssh.env());
     let file_arg = env_file.display().to_string();
@@ -356,7 +393,11 @@ fn no_child_process_sees_a_secret() {
         assert!(!text.contains(secret), "a child saw {secret:?}");
     }
     // The password reaches the PostgreSQL tools only through the in-memory passfile.
-    assert!(text.contains("PGPASSFILE=/proc/self/fd/"), "{}", &text[..text.len().min(3000)]);
+    assert!(
+        text.contains("PGPASSFILE=/proc/self/fd/"),
+        "{}",
+        &text[..text.len().min(3000)]
+    );
 }
 
 #[test]
@@ -376,7 +417,11 @@ fn prune_leaves_alone_a_folder_that_a_restore_is_reading() {
     rename_folder(dir.path(), &the_folder(dir.path()), &old);
     let newer = folder_hours_ago(48);
     make_folder(dir.path(), &newer, &[("postgres_globals.sql.gz", 10)]);
-    make_folder(dir.path(), &folder_hours_ago(1), &[("postgres_globals.sql.gz", 10)]);
+    make_folder(
+        dir.path(),
+        &folder_hours_ago(1),
+        &[("postgres_globals.sql.gz", 10)],
+    );
 
     let envs = restore_env(
         &source.env(),
@@ -392,7 +437,10 @@ fn prune_leaves_alone_a_folder_that_a_restore_is_reading() {
     let restore = pgb_spawn(&envs, dir.path(), &["restore"]);
     wait_for(60, "the restore to start replaying", || {
         source
-            .psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'slow_copy'")
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname = 'slow_copy'",
+            )
             .trim()
             == "1"
     });
@@ -403,11 +451,18 @@ fn prune_leaves_alone_a_folder_that_a_restore_is_reading() {
         .iter()
         .find(|k| k["folder"] == old.as_str())
         .unwrap_or_else(|| panic!("{old} was not kept: {}", prune.stdout));
-    assert_eq!(why["reasons"][0], "a restore is reading it", "{}", prune.stdout);
+    assert_eq!(
+        why["reasons"][0], "a restore is reading it",
+        "{}",
+        prune.stdout
+    );
     assert!(dir.path().join(&old).exists());
     let run = parse_run(restore.wait_with_output().unwrap()).expect(0);
     assert_eq!(run.json["errors"], 0, "{}", run.stdout);
-    assert_eq!(source.psql("slow_copy", "SELECT count(*) FROM t").trim(), "12");
+    assert_eq!(
+        source.psql("slow_copy", "SELECT count(*) FROM t").trim(),
+        "12"
+    );
     // Once the restore is over, the next prune takes it.
     let prune = pgb_run(&envs, dir.path(), &["prune"]).expect(0);
     let deleted = prune.json["destinations"][0]["deleted"].to_string();
@@ -420,7 +475,10 @@ fn prune_leaves_alone_a_folder_that_a_restore_is_reading() {
 fn staging_never_uses_a_directory_prepared_at_a_predictable_path() {
     let source = PgServer::start(17);
     source.psql("postgres", "CREATE DATABASE app");
-    source.psql("app", "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);");
+    source.psql(
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);",
+    );
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
     let dir = tempfile::tempdir().unwrap();
@@ -440,7 +498,9 @@ fn staging_never_uses_a_directory_prepared_at_a_predictable_path() {
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap();
     let next_pid: u32 = loadavg.split_whitespace().last().unwrap().parse().unwrap();
     for pid in next_pid..next_pid + 400 {
-        let d = staging.path().join(format!("pg-backups-restore-{folder}-{pid}"));
+        let d = staging
+            .path()
+            .join(format!("pg-backups-restore-{folder}-{pid}"));
         std::fs::create_dir(&d).unwrap();
         std::fs::write(d.join("planted"), "x").unwrap();
         std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
@@ -469,7 +529,10 @@ fn staging_never_uses_a_directory_prepared_at_a_predictable_path() {
         assert_eq!(names, ["planted"], "{} was used", entry.path().display());
         prepared += 1;
     }
-    assert_eq!(prepared, 400, "the restore left its own staging folder behind");
+    assert_eq!(
+        prepared, 400,
+        "the restore left its own staging folder behind"
+    );
 }
 
 #[test]
@@ -498,7 +561,10 @@ fn a_damaged_remote_copy_that_looks_unchanged_is_copied_again_and_flushed() {
     make_folder(
         dir.path(),
         folder,
-        &[("postgres_globals.sql.gz", 5000), ("postgres_db_app.sql.gz", 200_000)],
+        &[
+            ("postgres_globals.sql.gz", 5000),
+            ("postgres_db_app.sql.gz", 200_000),
+        ],
     );
     pgb_run(&ssh.env(), dir.path(), &["ship"]).expect(0);
     let commands = std::fs::read_to_string(&log).unwrap();
@@ -510,7 +576,10 @@ fn a_damaged_remote_copy_that_looks_unchanged_is_copied_again_and_flushed() {
         .rposition(|l| l.starts_with("rsync --server"))
         .unwrap();
     let manifest_sync = position("sync -- 'manifest.json'").expect(&commands);
-    assert!(data_sync < manifest_copy && manifest_copy < manifest_sync, "{commands}");
+    assert!(
+        data_sync < manifest_copy && manifest_copy < manifest_sync,
+        "{commands}"
+    );
 
     // An interrupted ship left the data but not the manifest, and one file got damaged on
     // the remote disk without changing its size or time: rsync's quick check skips it.
@@ -552,7 +621,11 @@ fn one_unreadable_entry_never_stops_a_run() {
     std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
-    let envs = with(&s3.env(BUCKET, ""), "HOME", &home.path().display().to_string());
+    let envs = with(
+        &s3.env(BUCKET, ""),
+        "HOME",
+        &home.path().display().to_string(),
+    );
     let run_as_nobody = |args: &[&str]| {
         let mut cmd = pgb(&envs);
         cmd.env("BACKUP_DIR", dir.path()).args(args);
@@ -561,7 +634,12 @@ fn one_unreadable_entry_never_stops_a_run() {
     };
     let list = run_as_nobody(&["list", "--source", "local"]).expect(0);
     let locked_name = folder_name(&locked);
-    assert_eq!(listed_status(&list, &locked_name), "invalid", "{}", list.stdout);
+    assert_eq!(
+        listed_status(&list, &locked_name),
+        "invalid",
+        "{}",
+        list.stdout
+    );
     assert_eq!(listed_status(&list, &good), "complete");
     run_as_nobody(&["ship"]).expect(0);
     run_as_nobody(&["prune"]).expect(0);
@@ -591,7 +669,10 @@ fn latest_never_picks_a_folder_from_the_future() {
     let real = the_folder(dir.path());
     // A clock that ran a year ahead left a folder named after a time to come.
     let future = folder_hours_ago(-24 * 365);
-    copy_dir(&dir.path().join(&real), &dir.path().join(&real).with_file_name("copy"));
+    copy_dir(
+        &dir.path().join(&real),
+        &dir.path().join(&real).with_file_name("copy"),
+    );
     rename_folder(dir.path(), "copy", &future);
     let run = pgb_run(&source.env(), dir.path(), &["verify", "latest"]).expect(0);
     assert_eq!(run.json["folder"], real.as_str());
@@ -620,14 +701,22 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn schedules_are_parsed_as_cron_and_out_of_range_fields_are_64() {
     let dir = tempfile::tempdir().unwrap();
-    make_folder(dir.path(), &folder_hours_ago(30), &[("postgres_globals.sql.gz", 10)]);
+    make_folder(
+        dir.path(),
+        &folder_hours_ago(30),
+        &[("postgres_globals.sql.gz", 10)],
+    );
     let run = pgb_run(
         &[("BACKUP_SCHEDULE".into(), "0 1,30 * * *".into())],
         dir.path(),
         &["check"],
     )
     .expect(64);
-    assert!(run.message().contains("BACKUP_SCHEDULE"), "{}", run.message());
+    assert!(
+        run.message().contains("BACKUP_SCHEDULE"),
+        "{}",
+        run.message()
+    );
     // Weekly: a 30-hour-old backup is fresh.
     let run = pgb_run(
         &[("BACKUP_SCHEDULE".into(), "0 3 * * 1".into())],
@@ -669,8 +758,15 @@ fn sigterm_during_a_multipart_upload_aborts_it_at_once() {
     let run = parse_run(child.wait_with_output().unwrap());
     let took = signalled.elapsed();
     assert_ne!(run.code, 0, "{}", run.stdout);
-    assert!(took < Duration::from_secs(3), "the ship took {took:?} to stop");
-    assert_eq!(s3.multipart_uploads(BUCKET), 0, "the upload was not aborted");
+    assert!(
+        took < Duration::from_secs(3),
+        "the ship took {took:?} to stop"
+    );
+    assert_eq!(
+        s3.multipart_uploads(BUCKET),
+        0,
+        "the upload was not aborted"
+    );
     assert!(s3.keys(BUCKET, "20250101_000000/").is_empty());
 }
 
@@ -687,7 +783,13 @@ fn stale_upload_cleanup_touches_only_our_keys() {
         "20250101_000000/somebody-elses.bin",
     ] {
         s3.rt
-            .block_on(client.create_multipart_upload().bucket(BUCKET).key(key).send())
+            .block_on(
+                client
+                    .create_multipart_upload()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .send(),
+            )
             .unwrap();
     }
     let cfg = pg_backups::config::S3Config {
@@ -723,7 +825,11 @@ fn prune_without_backup_dir_still_prunes_s3_and_says_local_is_missing() {
     s3.create_bucket(BUCKET);
     let staging = tempfile::tempdir().unwrap();
     for hours in [24 * 30, 24 * 20, 24 * 10, 24 * 5, 1] {
-        make_folder(staging.path(), &folder_hours_ago(hours), &[("postgres_globals.sql.gz", 10)]);
+        make_folder(
+            staging.path(),
+            &folder_hours_ago(hours),
+            &[("postgres_globals.sql.gz", 10)],
+        );
     }
     pgb_run(&s3.env(BUCKET, ""), staging.path(), &["ship"]).expect(0);
     let missing = staging.path().join("not-there");
@@ -734,7 +840,11 @@ fn prune_without_backup_dir_still_prunes_s3_and_says_local_is_missing() {
     assert_eq!(local["status"], "failed");
     let s3_dest = &run.json["destinations"][1];
     assert_eq!(s3_dest["status"], "ok", "{}", run.stdout);
-    assert!(!s3_dest["deleted"].as_array().unwrap().is_empty(), "{}", run.stdout);
+    assert!(
+        !s3_dest["deleted"].as_array().unwrap().is_empty(),
+        "{}",
+        run.stdout
+    );
     assert!(!missing.exists(), "prune does not create BACKUP_DIR");
 }
 
@@ -742,7 +852,11 @@ fn prune_without_backup_dir_still_prunes_s3_and_says_local_is_missing() {
 fn an_unreachable_remote_host_while_opening_a_file_is_69() {
     let ssh = SshServer::start();
     let dir = tempfile::tempdir().unwrap();
-    make_folder(dir.path(), "20250101_000000", &[("postgres_globals.sql.gz", 100)]);
+    make_folder(
+        dir.path(),
+        "20250101_000000",
+        &[("postgres_globals.sql.gz", 100)],
+    );
     pgb_run(&ssh.env(), dir.path(), &["ship"]).expect(0);
     // From now on the host drops the connection when asked whether a file exists, as a
     // network cut at that moment would.
@@ -798,4 +912,24 @@ fn a_local_file_we_cannot_read_is_74_not_77() {
     as_nobody(&mut cmd);
     let run = run(cmd);
     assert_eq!(run.code, 74, "{}", run.stdout);
+}
+
+#[test]
+fn secrets_have_no_flags_and_urls_lose_their_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--pgpassword", "--s3-secret-key", "--s3-access-key"] {
+        let run = pgb_run(&[], dir.path(), &["list", flag, "hunter2"]).expect(64);
+        assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
+    }
+    let envs: Vec<(String, String)> = vec![
+        ("S3_ENABLED".into(), "true".into()),
+        ("S3_BUCKET".into(), "b-x".into()),
+        (
+            "S3_ENDPOINT".into(),
+            "https://AKIAEXAMPLE:topsecret@s3.example.com".into(),
+        ),
+    ];
+    let run = pgb_run(&envs, dir.path(), &["list"]).expect(64);
+    assert!(run.message().contains("S3_ENDPOINT"), "{}", run.message());
+    assert!(!run.stdout.contains("topsecret") && !run.stderr.contains("topsecret"));
 }

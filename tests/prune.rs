@@ -355,7 +355,11 @@ fn check_is_0_when_fresh_1_when_stale_or_empty_and_69_when_unreachable() {
     // A BACKUP_DIR that does not exist is not "empty": it is missing (66), as `list` says.
     let run = pgb_run(&envs, &dir.path().join("nope"), &["check"]).expect(66);
     assert_eq!(dest(&run, "local")["status"], "missing");
-    assert!(run.message().contains("does not exist"), "{}", run.message());
+    assert!(
+        run.message().contains("does not exist"),
+        "{}",
+        run.message()
+    );
 
     make_folder(dir.path(), &ago(30), &small());
     pgb_run(&envs, dir.path(), &["ship"]).expect(0);

@@ -36,7 +36,10 @@ pub fn comment_safe(name: &str) -> String {
 
 /// The lines `pg_dumpall` writes before each database.
 pub fn database_header(database: &str) -> String {
-    let mut s = format!("--\n-- Database \"{}\" dump\n--\n\n", comment_safe(database));
+    let mut s = format!(
+        "--\n-- Database \"{}\" dump\n--\n\n",
+        comment_safe(database)
+    );
     if restored_in_place(database) {
         // Only `postgres` and `template1` get here: plain names, no quoting needed.
         s.push_str(&format!("\\connect {database}\n\n"));
@@ -356,7 +359,10 @@ $$;
 
     #[test]
     fn names_in_comments_cannot_start_a_line() {
-        for name in ["evil\nALTER ROLE app SUPERUSER; -- ", "x\r\\! touch /tmp/p #"] {
+        for name in [
+            "evil\nALTER ROLE app SUPERUSER; -- ",
+            "x\r\\! touch /tmp/p #",
+        ] {
             for text in [database_header(name), missing_database_note(name)] {
                 for line in text.lines() {
                     assert!(

@@ -339,7 +339,12 @@ mod tests {
         ] {
             assert!(is_backup_file_name(ours), "{ours}");
         }
-        for theirs in ["video.mp4", "postgres_db_.sql.gz", "../manifest.json", "postgres_db_x.tar"] {
+        for theirs in [
+            "video.mp4",
+            "postgres_db_.sql.gz",
+            "../manifest.json",
+            "postgres_db_x.tar",
+        ] {
             assert!(!is_backup_file_name(theirs), "{theirs}");
         }
     }

@@ -68,13 +68,21 @@ enum State {
         quote_seen: bool,
     },
     /// `"…"`, with `""` for a quote.
-    Double { quote_seen: bool },
+    Double {
+        quote_seen: bool,
+    },
     /// After a `$` that may open a dollar quote: the tag read so far.
     DollarOpen(Vec<u8>),
     /// Inside `$tag$…$tag$`; `matched` counts the bytes of `$tag$` seen at the end so far.
-    Dollar { tag: Vec<u8>, matched: usize },
+    Dollar {
+        tag: Vec<u8>,
+        matched: usize,
+    },
     LineComment,
-    BlockComment { depth: u32, last: u8 },
+    BlockComment {
+        depth: u32,
+        last: u8,
+    },
     /// A meta-command from its backslash to the end of the line.
     Meta,
     /// COPY data; `line_len` bytes of the current data line seen, `backslash` after a `\`,
@@ -379,8 +387,7 @@ impl Scanner {
             State::DollarOpen(mut tag) => {
                 if b == b'$' {
                     self.state = State::Dollar { tag, matched: 0 };
-                } else if (tag.is_empty() && is_tag_start(b))
-                    || (!tag.is_empty() && is_tag_cont(b))
+                } else if (tag.is_empty() && is_tag_start(b)) || (!tag.is_empty() && is_tag_cont(b))
                 {
                     if tag.len() >= MAX_TAG {
                         return Err(self.violation("a dollar-quote tag is too long"));
@@ -593,9 +600,8 @@ impl Scanner {
                 }
                 b'\\' | b'N' | b'b' | b'f' | b'n' | b'r' | b't' | b'v' => {}
                 _ => {
-                    return Err(self.violation(
-                        "COPY data holds a backslash sequence that COPY never writes",
-                    ));
+                    return Err(self
+                        .violation("COPY data holds a backslash sequence that COPY never writes"));
                 }
             }
         }
@@ -632,11 +638,7 @@ pub fn check_meta(line: &[u8]) -> Result<Meta, &'static str> {
             "a psql meta-command other than \\connect, \\restrict, \\unrestrict (and pg_dump's \\encoding SQL_ASCII)",
         );
     };
-    if !arg.is_empty()
-        && arg
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-    {
+    if !arg.is_empty() && arg.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
         return Ok(Meta::Connect(String::from_utf8_lossy(arg).into_owned()));
     }
     let Some(quoted) = arg.strip_prefix(b"-reuse-previous=on ") else {
@@ -735,7 +737,11 @@ mod tests {
     fn accepted(text: &str) -> Vec<Meta> {
         let whole = scan_all(text.as_bytes()).unwrap_or_else(|v| panic!("{v}\n{text}"));
         for size in [1, 2, 3, 5, 7, 64] {
-            assert_eq!(in_chunks(text.as_bytes(), size).unwrap(), whole, "chunk {size}");
+            assert_eq!(
+                in_chunks(text.as_bytes(), size).unwrap(),
+                whole,
+                "chunk {size}"
+            );
         }
         whole
     }

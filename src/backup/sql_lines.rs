@@ -94,7 +94,12 @@ impl<R: LineRewriter> SqlLines<R> {
     }
 
     /// Calls the rewriter for one line (or the start) and notes lines it added or dropped.
-    fn rewrite(&mut self, out: &mut Vec<u8>, expected: i64, call: impl FnOnce(&mut R, &mut Vec<u8>)) {
+    fn rewrite(
+        &mut self,
+        out: &mut Vec<u8>,
+        expected: i64,
+        call: impl FnOnce(&mut R, &mut Vec<u8>),
+    ) {
         let before = out.len();
         call(&mut self.rewriter, out);
         if self.map.is_none() {
@@ -107,7 +112,8 @@ impl<R: LineRewriter> SqlLines<R> {
             if let Some(map) = &self.map
                 && let Ok(mut m) = map.lock()
             {
-                m.points.push(((next as i64 + self.delta).max(1) as u64, self.delta));
+                m.points
+                    .push(((next as i64 + self.delta).max(1) as u64, self.delta));
             }
         }
     }

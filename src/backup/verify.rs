@@ -300,7 +300,8 @@ mod tests {
 
     #[test]
     fn a_shell_escape_with_a_matching_manifest_is_refused() {
-        let data = gz(b"SELECT 1;\n\\! touch /tmp/pwned\n--\n-- PostgreSQL database dump complete\n--\n");
+        let data =
+            gz(b"SELECT 1;\n\\! touch /tmp/pwned\n--\n-- PostgreSQL database dump complete\n--\n");
         let entry = entry_for(&data, FileKind::Database);
         match check(data, &entry) {
             Err(BackupError::Unsafe { violation, .. }) => assert_eq!(violation.line, 2),

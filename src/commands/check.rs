@@ -11,11 +11,11 @@ use serde::Serialize;
 
 use crate::cli::CheckArgs;
 use crate::config::{Config, SourceKind, parse_duration};
-use crate::schedule::Schedule;
 use crate::error::{Error, ErrorInfo, Result};
 use crate::report::Outcome;
-use crate::time::format_time;
+use crate::schedule::Schedule;
 use crate::storage::{FolderEntry, FolderStatus};
+use crate::time::format_time;
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -369,10 +369,8 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter) -> Result<Plan> {
          FROM pg_database WHERE datallowconn AND datconnlimit <> -2 ORDER BY datname",
         3,
     )?;
-    let owners: BTreeMap<String, String> = rows
-        .iter()
-        .map(|r| (r[0].clone(), r[2].clone()))
-        .collect();
+    let owners: BTreeMap<String, String> =
+        rows.iter().map(|r| (r[0].clone(), r[2].clone())).collect();
     let all: Vec<(String, u64)> = rows
         .into_iter()
         .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0)))

@@ -7,8 +7,8 @@ use crate::cli::ListArgs;
 use crate::config::{Config, parse_sources};
 use crate::error::{ErrorInfo, Result};
 use crate::report::Outcome;
-use crate::time::format_time;
 use crate::storage::{FolderEntry, FolderStatus};
+use crate::time::format_time;
 
 #[derive(Debug, Serialize)]
 pub struct FolderView {

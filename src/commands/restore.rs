@@ -89,8 +89,9 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     };
     let (folder, manifest) = super::verify::resolve(storage.as_ref(), &folder_arg)?;
     // A local folder being restored is held against `prune` until the restore ends.
-    let _hold = (source == SourceKind::Local)
-        .then(|| crate::storage::local::LocalStorage::new(&cfg.backup_dir).hold_for_restore(&folder));
+    let _hold = (source == SourceKind::Local).then(|| {
+        crate::storage::local::LocalStorage::new(&cfg.backup_dir).hold_for_restore(&folder)
+    });
     let restore_type = match inputs.restore_type {
         Some(t) => t,
         None if interactive => prompt::restore_type()?,

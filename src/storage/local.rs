@@ -391,7 +391,11 @@ impl LocalStorage {
     }
 
     /// Opens one file of a folder for reading.
-    pub fn open_file(&self, folder: &FolderName, file: &str) -> Result<std::fs::File, StorageError> {
+    pub fn open_file(
+        &self,
+        folder: &FolderName,
+        file: &str,
+    ) -> Result<std::fs::File, StorageError> {
         if !is_safe_file_name(file) {
             return Err(StorageError::Invalid(format!(
                 "{file:?} is not a backup file name"

@@ -427,7 +427,9 @@ impl RemoteStorage {
             .map(|(name, _)| {
                 (
                     name.to_string(),
-                    sums.get(*name).cloned().unwrap_or_else(|| "(missing)".into()),
+                    sums.get(*name)
+                        .cloned()
+                        .unwrap_or_else(|| "(missing)".into()),
                 )
             })
             .collect())
