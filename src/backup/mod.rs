@@ -18,8 +18,8 @@ pub mod verify;
 pub mod writer;
 
 pub use manifest::{
-    FORMAT as MANIFEST_FORMAT, FailedDatabase, FileEntry, FileKind, Manifest, ManifestStatus,
-    ServerInfo, fsync_dir as manifest_fsync_dir,
+    Adopted, FORMAT as MANIFEST_FORMAT, FailedDatabase, FileEntry, FileKind, Manifest,
+    ManifestStatus, ServerInfo, fsync_dir as manifest_fsync_dir,
 };
 
 use std::fmt;

@@ -12,12 +12,14 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
-use super::psql_scan::Scanner;
+use super::psql_scan::{Meta, Scanner};
 use super::{BackupError, FileEntry, FileKind};
 
 const CHUNK: usize = 256 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 const TAIL: usize = 1024;
+/// The first bytes of the SQL, where pg_dump says which versions made it.
+const HEAD: usize = 4096;
 
 /// What a checked file held.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,35 +36,50 @@ pub fn completion_line(kind: FileKind) -> &'static [u8] {
     }
 }
 
+/// What the SQL of a file says about where it came from (the first lines pg_dump and
+/// pg_dumpall write), for `adopt`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DumpHeader {
+    /// `-- Dumped from database version 15.4`
+    pub server_version: Option<String>,
+    /// `-- Dumped by pg_dump version 17.10` (or pg_dumpall)
+    pub dump_version: Option<String>,
+    /// The database of the first `\connect` (a `--create` dump's own database).
+    pub connect: Option<String>,
+}
+
+/// A file read to its end: size and SHA-256 of its bytes, and its SQL checked.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub bytes: u64,
+    pub sha256: String,
+    pub sql_bytes: u64,
+    pub header: DumpHeader,
+}
+
+/// Reads a file that has no manifest entry (a folder made by the backup scripts): gzip, the
+/// completion line of a file of `kind` and its content are checked, size and SHA-256 measured.
+pub fn scan_stream(
+    source: Box<dyn Read + Send>,
+    name: &str,
+    kind: FileKind,
+) -> Result<Scanned, BackupError> {
+    let (bytes, sha256, decoded) = read_through(source, name, kind)?;
+    let decoded = decoded?;
+    Ok(Scanned {
+        bytes,
+        sha256,
+        sql_bytes: decoded.sql_bytes,
+        header: decoded.header,
+    })
+}
+
 /// Checks `source` against its manifest entry, to its last byte.
 pub fn check_stream(
     source: Box<dyn Read + Send>,
     entry: &FileEntry,
 ) -> Result<Checked, BackupError> {
-    let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
-    let name = entry.name.clone();
-    let hasher = std::thread::spawn(move || read_and_hash(source, tx));
-    let decoded = decode(ChannelReader::new(rx), entry);
-    // The reader thread ends once the channel is drained or dropped.
-    let (bytes, sha256, read_error) = hasher.join().map_err(|_| BackupError::Gzip {
-        file: name.clone(),
-        reason: "the reading thread panicked".into(),
-    })?;
-    if let Some(e) = read_error {
-        if let Some(lost) = e
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<super::SourceLost>())
-        {
-            return Err(BackupError::SourceLost {
-                file: name,
-                detail: lost.0.clone(),
-            });
-        }
-        return Err(BackupError::Read {
-            path: name.into(),
-            source: e,
-        });
-    }
+    let (bytes, sha256, decoded) = read_through(source, &entry.name, entry.kind)?;
     // Size and checksum first: they say most precisely what is wrong with a damaged file.
     if bytes != entry.bytes {
         return Err(BackupError::Size {
@@ -78,8 +95,50 @@ pub fn check_stream(
             actual: sha256,
         });
     }
-    let sql_bytes = decoded?;
-    Ok(Checked { bytes, sql_bytes })
+    let decoded = decoded?;
+    Ok(Checked {
+        bytes,
+        sql_bytes: decoded.sql_bytes,
+    })
+}
+
+struct Decoded {
+    sql_bytes: u64,
+    header: DumpHeader,
+}
+
+/// Reads `source` to its end, hashing it on one thread and decoding and scanning on this one.
+/// The outer error is the source failing; the inner one what the content is wrong about.
+#[allow(clippy::type_complexity)]
+fn read_through(
+    source: Box<dyn Read + Send>,
+    name: &str,
+    kind: FileKind,
+) -> Result<(u64, String, Result<Decoded, BackupError>), BackupError> {
+    let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let hasher = std::thread::spawn(move || read_and_hash(source, tx));
+    let decoded = decode(ChannelReader::new(rx), name, kind);
+    // The reader thread ends once the channel is drained or dropped.
+    let (bytes, sha256, read_error) = hasher.join().map_err(|_| BackupError::Gzip {
+        file: name.to_string(),
+        reason: "the reading thread panicked".into(),
+    })?;
+    if let Some(e) = read_error {
+        if let Some(lost) = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<super::SourceLost>())
+        {
+            return Err(BackupError::SourceLost {
+                file: name.to_string(),
+                detail: lost.0.clone(),
+            });
+        }
+        return Err(BackupError::Read {
+            path: name.into(),
+            source: e,
+        });
+    }
+    Ok((bytes, sha256, decoded))
 }
 
 fn read_and_hash(
@@ -119,11 +178,13 @@ fn read_and_hash(
     (bytes, hex::encode(hasher.finalize()), None)
 }
 
-fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
+fn decode(input: ChannelReader, name: &str, kind: FileKind) -> Result<Decoded, BackupError> {
     let gz_error = |e: std::io::Error| BackupError::Gzip {
-        file: entry.name.clone(),
+        file: name.to_string(),
         reason: e.to_string(),
     };
+    let mut head: Vec<u8> = Vec::new();
+    let mut connect = None;
     let mut decoder = MultiGzDecoder::new(std::io::BufReader::with_capacity(CHUNK, input));
     let mut buf = vec![0u8; CHUNK];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL);
@@ -140,10 +201,22 @@ fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
             Err(e) => return Err(gz_error(e)),
         };
         total += n as u64;
+        if head.len() < HEAD {
+            let take = (HEAD - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
         if violation.is_none()
             && let Err(v) = scanner.feed(&buf[..n])
         {
             violation = Some(v);
+        }
+        if connect.is_none() {
+            connect = scanner.take_metas().into_iter().find_map(|m| match m {
+                Meta::Connect(db) => Some(db),
+                _ => None,
+            });
+        } else {
+            scanner.take_metas();
         }
         // Keep the last TAIL bytes of SQL.
         if n >= TAIL {
@@ -163,23 +236,43 @@ fn decode(input: ChannelReader, entry: &FileEntry) -> Result<u64, BackupError> {
     }
     if total == 0 {
         return Err(BackupError::Gzip {
-            file: entry.name.clone(),
+            file: name.to_string(),
             reason: "no data".into(),
         });
     }
-    let line = completion_line(entry.kind);
+    let line = completion_line(kind);
     if !tail.windows(line.len()).any(|w| w == line) {
         return Err(BackupError::Truncated {
-            file: entry.name.clone(),
+            file: name.to_string(),
         });
     }
     if let Some(violation) = violation {
         return Err(BackupError::Unsafe {
-            file: entry.name.clone(),
+            file: name.to_string(),
             violation,
         });
     }
-    Ok(total)
+    if connect.is_none() {
+        connect = scanner.take_metas().into_iter().find_map(|m| match m {
+            Meta::Connect(db) => Some(db),
+            _ => None,
+        });
+    }
+    let text = String::from_utf8_lossy(&head);
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+    };
+    Ok(Decoded {
+        sql_bytes: total,
+        header: DumpHeader {
+            server_version: after("-- Dumped from database version "),
+            dump_version: after("-- Dumped by pg_dump version ")
+                .or_else(|| after("-- Dumped by pg_dumpall version ")),
+            connect,
+        },
+    })
 }
 
 /// Reads the chunks the hashing thread sends.

@@ -199,6 +199,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
                 error: f.error.message.clone(),
             })
             .collect(),
+        adopted: None,
     };
 
     let final_dir = cfg.backup_dir.join(folder.as_str());

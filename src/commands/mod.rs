@@ -1,6 +1,7 @@
 //! One module per subcommand. Each returns an [`Outcome`](crate::report::Outcome); none prints
 //! or exits.
 
+pub mod adopt;
 pub mod check;
 pub mod dump;
 pub mod list;

@@ -91,9 +91,10 @@ impl LocalStorage {
             )
         };
         if dir_stats {
-            let (bytes, modified) = dir_usage(path).map_err(Self::read_err(path))?;
+            let (bytes, modified, files) = dir_usage(path).map_err(Self::read_err(path))?;
             entry.bytes = bytes;
             entry.modified = modified;
+            entry = entry.with_files(files);
         }
         if entry.folder.is_some() && !entry.work_folder {
             entry.pinned = path.join(PIN_FILE).exists();
@@ -102,22 +103,28 @@ impl LocalStorage {
     }
 }
 
-/// Total size and newest modification time of the files directly in `dir`.
-fn dir_usage(dir: &Path) -> std::io::Result<(u64, Option<DateTime<Utc>>)> {
+/// Files and their sizes in a folder.
+type FileList = Vec<(String, u64)>;
+
+/// Total size, newest modification time and the files directly in `dir`.
+fn dir_usage(dir: &Path) -> std::io::Result<(u64, Option<DateTime<Utc>>, FileList)> {
     let mut bytes = 0;
     let mut newest: Option<DateTime<Utc>> = None;
+    let mut files = Vec::new();
     for item in std::fs::read_dir(dir)? {
         let item = item?;
         let meta = item.metadata()?;
         if meta.is_file() {
             bytes += meta.len();
+            files.push((item.file_name().to_string_lossy().into_owned(), meta.len()));
         }
         if let Ok(m) = meta.modified() {
             let t: DateTime<Utc> = m.into();
             newest = Some(newest.map_or(t, |n| n.max(t)));
         }
     }
-    Ok((bytes, newest))
+    files.sort();
+    Ok((bytes, newest, files))
 }
 
 impl Storage for LocalStorage {
@@ -265,7 +272,7 @@ impl Storage for LocalStorage {
             let path = path.to_path_buf();
             move |source: std::io::Error| StorageError::Backup(BackupError::Write { path, source })
         };
-        let (bytes, _) = dir_usage(&dir).map_err(Self::read_err(&dir))?;
+        let (bytes, _, _) = dir_usage(&dir).map_err(Self::read_err(&dir))?;
         let manifest = dir.join(MANIFEST_FILE);
         match std::fs::remove_file(&manifest) {
             Ok(()) => manifest_fsync_dir(&dir).map_err(werr(&dir))?,
@@ -274,6 +281,11 @@ impl Storage for LocalStorage {
         }
         std::fs::remove_dir_all(&dir).map_err(werr(&dir))?;
         Ok(bytes)
+    }
+
+    fn put_manifest(&self, folder: &FolderName, manifest: &Manifest) -> Result<(), StorageError> {
+        manifest.write_atomic(&self.root.join(folder.as_str()))?;
+        Ok(())
     }
 
     fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError> {

@@ -55,6 +55,8 @@ pub struct FolderEntry {
     pub note: Option<String>,
     /// A hidden work folder of a local `dump` that did not finish.
     pub work_folder: bool,
+    /// The files directly in the folder, with their sizes.
+    pub files: Vec<(String, u64)>,
 }
 
 impl FolderEntry {
@@ -89,7 +91,20 @@ impl FolderEntry {
             modified: None,
             note,
             work_folder: false,
+            files: Vec::new(),
         }
+    }
+
+    /// A folder without manifest whose files are named the way the original backup scripts
+    /// named theirs (`postgres_cluster.sql.gz`, `postgres_globals.sql.gz`,
+    /// `postgres_db_<name>.sql.gz`): a backup of theirs, never a leftover to prune, until
+    /// `pg-backups adopt` checks it and gives it a manifest.
+    pub fn made_by_scripts(&self) -> bool {
+        self.status == FolderStatus::Incomplete
+            && !self.work_folder
+            && self.folder.is_some()
+            && !self.files.is_empty()
+            && self.files.iter().all(|(f, _)| is_scripts_file_name(f))
     }
 
     pub fn invalid(name: String, note: &str) -> FolderEntry {
@@ -103,8 +118,32 @@ impl FolderEntry {
             modified: None,
             note: Some(note.to_string()),
             work_folder: false,
+            files: Vec::new(),
         }
     }
+
+    /// Sets the file list, and says so in the note when the backup scripts made the folder.
+    pub fn with_files(mut self, files: Vec<(String, u64)>) -> FolderEntry {
+        self.files = files;
+        if self.made_by_scripts() {
+            self.note = Some(
+                "made by the backup scripts (no manifest): `pg-backups adopt` checks it and \
+                 makes it a backup; until then it is never pruned"
+                    .into(),
+            );
+        }
+        self
+    }
+}
+
+/// A file name the original backup scripts wrote (database names were not encoded then).
+pub fn is_scripts_file_name(name: &str) -> bool {
+    name == "postgres_cluster.sql.gz"
+        || name == "postgres_globals.sql.gz"
+        || name
+            .strip_prefix("postgres_db_")
+            .and_then(|r| r.strip_suffix(".sql.gz"))
+            .is_some_and(|db| !db.is_empty() && !db.contains('/'))
 }
 
 /// What a copy of one folder to a destination did.
@@ -144,6 +183,10 @@ pub trait Storage: Send + Sync {
 
     /// Adds or removes the pin marker of a folder.
     fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError>;
+
+    /// Writes the manifest of a folder whose files are already there (`adopt`), checked on
+    /// arrival like any manifest.
+    fn put_manifest(&self, folder: &FolderName, manifest: &Manifest) -> Result<(), StorageError>;
 
     /// Removes several folders: every manifest first, then the data, so an interrupted prune
     /// never leaves a "complete" folder with files missing. Destinations that can delete in

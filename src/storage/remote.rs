@@ -1,8 +1,8 @@
 //! A remote host over rsync/ssh (`RSYNC_USER@RSYNC_HOST:RSYNC_PATH`).
 //!
-//! `rsync` and `ssh` run as child processes with `BatchMode=yes` (never a prompt) and host key
-//! checking on: `RSYNC_KNOWN_HOSTS` when given, else `accept-new` into `~/.ssh/known_hosts`
-//! (first contact is trusted and remembered; a changed key is refused). One ssh connection is
+//! `rsync` and `ssh` run as child processes with `BatchMode=yes` (never a prompt) and strict
+//! host key checking against a known_hosts file; only `RSYNC_ACCEPT_NEW_HOST_KEYS=true` trusts
+//! a new host on first contact (a changed key is refused either way). One ssh connection is
 //! shared by every command of a run (`ControlMaster`). Remote commands get validated folder
 //! names only, and every argument is single-quoted for the remote shell.
 
@@ -18,7 +18,7 @@ use super::{FolderEntry, PutStats, Storage, StorageError, sort_newest_first};
 use crate::backup::{
     BackupError, FolderName, MANIFEST_FILE, Manifest, PIN_FILE, is_safe_file_name,
 };
-use crate::config::{RsyncConfig, SourceKind};
+use crate::config::{HostKeys, RsyncConfig, SourceKind};
 use crate::process::{ChildEnv, Running, Tail, describe_status};
 
 /// What ssh and rsync may see of our environment: the base list and the ssh agent. Never the
@@ -52,67 +52,61 @@ impl RemoteStorage {
                 context: "creating a private folder for the ssh connection".into(),
                 source: e,
             })?;
+        let host_file = match &cfg.host_keys {
+            HostKeys::Known(f) | HostKeys::AcceptNew(f) => f,
+        };
         for (var, path) in [
-            ("RSYNC_SSH_KEY", Some(&cfg.ssh_key)),
-            ("RSYNC_KNOWN_HOSTS", cfg.known_hosts.as_ref()),
+            ("RSYNC_SSH_KEY", cfg.ssh_key.as_ref()),
+            ("RSYNC_KNOWN_HOSTS", Some(host_file)),
         ] {
             if let Some(p) = path
-                && p.to_string_lossy().contains(['\'', '"', '\n'])
+                && p.to_string_lossy().contains(['\'', '"', '\n', ' '])
             {
                 return Err(StorageError::Invalid(format!(
-                    "{var}={} contains a quote or a line break, which ssh options cannot carry",
+                    "{var}={} contains a quote, a space or a line break, which ssh options cannot carry",
                     p.display()
                 )));
             }
         }
-        let known_hosts = match &cfg.known_hosts {
-            Some(file) => vec![
-                "-o".to_string(),
-                "StrictHostKeyChecking=yes".to_string(),
-                "-o".to_string(),
-                format!("UserKnownHostsFile={}", file.display()),
-            ],
-            None => {
-                if let Some(dir) = cfg.default_known_hosts.parent() {
+        let checking = match &cfg.host_keys {
+            HostKeys::Known(_) => "StrictHostKeyChecking=yes",
+            HostKeys::AcceptNew(file) => {
+                if let Some(dir) = file.parent() {
                     use std::os::unix::fs::DirBuilderExt;
                     let _ = std::fs::DirBuilder::new()
                         .recursive(true)
                         .mode(0o700)
                         .create(dir);
                 }
-                vec![
-                    "-o".to_string(),
-                    "StrictHostKeyChecking=accept-new".to_string(),
-                    "-o".to_string(),
-                    format!("UserKnownHostsFile={}", cfg.default_known_hosts.display()),
-                ]
+                "StrictHostKeyChecking=accept-new"
             }
         };
-        let mut ssh_options = vec![
-            "-p".to_string(),
-            cfg.port.to_string(),
-            "-i".to_string(),
-            cfg.ssh_key.display().to_string(),
-            "-o".to_string(),
+        let mut ssh_options = vec!["-p".to_string(), cfg.port.to_string()];
+        if let Some(key) = &cfg.ssh_key {
+            ssh_options.extend([
+                "-i".to_string(),
+                key.display().to_string(),
+                "-o".to_string(),
+                "IdentitiesOnly=yes".to_string(),
+            ]);
+        }
+        for option in [
             "BatchMode=yes".to_string(),
-            "-o".to_string(),
-            "IdentitiesOnly=yes".to_string(),
-            "-o".to_string(),
             "ConnectTimeout=10".to_string(),
-            "-o".to_string(),
             "ServerAliveInterval=15".to_string(),
-            "-o".to_string(),
             "ServerAliveCountMax=4".to_string(),
-            "-o".to_string(),
             "LogLevel=ERROR".to_string(),
-            "-o".to_string(),
             "ControlMaster=auto".to_string(),
-            "-o".to_string(),
             format!("ControlPath={}/%C", control_dir.path().display()),
-            "-o".to_string(),
             "ControlPersist=30".to_string(),
-        ];
-        ssh_options.extend(known_hosts);
+            checking.to_string(),
+            format!("UserKnownHostsFile={}", host_file.display()),
+            // ssh's global known_hosts is not ours to trust.
+            "GlobalKnownHostsFile=/dev/null".to_string(),
+        ] {
+            ssh_options.push("-o".to_string());
+            ssh_options.push(option);
+        }
         Ok(RemoteStorage {
             host: cfg.host.clone(),
             user: cfg.user.clone(),
@@ -577,7 +571,8 @@ impl Storage for RemoteStorage {
             };
             entry.bytes = in_folder.iter().map(|f| f.size).sum();
             entry.modified = in_folder.iter().filter_map(|f| f.modified).max();
-            entries.push(entry);
+            let files = in_folder.iter().map(|f| (f.file.clone(), f.size)).collect();
+            entries.push(entry.with_files(files));
         }
         sort_newest_first(&mut entries);
         Ok(entries)
@@ -691,6 +686,28 @@ impl Storage for RemoteStorage {
         );
         self.ssh("deleting a folder", &remote)?;
         Ok(entry.bytes)
+    }
+
+    fn put_manifest(&self, folder: &FolderName, manifest: &Manifest) -> Result<(), StorageError> {
+        let staging = tempfile::Builder::new()
+            .prefix("pg-backups-manifest-")
+            .tempdir()
+            .map_err(|e| StorageError::Io {
+                context: "creating a private folder for a manifest".into(),
+                source: e,
+            })?;
+        let local = LocalFolder {
+            dir: staging.path().join(folder.as_str()),
+            folder: folder.clone(),
+        };
+        std::fs::create_dir(&local.dir).map_err(|e| StorageError::Io {
+            context: "creating a private folder for a manifest".into(),
+            source: e,
+        })?;
+        manifest.write_atomic(&local.dir)?;
+        let sha = sha256_file(&local.path(MANIFEST_FILE))?;
+        let dest = self.folder_path(folder.as_str());
+        self.send_checked(&local, &[(MANIFEST_FILE, sha.as_str())], &dest)
     }
 
     fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError> {

@@ -685,7 +685,13 @@ impl S3Storage {
             };
             entry.bytes = bytes;
             entry.modified = modified;
-            entries.push(entry);
+            let root_len = self.key(name, "").len();
+            let files = objects
+                .iter()
+                .filter_map(|o| o.key.get(root_len..).map(|f| (f.to_string(), o.size)))
+                .filter(|(f, _)| !f.contains('/'))
+                .collect();
+            entries.push(entry.with_files(files));
         }
         // Manifests are read concurrently: one request each, a bounded number at once.
         let mut set = tokio::task::JoinSet::new();
@@ -728,11 +734,13 @@ impl S3Storage {
             };
             let pinned = entries[index].pinned;
             let (bytes, modified) = (entries[index].bytes, entries[index].modified);
+            let files = std::mem::take(&mut entries[index].files);
             let mut e =
                 FolderEntry::from_manifest(entries[index].name.clone(), folder, Some(parsed));
             e.pinned = pinned;
             e.bytes = bytes;
             e.modified = modified;
+            e.files = files;
             entries[index] = e;
         }
         sort_newest_first(&mut entries);
@@ -1097,6 +1105,23 @@ impl Storage for S3Storage {
                 }
             }
             Ok(stale.into_iter().map(|(k, _)| k).collect())
+        })
+    }
+
+    fn put_manifest(&self, folder: &FolderName, manifest: &Manifest) -> Result<(), StorageError> {
+        self.rt.block_on(async {
+            let json = manifest.to_json();
+            let sha = hex::encode(Sha256::digest(&json));
+            let size = json.len() as u64;
+            let key = self.key(folder.as_str(), MANIFEST_FILE);
+            self.put_bytes(&key, json, &sha).await?;
+            match self.head(&key).await? {
+                Some((s, Some(h))) if s == size && h == sha => Ok(()),
+                _ => Err(StorageError::Failed {
+                    destination: self.location.clone(),
+                    detail: format!("{key} did not arrive whole"),
+                }),
+            }
         })
     }
 

@@ -666,6 +666,7 @@ pub fn make_folder(root: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf 
         databases: vec![],
         files: entries,
         failed: vec![],
+        adopted: None,
     };
     manifest.write_atomic(&dir).unwrap();
     dir
