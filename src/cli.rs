@@ -216,8 +216,9 @@ pub struct GlobalArgs {
     /// libpq SSL mode (disable, prefer, require, verify-ca, verify-full).
     #[arg(long, global = true, env = "PGSSLMODE", help_heading = PG)]
     pub pgsslmode: Option<String>,
-    /// Directory holding pg_dump, pg_dumpall and psql (default: found on PATH). Must be at
-    /// least the server's major version.
+    /// Directories of PostgreSQL client tools (pg_dump, pg_dumpall, psql, pg_restore),
+    /// `:`-separated. pg-backups uses the tools of the server's major version when present,
+    /// else the newest not older than the server. Default: /usr/lib/postgresql/*/bin and PATH.
     #[arg(long, global = true, env = "PG_BIN_DIR", help_heading = PG)]
     pub pg_bin_dir: Option<String>,
 

@@ -156,7 +156,8 @@ pub struct PgConfig {
     pub password: Option<Secret>,
     pub passfile: Option<PathBuf>,
     pub sslmode: Option<String>,
-    pub bin_dir: Option<PathBuf>,
+    /// Directories of client tools (`PG_BIN_DIR`, `:`-separated); empty: look for them.
+    pub bin_dirs: Vec<PathBuf>,
 }
 
 /// Which databases `dump` takes.
@@ -293,7 +294,15 @@ impl Config {
                     ));
                 }
             },
-            bin_dir: path_setting(&args.pg_bin_dir),
+            bin_dirs: args
+                .pg_bin_dir
+                .as_deref()
+                .unwrap_or("")
+                .split(':')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect(),
         };
 
         let databases = DatabaseFilter {

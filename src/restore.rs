@@ -35,19 +35,35 @@ pub struct SqlErrors {
     other: Vec<String>,
 }
 
+/// The errors a restore expects, which are counted as tolerated rather than failures.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    /// `role "postgres" already exists`: a cluster or globals restore onto an initialised
+    /// server meets the roles initdb (or an earlier restore) made.
+    pub existing_roles: bool,
+    /// The target server's major: session settings of newer pg_dump versions that it lacks
+    /// (`SET transaction_timeout = 0` from pg_dump 17 on a 15 server) are expected.
+    pub server_major: u32,
+}
+
+/// Session settings that newer pg_dump versions write at the top of every dump, with the major
+/// that introduced them. Only these, and only on older servers, are tolerated: any other
+/// statement an older server rejects still fails the restore.
+const NEWER_SESSION_SETTINGS: &[(&str, u32)] = &[("transaction_timeout", 17)];
+
 /// Parses psql's stderr as it comes.
 pub struct PsqlErrors {
     errors: SqlErrors,
-    tolerate_existing_roles: bool,
+    expected: Expected,
     /// Maps the lines psql read back to the lines of the backup file.
     lines: Arc<std::sync::Mutex<LineMap>>,
 }
 
 impl PsqlErrors {
-    pub fn new(tolerate_existing_roles: bool) -> PsqlErrors {
+    pub fn new(expected: Expected) -> PsqlErrors {
         PsqlErrors {
             errors: SqlErrors::default(),
-            tolerate_existing_roles,
+            expected,
             lines: Arc::default(),
         }
     }
@@ -67,10 +83,20 @@ impl PsqlErrors {
     }
 }
 
-/// Errors a restore onto an initialised server expects: the roles that `initdb` or an
-/// earlier restore created. Everything else counts.
-fn tolerated(message: &str, tolerate_existing_roles: bool) -> bool {
-    tolerate_existing_roles && message.contains("role \"") && message.contains("\" already exists")
+/// Whether an error is one the restore expects (see [`Expected`]). Everything else counts.
+fn tolerated(message: &str, expected: Expected) -> bool {
+    if expected.existing_roles
+        && message.contains("role \"")
+        && message.contains("\" already exists")
+    {
+        return true;
+    }
+    NEWER_SESSION_SETTINGS.iter().any(|(setting, since)| {
+        expected.server_major < *since
+            && message.contains(&format!(
+                "unrecognized configuration parameter \"{setting}\""
+            ))
+    })
 }
 
 impl LineSink for PsqlErrors {
@@ -87,7 +113,7 @@ impl LineSink for PsqlErrors {
             }
             return;
         }
-        if tolerated(line, self.tolerate_existing_roles) {
+        if tolerated(line, self.expected) {
             self.errors.tolerated += 1;
             if self.errors.tolerated_examples.len() < 5 {
                 self.errors.tolerated_examples.push(line.to_string());
@@ -169,14 +195,14 @@ pub fn restore_file(
     tools: &PgTools,
     reader: Box<dyn Read + Send>,
     rename: Option<(&str, &str)>,
-    tolerate_existing_roles: bool,
+    expected: Expected,
     mut progress: Option<&mut Progress>,
 ) -> Result<SqlErrors> {
     let restrict = tools.psql_has_restrict()?;
     let mut cmd = tools.command("psql");
     cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", "-f", "-", "-d"])
         .arg(crate::pg::conninfo("postgres"));
-    let sink = PsqlErrors::new(tolerate_existing_roles);
+    let sink = PsqlErrors::new(expected);
     let lines = sink.lines.clone();
     let mut child = Running::spawn(cmd, "psql", Stdio::piped(), false, sink)
         .map_err(|e| tools.spawn_error("psql", e))?;
@@ -264,11 +290,11 @@ pub fn restore_database_file(
     reader: Box<dyn Read + Send>,
     database: &str,
     target: Option<&str>,
-    tolerate_existing_roles: bool,
+    expected: Expected,
     progress: Option<&mut Progress>,
 ) -> Result<SqlErrors> {
     let rename = target.filter(|t| *t != database).map(|t| (database, t));
-    restore_file(tools, reader, rename, tolerate_existing_roles, progress)
+    restore_file(tools, reader, rename, expected, progress)
 }
 
 /// Whether a database exists on the server.
@@ -347,7 +373,10 @@ mod tests {
 
     #[test]
     fn psql_errors_are_counted_and_expected_ones_tolerated() {
-        let mut p = PsqlErrors::new(true);
+        let mut p = PsqlErrors::new(Expected {
+            existing_roles: true,
+            server_major: 17,
+        });
         for line in [
             "psql:<stdin>:14: ERROR:  role \"postgres\" already exists",
             "psql:<stdin>:90: ERROR:  relation \"t\" does not exist",
@@ -360,8 +389,27 @@ mod tests {
         assert_eq!(p.errors.tolerated, 1);
         assert_eq!(p.errors.count, 2);
         assert!(p.errors.first[0].contains(":90:"));
-        let mut strict = PsqlErrors::new(false);
+        let mut strict = PsqlErrors::new(Expected {
+            existing_roles: false,
+            server_major: 17,
+        });
         strict.line("psql:<stdin>:14: ERROR:  role \"postgres\" already exists");
         assert_eq!(strict.errors.count, 1);
+        strict.line(
+            "psql:<stdin>:9: ERROR:  unrecognized configuration parameter \"transaction_timeout\"",
+        );
+        assert_eq!(
+            strict.errors.count, 2,
+            "a 17 server knows transaction_timeout"
+        );
+        let mut old = PsqlErrors::new(Expected {
+            existing_roles: false,
+            server_major: 15,
+        });
+        old.line(
+            "psql:<stdin>:9: ERROR:  unrecognized configuration parameter \"transaction_timeout\"",
+        );
+        old.line("psql:<stdin>:10: ERROR:  unrecognized configuration parameter \"made_up\"");
+        assert_eq!((old.errors.tolerated, old.errors.count), (1, 1));
     }
 }

@@ -560,7 +560,7 @@ fn systemd_units_verify_and_are_hardened() {
 }
 
 /// One crontab entry's command line, with our paths, as cron hands it to /bin/sh.
-fn cron_line(entry_prefix: &str, bin_dir: &Path, env_file: &Path, log_dir: &Path) -> String {
+fn cron_line(entry_prefix: &str, env_file: &Path, log_dir: &Path) -> String {
     let crontab = read("cron/pg-backups");
     let line = crontab
         .lines()
@@ -611,7 +611,7 @@ fn the_crontab_runs_as_cron_runs_it() {
             .unwrap()
     };
     // Quiet when all is well: cron mails only failures.
-    let cycle = cron_line("0 */6", &bin, &user.path, &logs);
+    let cycle = cron_line("0 */6", &user.path, &logs);
     let out = sh(&cycle);
     assert!(
         out.status.success(),
@@ -625,7 +625,7 @@ fn the_crontab_runs_as_cron_runs_it() {
     );
     let jsonl = std::fs::read_to_string(logs.join("cycle.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 3);
-    let check = cron_line("30 *", &bin, &user.path, &logs);
+    let check = cron_line("30 *", &user.path, &logs);
     let out = sh(&check);
     assert!(
         out.stdout.is_empty(),
@@ -1206,4 +1206,41 @@ fn readme_has_the_migration_section_and_the_image_table() {
     ] {
         assert!(readme.contains(needed), "README lacks {needed:?}");
     }
+}
+
+#[test]
+fn a_cycle_that_finds_another_run_holding_the_lock_stops_at_once() {
+    let server = PgServer::start(17);
+    server.psql("postgres", "CREATE DATABASE app");
+    server.psql("app", "CREATE TABLE t(x int)");
+    let lock = TableLock::hold(&server, "app", "t");
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let mut changes = connection(&server);
+    changes.push(("BACKUP_DIR".into(), backups.display().to_string()));
+    let user = UserEnv::new(dir.path(), &changes);
+    // A dump that holds the lock (it waits on the table lock).
+    let first = pgb_spawn(&user.as_environment(), &backups, &["dump"]);
+    wait_for(30, "the first dump to hold the lock", || {
+        std::fs::read_to_string(backups.join(".pg-backups.lock"))
+            .map(|s| s.contains("`dump`"))
+            .unwrap_or(false)
+    });
+    let bin = bin_dir(dir.path());
+    let out = Command::new(bin.join("pg-backups-cycle"))
+        .env_clear()
+        .env("PATH", path_with(&bin))
+        .env("PG_BACKUPS_ENV_FILE", &user.path)
+        .output()
+        .unwrap();
+    let lines = json_lines(&out.stdout);
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(
+        commands_of(&lines),
+        ["dump"],
+        "the cycle went on: {lines:?}"
+    );
+    assert_eq!(lines[0]["error"]["kind"], "locked");
+    drop(lock);
+    parse_run(first.wait_with_output().unwrap()).expect(0);
 }

@@ -308,17 +308,82 @@ fn dump_is_partial_when_one_database_fails_and_says_which() {
 
 #[test]
 fn dump_with_pg_dump_older_than_the_server_says_which_tools_to_use() {
-    let server = PgServer::start(17);
+    let server = PgServer::start(18);
     let dir = tempfile::tempdir().unwrap();
-    let envs = with(
-        &server.env(),
-        "PG_BIN_DIR",
-        &pg_bin(15).display().to_string(),
-    );
+    let tools17 = pg_bin(17);
+    let envs = with(&server.env(), "PG_BIN_DIR", &tools17.display().to_string());
     let run = pgb_run(&envs, dir.path(), &["dump"]).expect(78);
     let msg = run.message();
     assert!(msg.contains("older than the server"), "{msg}");
-    assert!(msg.contains("PostgreSQL 17"), "{msg}");
+    assert!(msg.contains("PostgreSQL 18"), "{msg}");
+    assert!(
+        msg.contains(tools17.to_str().unwrap()),
+        "names the tools it found: {msg}"
+    );
+    assert!(
+        msg.contains("pg-backups:18-alpine"),
+        "names the image to use: {msg}"
+    );
+    assert_eq!(run.json["error"]["kind"], "pg_tool_too_old");
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".pg-backups")
+    }));
+}
+
+/// With several client versions installed, each server is dumped by the tools of its own
+/// major, and restores use the psql of the target's major.
+#[test]
+fn the_tools_of_the_servers_major_are_chosen_among_several() {
+    let all = [15, 17, 18]
+        .map(|v| pg_bin(v).display().to_string())
+        .join(":");
+    for version in [15, 17, 18] {
+        let server = PgServer::start(version);
+        server.psql("postgres", "CREATE DATABASE app");
+        let dir = tempfile::tempdir().unwrap();
+        let envs = with(&server.env(), "PG_BIN_DIR", &all);
+        let run = pgb_run(&envs, dir.path(), &["dump"]).expect(0);
+        assert!(
+            run.json["pg_dump_version"]
+                .as_str()
+                .unwrap()
+                .starts_with(&version.to_string()),
+            "{version}: {}",
+            run.stdout
+        );
+        let path = run.json["pg_dump_path"].as_str().unwrap();
+        assert!(
+            path.starts_with(pg_bin(version).to_str().unwrap()),
+            "{path}"
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(only_folder(dir.path()).join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["pg_dump_path"], path);
+        server.psql("postgres", "DROP DATABASE app");
+        let mut restore = envs.clone();
+        for (k, v) in [
+            ("RESTORE_SOURCE", "local"),
+            ("RESTORE_FOLDER", "latest"),
+            ("RESTORE_TYPE", "database"),
+            ("RESTORE_DATABASE", "app"),
+        ] {
+            restore = with(&restore, k, v);
+        }
+        let run = pgb_run(&restore, dir.path(), &["restore"]).expect(0);
+        assert!(
+            run.json["psql_version"]
+                .as_str()
+                .unwrap()
+                .starts_with(&version.to_string()),
+            "{}",
+            run.stdout
+        );
+    }
 }
 
 #[test]

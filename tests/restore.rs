@@ -564,6 +564,147 @@ fn fidelity_15_to_17() {
 }
 
 #[test]
+fn fidelity_18_to_18() {
+    fidelity(18, 18);
+}
+
+#[test]
+fn fidelity_15_to_18() {
+    fidelity(15, 18);
+}
+
+#[test]
+fn fidelity_17_to_18() {
+    fidelity(17, 18);
+}
+
+/// Exactly what the 17 image does against a PostgreSQL 15 server: pg_dump 17 dumps it (its
+/// files start with `SET transaction_timeout = 0;`, which 15 does not know), and psql 17
+/// restores into a fresh 15: the cluster, one database under another name, a restore test.
+#[test]
+fn fidelity_15_with_the_17_tools() {
+    let source = PgServer::start(15);
+    fixture::create(&source);
+    let tools17 = pg_bin(17).display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let run = pgb_run(
+        &with(&source.env(), "PG_BIN_DIR", &tools17),
+        dir.path(),
+        &["dump"],
+    )
+    .expect(0);
+    assert!(
+        run.json["pg_dump_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("17")
+    );
+    let folder = only_folder(dir.path())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let cluster = gunzip_text(&dir.path().join(&folder).join("postgres_cluster.sql.gz"));
+    assert!(cluster.contains("SET transaction_timeout = 0;"));
+
+    let fresh = PgServer::start(15);
+    let envs = restore_env(
+        &with(&fresh.env(), "PG_BIN_DIR", &tools17),
+        &[
+            ("RESTORE_SOURCE", "local"),
+            ("RESTORE_FOLDER", &folder),
+            ("RESTORE_TYPE", "cluster"),
+        ],
+    );
+    let run = pgb_run(&envs, dir.path(), &["restore"]).expect(0);
+    assert_eq!(run.json["errors"], 0, "{}", run.stdout);
+    assert!(run.json["psql_version"].as_str().unwrap().starts_with("17"));
+    assert!(
+        run.json["tolerated_examples"]
+            .to_string()
+            .contains("transaction_timeout"),
+        "{}",
+        run.stdout
+    );
+    assert_same(
+        &source.dumpall_normalized(),
+        &fresh.dumpall_normalized(),
+        "pg_dumpall of the source and of the cluster restored with the 17 tools",
+    );
+    // One database under another name.
+    let envs = restore_env(
+        &envs,
+        &[
+            ("RESTORE_TYPE", "database"),
+            ("RESTORE_DATABASE", "my db"),
+            ("RESTORE_TARGET_DATABASE", "my db copy"),
+        ],
+    );
+    let run = pgb_run(&envs, dir.path(), &["restore"]).expect(0);
+    assert_eq!(run.json["errors"], 0, "{}", run.stdout);
+    assert_same(
+        &source.dump_normalized("my db").replace("my db", "NAME"),
+        &fresh
+            .dump_normalized("my db copy")
+            .replace("my db copy", "NAME"),
+        "a database restored under another name by the 17 tools",
+    );
+    // And the restore test, as monitoring would run it with the 17 image.
+    let run = pgb_run(
+        &with(&fresh.env(), "PG_BIN_DIR", &tools17),
+        dir.path(),
+        &["verify", &folder, "--restore-test"],
+    )
+    .expect(0);
+    for t in run.json["restore_test"].as_array().unwrap() {
+        assert_eq!(t["errors"], 0, "{t}");
+    }
+}
+
+/// Anything else an older server rejects is still an error: a 17 dump of a table with a
+/// 17-only feature fails on 15.
+#[test]
+fn only_newer_session_settings_are_tolerated_on_an_older_server() {
+    let source = PgServer::start(17);
+    source.psql("postgres", "CREATE DATABASE app");
+    // MAINTAIN is a privilege PostgreSQL 17 introduced.
+    source.psql(
+        "app",
+        "CREATE TABLE t(x int); CREATE ROLE maint; GRANT MAINTAIN ON t TO maint;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    pgb_run(&source.env(), dir.path(), &["dump"]).expect(0);
+    let older = PgServer::start(15);
+    older.psql("postgres", "CREATE ROLE maint");
+    let envs = restore_env(
+        &with(
+            &older.env(),
+            "PG_BIN_DIR",
+            &pg_bin(17).display().to_string(),
+        ),
+        &[
+            ("RESTORE_SOURCE", "local"),
+            ("RESTORE_FOLDER", "latest"),
+            ("RESTORE_TYPE", "database"),
+            ("RESTORE_DATABASE", "app"),
+        ],
+    );
+    let run = pgb_run(&envs, dir.path(), &["restore"]).expect(65);
+    // Both session headers of a --create dump (before and after its \connect) set it.
+    assert_eq!(
+        run.json["tolerated"], 2,
+        "transaction_timeout: {}",
+        run.stdout
+    );
+    assert_eq!(run.json["errors"], 1, "{}", run.stdout);
+    assert!(
+        run.json["first_errors"].to_string().contains("maintain"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn restore_from_s3_stages_checks_and_cleans_up() {
     let (source, dir, folder) = dumped(17);
     let mut s3 = S3Server::start();

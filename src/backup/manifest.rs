@@ -69,6 +69,9 @@ pub struct Manifest {
     pub finished_at: DateTime<Utc>,
     pub server: ServerInfo,
     pub pg_dump_version: String,
+    /// Which pg_dump ran, when several versions are installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_dump_path: Option<String>,
     pub compression: String,
     pub compression_level: u32,
     /// Databases dumped, in the cluster file's order.
@@ -195,6 +198,7 @@ mod tests {
                 version_num: 170010,
             },
             pg_dump_version: "17.10".into(),
+            pg_dump_path: None,
             compression: "gzip".into(),
             compression_level: 6,
             databases: vec!["app".into()],

@@ -269,6 +269,7 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
             version: server_version,
         },
         pg_dump_version: header.dump_version.unwrap_or_default(),
+        pg_dump_path: None,
         compression: "gzip".into(),
         compression_level: 0,
         databases,

@@ -60,6 +60,8 @@ struct DumpDetails {
     backup_status: Option<ManifestStatus>,
     server_version: String,
     pg_dump_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pg_dump_path: Option<String>,
     jobs: usize,
     compression_level: u32,
     files: Vec<FileEntry>,
@@ -73,10 +75,10 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let started_at = Utc::now();
     create_root(&cfg.backup_dir)?;
     let _lock = RunLock::acquire(&cfg.backup_dir, "dump")?;
-    let tools = PgTools::new(&cfg.pg)?;
+    let mut tools = PgTools::new(&cfg.pg)?;
     let server = tools.server_version()?;
-    let pg_dump = tools.check_tool("pg_dump", &server)?;
-    tools.check_tool("pg_dumpall", &server)?;
+    let pg_dump = tools.use_for_dump(&server)?;
+    let pg_dump_path = tools.current().map(|t| t.path("pg_dump"));
     let plan = plan(&tools, &cfg.databases)?;
     crate::signals::check()?;
 
@@ -87,6 +89,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let mut details = DumpDetails {
         server_version: server.text.clone(),
         pg_dump_version: pg_dump.text.clone(),
+        pg_dump_path: pg_dump_path.clone(),
         jobs: cfg.jobs,
         compression_level: cfg.compression_level,
         ..DumpDetails::default()
@@ -187,6 +190,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             version_num: server.num,
         },
         pg_dump_version: pg_dump.text.clone(),
+        pg_dump_path,
         compression: "gzip".into(),
         compression_level: cfg.compression_level,
         databases: cluster_dbs,

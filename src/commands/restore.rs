@@ -53,6 +53,9 @@ struct RestoreDetails {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tolerated_examples: Vec<String>,
     server: String,
+    /// Which psql replayed the file.
+    psql_version: String,
+    psql_path: String,
 }
 
 fn missing(var: &str, what: &str) -> Error {
@@ -111,9 +114,10 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
         _ => None,
     };
 
-    let tools = PgTools::new(&cfg.pg)?;
+    let mut tools = PgTools::new(&cfg.pg)?;
     let server = tools.server_version()?;
-    tools.tool_version("psql")?;
+    let psql = tools.use_for_restore(&server, 0)?;
+    let psql_path = tools.current().map(|t| t.path("psql")).unwrap_or_default();
 
     // No surprise overwrites.
     let in_the_way = match restore_type {
@@ -215,10 +219,12 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
         (Some(d), Some(t)) if d != t => Some((d.as_str(), t.as_str())),
         _ => None,
     };
-    let tolerate_roles = restore_type != RestoreType::Database;
-    tracing::info!(file = %entry.name, "restoring");
-    let errors: SqlErrors =
-        restore_file(&tools, reader, rename, tolerate_roles, progress.as_mut())?;
+    let expected = crate::restore::Expected {
+        existing_roles: restore_type != RestoreType::Database,
+        server_major: server.major(),
+    };
+    tracing::info!(file = %entry.name, psql = %psql_path, "restoring");
+    let errors: SqlErrors = restore_file(&tools, reader, rename, expected, progress.as_mut())?;
     let restore_seconds = restore_started.elapsed().as_secs_f64();
 
     let details = RestoreDetails {
@@ -244,6 +250,8 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
             "{}:{} (PostgreSQL {})",
             cfg.pg.host, cfg.pg.port, server.text
         ),
+        psql_version: psql.text.clone(),
+        psql_path,
     };
     if errors.count > 0 {
         let e = Error::Data(format!(

@@ -58,6 +58,9 @@ struct VerifyDetails {
     bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     restore_test: Option<Vec<RestoreTest>>,
+    /// Which psql ran the restore test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    psql: Option<String>,
 }
 
 /// Finds the folder (`latest` = the newest complete one) and its manifest at a source.
@@ -128,6 +131,7 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
         bytes: files.iter().map(|f| f.bytes).sum(),
         files,
         restore_test: None,
+        psql: None,
     };
     if !errors.is_empty() {
         return Ok(Outcome::failed(errors[0].clone(), details));
@@ -135,9 +139,14 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     if !args.restore_test {
         return Ok(Outcome::ok(details));
     }
-    let tools = PgTools::new(&cfg.pg)?;
+    let mut tools = PgTools::new(&cfg.pg)?;
     let server = tools.server_version()?;
-    tools.check_tool("psql", &server)?;
+    let psql = tools.use_for_restore(&server, 0)?;
+    details.psql = Some(format!(
+        "{} ({})",
+        psql.text,
+        tools.current().map(|t| t.path("psql")).unwrap_or_default()
+    ));
     let mut tests = Vec::new();
     let mut test_errors = Vec::new();
     for entry in manifest
@@ -239,7 +248,12 @@ fn restore_test(
     let guard = crate::restore::ScratchDatabase::new(tools, &scratch, server_major);
     let result = (|| -> Result<SqlErrors> {
         let reader = storage.open(folder, &entry.name)?;
-        let errors = restore_database_file(tools, reader, &database, Some(&scratch), false, None)?;
+        let expected = crate::restore::Expected {
+            existing_roles: false,
+            server_major,
+        };
+        let errors =
+            restore_database_file(tools, reader, &database, Some(&scratch), expected, None)?;
         Ok(errors)
     })();
     match result {

@@ -85,13 +85,15 @@ pub enum PgError {
         host: String,
     },
     #[error(
-        "{tool} {tool_version} is older than the server ({server_version}): use the client tools \
-         of PostgreSQL {server_major} or newer (e.g. set PG_BIN_DIR=/usr/lib/postgresql/{server_major}/bin, \
-         or use the postgres:{server_major}-alpine based image)"
+        "{tool} {tool_version} ({tool_path}) is older than the server ({server_version}), and no \
+         newer one was found: use the client tools of PostgreSQL {server_major} or newer: set \
+         PG_BIN_DIR to their directory (e.g. /usr/lib/postgresql/{server_major}/bin), or use the \
+         image ghcr.io/user/pg-backups:{server_major}-alpine"
     )]
     ToolTooOld {
         tool: String,
         tool_version: String,
+        tool_path: String,
         server_version: String,
         server_major: u32,
     },

