@@ -125,6 +125,9 @@ pub struct VerifyArgs {
     /// Also restore every database file into a scratch database and count tables and rows.
     #[arg(long)]
     pub restore_test: bool,
+    /// Parallel jobs for a custom-format database in the restore test (pg_restore -j).
+    #[arg(long, env = "RESTORE_JOBS", default_value = "1")]
+    pub jobs: String,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +183,9 @@ pub struct RestoreArgs {
     /// Allow dropping a database that already exists on the target (true/false).
     #[arg(long, env = "RESTORE_DROP_EXISTING")]
     pub drop_existing: Option<String>,
+    /// Parallel jobs for a custom-format database (pg_restore -j).
+    #[arg(long, env = "RESTORE_JOBS", default_value = "1")]
+    pub jobs: String,
     /// Where downloads from S3 or the remote host are staged (default: a temporary folder).
     #[arg(long, env = "RESTORE_DIR")]
     pub restore_dir: Option<String>,
@@ -237,9 +243,27 @@ pub struct GlobalArgs {
     /// Databases dumped at once.
     #[arg(long, global = true, env = "BACKUP_JOBS", default_value = "2", help_heading = BACKUP)]
     pub backup_jobs: String,
-    /// gzip level, 1 (fast) to 9 (small).
-    #[arg(long, global = true, env = "BACKUP_COMPRESSION_LEVEL", default_value = "6", help_heading = BACKUP)]
-    pub backup_compression_level: String,
+    /// plain (SQL: gunzip -c | psql restores it) or custom (pg_dump -Fc per database, for
+    /// parallel restore with RESTORE_JOBS).
+    #[arg(long, global = true, env = "BACKUP_FORMAT", default_value = "plain", help_heading = BACKUP)]
+    pub backup_format: String,
+    /// gzip or zstd (faster, smaller). A custom archive uses pg_dump's own compression.
+    #[arg(long, global = true, env = "BACKUP_COMPRESSION", default_value = "gzip", help_heading = BACKUP)]
+    pub backup_compression: String,
+    /// gzip 1 (fast) to 9 (small), default 6; zstd 1 to 19, default 3.
+    #[arg(long, global = true, env = "BACKUP_COMPRESSION_LEVEL", help_heading = BACKUP)]
+    pub backup_compression_level: Option<String>,
+    /// Encrypt every backup file to these age public keys (age1…, or ssh-ed25519/ssh-rsa public
+    /// keys), comma or space separated. The private keys are never needed to back up.
+    #[arg(long, global = true, env = "AGE_RECIPIENTS", help_heading = BACKUP)]
+    pub age_recipients: Option<String>,
+    /// A file of age recipients, one per line (age's recipients-file format).
+    #[arg(long, global = true, env = "AGE_RECIPIENTS_FILE", help_heading = BACKUP)]
+    pub age_recipients_file: Option<String>,
+    /// The private key(s) verify and restore decrypt with: an age identity file (age-keygen)
+    /// or an unencrypted ssh private key. Keep it off the backup host.
+    #[arg(long, global = true, env = "AGE_IDENTITY_FILE", help_heading = BACKUP)]
+    pub age_identity_file: Option<String>,
 
     /// Keep every complete local backup younger than this many days, plus the newest older one.
     #[arg(long, global = true, env = "LOCAL_RETENTION_DAYS", default_value = "1", help_heading = LOCAL)]
@@ -303,6 +327,15 @@ pub struct GlobalArgs {
     /// The provider's part limit (10000 on AWS; some providers allow only 1000).
     #[arg(long, global = true, env = "S3_MAX_PARTS", default_value = "10000", help_heading = S3)]
     pub s3_max_parts: String,
+    /// Server-side encryption of every object: AES256 or aws:kms.
+    #[arg(long, global = true, env = "S3_SSE", help_heading = S3)]
+    pub s3_sse: Option<String>,
+    /// The KMS key for S3_SSE=aws:kms (default: the bucket's or the account's).
+    #[arg(long, global = true, env = "S3_SSE_KMS_KEY_ID", help_heading = S3)]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// Storage class of every object: STANDARD_IA, GLACIER_IR, ONEZONE_IA … (the provider's).
+    #[arg(long, global = true, env = "S3_STORAGE_CLASS", help_heading = S3)]
+    pub s3_storage_class: Option<String>,
 
     /// Ship backups to a remote host with rsync over ssh (true/false).
     #[arg(long, global = true, env = "RSYNC_ENABLED", default_value = "false", help_heading = RSYNC)]

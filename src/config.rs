@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use std::sync::Arc;
+
+use crate::backup::codec::{Compression, Decryption, Encryption, Format, Layout};
 use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::schedule::Schedule;
 use crate::secret::Secret;
@@ -217,6 +220,8 @@ pub struct S3Config {
     pub part_size: Option<u64>,
     pub max_parts: u64,
     pub retention: RetentionRules,
+    pub sse: Option<S3Sse>,
+    pub storage_class: Option<String>,
 }
 
 /// Static S3 credentials: `S3_ACCESS_KEY`/`S3_SECRET_KEY`, else `AWS_ACCESS_KEY_ID`/
@@ -259,7 +264,13 @@ pub struct Config {
     pub schedule: Schedule,
     pub databases: DatabaseFilter,
     pub jobs: usize,
+    /// How the files of a new backup are stored.
+    pub layout: Layout,
     pub compression_level: u32,
+    /// `AGE_RECIPIENTS`: every file of a new backup is encrypted to them.
+    pub encryption: Option<Arc<Encryption>>,
+    /// `AGE_IDENTITY_FILE`: what verify and restore decrypt with.
+    pub decryption: Option<Arc<Decryption>>,
     pub local_retention: RetentionRules,
     pub s3: Destination<S3Config>,
     pub rsync: Destination<RsyncConfig>,
@@ -310,12 +321,44 @@ impl Config {
             exclude: comma_list(args.backup_exclude_databases.as_deref()),
         };
         let jobs = parse_range("BACKUP_JOBS", &args.backup_jobs, 1, 64)? as usize;
-        let compression_level = parse_range(
-            "BACKUP_COMPRESSION_LEVEL",
-            &args.backup_compression_level,
-            1,
-            9,
-        )? as u32;
+        let format = Format::parse(&args.backup_format).ok_or_else(|| {
+            ConfigError::invalid("BACKUP_FORMAT", &args.backup_format, "expected plain or custom")
+        })?;
+        let compression = Compression::parse(&args.backup_compression).ok_or_else(|| {
+            ConfigError::invalid(
+                "BACKUP_COMPRESSION",
+                &args.backup_compression,
+                "expected gzip or zstd",
+            )
+        })?;
+        let compression_level = match args.backup_compression_level.as_deref() {
+            None | Some("") => compression.default_level(),
+            Some(v) => {
+                let (min, max) = compression.levels();
+                parse_range("BACKUP_COMPRESSION_LEVEL", v, min.into(), max.into())? as u32
+            }
+        };
+        let encryption = encryption(args)?;
+        let decryption = match path_setting(&args.age_identity_file) {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+                    var: "AGE_IDENTITY_FILE",
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(Arc::new(Decryption::parse(&text).map_err(|e| ConfigError::Invalid {
+                    var: "AGE_IDENTITY_FILE",
+                    value: path.display().to_string(),
+                    reason: e.to_string(),
+                })?))
+            }
+        };
+        let layout = Layout {
+            format,
+            compression,
+            encrypted: encryption.is_some(),
+        };
         if args.backup_dir.trim().is_empty() {
             return Err(ConfigError::invalid("BACKUP_DIR", "", "must not be empty"));
         }
@@ -351,7 +394,10 @@ impl Config {
             schedule,
             databases,
             jobs,
+            layout,
             compression_level,
+            encryption,
+            decryption,
             local_retention,
             s3,
             rsync,
@@ -359,6 +405,38 @@ impl Config {
             log_format,
         })
     }
+}
+
+/// `AGE_RECIPIENTS` and `AGE_RECIPIENTS_FILE` (both may be given: every key in either).
+fn encryption(args: &GlobalArgs) -> Result<Option<Arc<Encryption>>, ConfigError> {
+    let list = args.age_recipients.clone().unwrap_or_default();
+    let file_lines = match path_setting(&args.age_recipients_file) {
+        None => String::new(),
+        Some(path) => std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+            var: "AGE_RECIPIENTS_FILE",
+            path,
+            source,
+        })?,
+    };
+    let var = if list.trim().is_empty() {
+        "AGE_RECIPIENTS_FILE"
+    } else {
+        "AGE_RECIPIENTS"
+    };
+    Encryption::parse(&list, &file_lines)
+        .map(|e| e.map(Arc::new))
+        .map_err(|e| ConfigError::Invalid {
+            var,
+            value: String::new(),
+            reason: e.to_string(),
+        })
+}
+
+/// Server-side encryption of S3 objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Sse {
+    Aes256,
+    Kms { key_id: Option<String> },
 }
 
 fn s3_config(args: &GlobalArgs, secrets: &Secrets) -> Result<Destination<S3Config>, ConfigError> {
@@ -408,6 +486,38 @@ fn s3_config(args: &GlobalArgs, secrets: &Secrets) -> Result<Destination<S3Confi
     if let Some(b) = &bucket {
         validate_bucket(b)?;
     }
+    let kms_key = args
+        .s3_sse_kms_key_id
+        .clone()
+        .filter(|k| !k.trim().is_empty());
+    let sse = match args.s3_sse.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some("AES256") => Some(S3Sse::Aes256),
+        Some("aws:kms") => Some(S3Sse::Kms {
+            key_id: kms_key.clone(),
+        }),
+        Some(other) => {
+            return Err(ConfigError::invalid("S3_SSE", other, "expected AES256 or aws:kms"));
+        }
+    };
+    if kms_key.is_some() && !matches!(sse, Some(S3Sse::Kms { .. })) {
+        return Err(ConfigError::Conflict(
+            "S3_SSE_KMS_KEY_ID is set but S3_SSE is not aws:kms: set S3_SSE=aws:kms, or unset the key".into(),
+        ));
+    }
+    let storage_class = match args.s3_storage_class.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(c) if !c.is_empty() && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') => {
+            Some(c.to_string())
+        }
+        Some(c) => {
+            return Err(ConfigError::invalid(
+                "S3_STORAGE_CLASS",
+                c,
+                "expected a storage class like STANDARD_IA or GLACIER_IR",
+            ));
+        }
+    };
     let prefix = args.s3_prefix.trim_matches('/').to_string();
     if prefix.split('/').any(|p| p == ".." || p == ".") {
         return Err(ConfigError::invalid(
@@ -483,6 +593,8 @@ fn s3_config(args: &GlobalArgs, secrets: &Secrets) -> Result<Destination<S3Confi
         part_size,
         max_parts,
         retention,
+        sse,
+        storage_class,
     }))
 }
 
@@ -696,6 +808,8 @@ pub struct RestoreInputs {
     pub target_database: Option<String>,
     pub drop_existing: bool,
     pub restore_dir: Option<PathBuf>,
+    /// pg_restore -j for custom-format files.
+    pub jobs: u32,
 }
 
 impl RestoreInputs {
@@ -737,6 +851,7 @@ impl RestoreInputs {
             target_database,
             drop_existing,
             restore_dir: path_setting(&args.restore_dir),
+            jobs: parse_jobs("RESTORE_JOBS", &args.jobs)?,
         })
     }
 }
@@ -878,6 +993,14 @@ fn retention(
         keep_weekly: parse_range(weekly.0, weekly.1, 0, 100_000)? as u32,
         keep_monthly: parse_range(monthly.0, monthly.1, 0, 100_000)? as u32,
     })
+}
+
+/// `RESTORE_JOBS`: 1 to 64, empty meaning 1.
+pub fn parse_jobs(var: &'static str, value: &str) -> Result<u32, ConfigError> {
+    if value.trim().is_empty() {
+        return Ok(1);
+    }
+    Ok(parse_range(var, value, 1, 64)? as u32)
 }
 
 fn parse_range(var: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {

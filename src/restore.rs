@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use flate2::read::MultiGzDecoder;
 
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::backup::codec::{Decryption, FileCodec, Format, open_content};
 use crate::backup::replay::replay_filter;
 use crate::backup::sql_lines::LineMap;
 use crate::error::{Error, Result};
@@ -23,7 +25,7 @@ use crate::process::{LineSink, Running, describe_status};
 const CHUNK: usize = 256 * 1024;
 const KEEP_ERRORS: usize = 20;
 
-/// SQL errors psql reported.
+/// SQL errors psql (or pg_restore) reported.
 #[derive(Debug, Default, Clone)]
 pub struct SqlErrors {
     pub count: usize,
@@ -187,13 +189,38 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Restores a gzip SQL file through psql connected to the `postgres` database.
-/// `rename` restores a `--create` dump of `source_db` under another name. The file must have
-/// been checked first (`backup::verify::check_stream`); what psql receives goes through the
-/// replay filter all the same, so a file that changed since is stopped at its first bad line.
+/// Restores a plain SQL file (as stored: compressed, maybe encrypted) through psql connected to
+/// the `postgres` database. `rename` restores a `--create` dump of `source_db` under another
+/// name. The file must have been checked first (`backup::verify::check_stream`); what psql
+/// receives goes through the replay filter all the same, so a file that changed since is
+/// stopped at its first bad line.
+#[allow(clippy::too_many_arguments)]
 pub fn restore_file(
     tools: &PgTools,
-    reader: Box<dyn Read + Send>,
+    stored: Box<dyn Read + Send>,
+    codec: FileCodec,
+    keys: Option<&Decryption>,
+    rename: Option<(&str, &str)>,
+    expected: Expected,
+    progress: Option<&mut Progress>,
+) -> Result<SqlErrors> {
+    let counted: Box<dyn Read + Send> = match progress.as_ref() {
+        Some(p) => Box::new(Counting {
+            inner: stored,
+            done: p.done.clone(),
+        }),
+        None => stored,
+    };
+    let content = open_content(counted, codec, keys).map_err(|e| {
+        Error::Data(format!("the backup file could not be opened for restoring: {e}"))
+    })?;
+    replay_sql(tools, content, rename, expected, progress)
+}
+
+/// Sends SQL to psql through the replay filter (see [`restore_file`]).
+fn replay_sql(
+    tools: &PgTools,
+    content: Box<dyn Read + Send>,
     rename: Option<(&str, &str)>,
     expected: Expected,
     mut progress: Option<&mut Progress>,
@@ -209,14 +236,7 @@ pub fn restore_file(
     let mut stdin = child
         .take_stdin()
         .ok_or_else(|| Error::Internal("psql has no stdin".into()))?;
-    let counted: Box<dyn Read + Send> = match progress.as_ref() {
-        Some(p) => Box::new(Counting {
-            inner: reader,
-            done: p.done.clone(),
-        }),
-        None => reader,
-    };
-    let mut decoder = MultiGzDecoder::new(std::io::BufReader::with_capacity(CHUNK, counted));
+    let mut decoder = content;
     let mut filter = replay_filter(rename, restrict).with_line_map(lines);
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(CHUNK + 4096);
@@ -284,17 +304,240 @@ pub fn restore_file(
     Ok(errors)
 }
 
-/// Restores one database file, optionally under `target` instead of its own name.
-pub fn restore_database_file(
+/// A custom-format archive to restore, as pg_restore opens it: by path, more than once for
+/// parallel jobs. The path names a descriptor this process holds open (`/proc/self/fd/N`,
+/// inherited by pg_restore and its workers), so pg_restore reads the very file that was checked.
+pub struct Archive {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl Archive {
+    /// Wraps an open, checked file (rewound).
+    pub fn new(file: std::fs::File) -> std::io::Result<Archive> {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: clearing FD_CLOEXEC on a descriptor we own, so children inherit it.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let path = std::path::PathBuf::from(format!("/proc/self/fd/{fd}"));
+        Ok(Archive { file, path })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The file, for reading it from the start.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+}
+
+/// The TOC entries of a custom archive that are about the database itself: pg_restore runs
+/// them only with `--create`.
+fn is_database_level(list_line: &str) -> bool {
+    // `3447; 1262 16384 DATABASE - app postgres`, `3449; 0 0 COMMENT - DATABASE app postgres`
+    let mut fields = list_line.split_whitespace().skip(3);
+    let desc: Vec<&str> = fields.by_ref().take(4).collect();
+    matches!(
+        desc.as_slice(),
+        ["DATABASE", ..]
+            | ["COMMENT", "-", "DATABASE", ..]
+            | ["ACL", "-", "DATABASE", ..]
+            | ["SECURITY", "LABEL", "-", "DATABASE", ..]
+    )
+}
+
+/// Restores a custom-format archive of `database` with pg_restore (`jobs` at once), under
+/// `target` when given: the target is created from the archive's own database-level entries
+/// (pg_restore writes them as SQL; only their name is changed, as for a plain file) and
+/// pg_restore fills it. `work` is a private folder for pg_restore's entry list.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_archive(
     tools: &PgTools,
-    reader: Box<dyn Read + Send>,
+    archive: &Archive,
     database: &str,
     target: Option<&str>,
+    jobs: u32,
     expected: Expected,
+    work: &std::path::Path,
+) -> Result<SqlErrors> {
+    let target = target.filter(|t| *t != database);
+    let mut errors = SqlErrors::default();
+    let mut cmd = tools.command("pg_restore");
+    cmd.args(["-w", "--jobs", &jobs.to_string()]);
+    match target {
+        None => {
+            cmd.arg("--create")
+                .arg(format!("--dbname={}", crate::pg::conninfo("postgres")));
+        }
+        Some(target) => {
+            // 1. The database itself, renamed: pg_restore prints its entries as SQL.
+            let list = pg_restore_output(tools, archive, &["--list"])?;
+            let wanted: Vec<&str> = list.lines().filter(|l| is_database_level(l)).collect();
+            let list_file = work.join("database-entries.list");
+            std::fs::write(&list_file, format!("{}\n", wanted.join("\n"))).map_err(|e| {
+                Error::Backup(crate::backup::BackupError::Write {
+                    path: list_file.clone(),
+                    source: e,
+                })
+            })?;
+            let sql = pg_restore_output(
+                tools,
+                archive,
+                &[
+                    "--create",
+                    "--file=-",
+                    &format!("--use-list={}", list_file.display()),
+                ],
+            )?;
+            let created = replay_sql(
+                tools,
+                Box::new(std::io::Cursor::new(sql.into_bytes())),
+                Some((database, target)),
+                expected,
+                None,
+            )?;
+            merge(&mut errors, created);
+            // 2. Everything else into it.
+            cmd.arg(format!("--dbname={}", crate::pg::conninfo(target)));
+        }
+    }
+    cmd.arg(archive.path());
+    let sink = PsqlErrors::new(expected);
+    let child = Running::spawn(cmd, "pg_restore", Stdio::null(), false, sink)
+        .map_err(|e| tools.spawn_error("pg_restore", e))?;
+    crate::signals::check()?;
+    let finished = child.finish().map_err(|e| PgError::Io {
+        context: "waiting for pg_restore".into(),
+        source: e,
+    })?;
+    crate::signals::check()?;
+    let found = finished.stderr.errors;
+    // pg_restore exits 1 when it ignored SQL errors; without any, it failed on its own (a
+    // connection lost, an archive it cannot read).
+    if !finished.status.success() && found.count == 0 && found.tolerated == 0 {
+        let text = found.other.join("\n");
+        return Err(tools
+            .failure(
+                "pg_restore",
+                "restoring",
+                &describe_status(&finished.status),
+                &text,
+            )
+            .into());
+    }
+    merge(&mut errors, found);
+    Ok(errors)
+}
+
+impl SqlErrors {
+    /// Adds what another file's replay reported.
+    pub fn absorb(&mut self, from: SqlErrors) {
+        merge(self, from);
+    }
+}
+
+fn merge(into: &mut SqlErrors, from: SqlErrors) {
+    into.count += from.count;
+    into.tolerated += from.tolerated;
+    for e in from.first {
+        if into.first.len() < KEEP_ERRORS {
+            into.first.push(e);
+        }
+    }
+    for e in from.tolerated_examples {
+        if into.tolerated_examples.len() < 5 {
+            into.tolerated_examples.push(e);
+        }
+    }
+    into.other.extend(from.other);
+}
+
+/// pg_restore run on the archive with `args`, its stdout (a listing or SQL: small).
+fn pg_restore_output(tools: &PgTools, archive: &Archive, args: &[&str]) -> Result<String> {
+    let mut cmd = tools.command("pg_restore");
+    cmd.args(args).arg(archive.path());
+    let mut child = Running::spawn(cmd, "pg_restore", Stdio::null(), true, crate::process::Tail::default())
+        .map_err(|e| tools.spawn_error("pg_restore", e))?;
+    let mut out = String::new();
+    if let Some(mut stdout) = child.take_stdout() {
+        stdout.read_to_string(&mut out).map_err(|e| PgError::Io {
+            context: "reading pg_restore's output".into(),
+            source: e,
+        })?;
+    }
+    let finished = child.finish().map_err(|e| PgError::Io {
+        context: "waiting for pg_restore".into(),
+        source: e,
+    })?;
+    if !finished.status.success() {
+        return Err(Error::Data(format!(
+            "pg_restore cannot read the archive: {}",
+            finished.stderr.text().trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// Restores one database file (plain or custom, as stored), optionally under `target`.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_database_file(
+    tools: &PgTools,
+    stored: std::fs::File,
+    codec: FileCodec,
+    keys: Option<&Decryption>,
+    database: &str,
+    target: Option<&str>,
+    jobs: u32,
+    expected: Expected,
+    work: &std::path::Path,
     progress: Option<&mut Progress>,
 ) -> Result<SqlErrors> {
-    let rename = target.filter(|t| *t != database).map(|t| (database, t));
-    restore_file(tools, reader, rename, expected, progress)
+    match codec.format {
+        Format::Plain => {
+            let rename = target.filter(|t| *t != database).map(|t| (database, t));
+            restore_file(tools, Box::new(stored), codec, keys, rename, expected, progress)
+        }
+        Format::Custom => {
+            let archive = plain_archive(stored, codec, keys, work)?;
+            restore_archive(tools, &archive, database, target, jobs, expected, work)
+        }
+    }
+}
+
+/// The archive as pg_restore needs it: a file it can open and seek. An encrypted archive is
+/// decrypted into the private folder `work` (pg_restore cannot read age).
+pub fn plain_archive(
+    stored: std::fs::File,
+    codec: FileCodec,
+    keys: Option<&Decryption>,
+    work: &std::path::Path,
+) -> Result<Archive> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| Error::Backup(crate::backup::BackupError::Write { path, source })
+    };
+    if !codec.encrypted {
+        return Archive::new(stored).map_err(io(work));
+    }
+    let path = work.join("archive.dump");
+    let mut out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    let mut content = open_content(Box::new(stored), codec, keys)
+        .map_err(|e| Error::Data(format!("the archive could not be decrypted: {e}")))?;
+    std::io::copy(&mut content, &mut out).map_err(io(&path))?;
+    out.sync_all().map_err(io(&path))?;
+    use std::io::Seek;
+    out.seek(std::io::SeekFrom::Start(0)).map_err(io(&path))?;
+    Archive::new(out).map_err(io(&path))
 }
 
 /// Whether a database exists on the server.

@@ -804,6 +804,8 @@ fn stale_upload_cleanup_touches_only_our_keys() {
         )),
         part_size: None,
         max_parts: 10_000,
+        sse: None,
+        storage_class: None,
         retention: pg_backups::config::RetentionRules {
             days: 7,
             keep_last: 3,

@@ -530,6 +530,8 @@ fn multipart_uploads_left_by_failed_ships_are_aborted_only_when_stale() {
         )),
         part_size: None,
         max_parts: 10_000,
+        sse: None,
+        storage_class: None,
         retention: pg_backups::config::RetentionRules {
             days: 7,
             keep_last: 3,

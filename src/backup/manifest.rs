@@ -42,6 +42,18 @@ pub struct FileEntry {
     pub sha256: String,
     /// Size of the SQL inside, for progress and ratios.
     pub sql_bytes: u64,
+    /// SHA-256 of the content (the SQL, or the custom archive) before compression and
+    /// encryption: recorded for encrypted files, so a verify with the key checks it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+}
+
+/// How the files of a backup are encrypted: the scheme and who can read them (fingerprints,
+/// never keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionInfo {
+    pub scheme: String,
+    pub recipients: Vec<super::codec::RecipientInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +84,13 @@ pub struct Manifest {
     /// Which pg_dump ran, when several versions are installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pg_dump_path: Option<String>,
+    /// `plain` or `custom` (older manifests: plain).
+    #[serde(default)]
+    pub backup_format: super::codec::Format,
     pub compression: String,
     pub compression_level: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionInfo>,
     /// Databases dumped, in the cluster file's order.
     pub databases: Vec<String>,
     pub files: Vec<FileEntry>,
@@ -133,7 +150,7 @@ impl Manifest {
         }
         let mut seen = std::collections::HashSet::new();
         for f in &m.files {
-            if !is_safe_file_name(&f.name) || !f.name.ends_with(".sql.gz") {
+            if !is_safe_file_name(&f.name) || super::codec::FileCodec::of_name(&f.name).is_none() {
                 return Err(bad(format!("file name {:?} is not one of ours", f.name)));
             }
             if !seen.insert(f.name.as_str()) {
@@ -199,8 +216,10 @@ mod tests {
             },
             pg_dump_version: "17.10".into(),
             pg_dump_path: None,
+            backup_format: Default::default(),
             compression: "gzip".into(),
             compression_level: 6,
+            encryption: None,
             databases: vec!["app".into()],
             files: vec![FileEntry {
                 name: "postgres_db_app.sql.gz".into(),
@@ -209,6 +228,7 @@ mod tests {
                 bytes: 10,
                 sha256: "a".repeat(64),
                 sql_bytes: 20,
+                content_sha256: None,
             }],
             failed: vec![],
             adopted: None,

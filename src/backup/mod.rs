@@ -9,6 +9,7 @@
 //! ```
 
 pub mod cluster;
+pub mod codec;
 mod manifest;
 pub mod psql_scan;
 pub mod rename;
@@ -18,8 +19,8 @@ pub mod verify;
 pub mod writer;
 
 pub use manifest::{
-    Adopted, FORMAT as MANIFEST_FORMAT, FailedDatabase, FileEntry, FileKind, Manifest,
-    ManifestStatus, ServerInfo, fsync_dir as manifest_fsync_dir,
+    Adopted, EncryptionInfo, FORMAT as MANIFEST_FORMAT, FailedDatabase, FileEntry, FileKind,
+    Manifest, ManifestStatus, ServerInfo, fsync_dir as manifest_fsync_dir,
 };
 
 use std::fmt;
@@ -78,15 +79,23 @@ impl fmt::Display for FolderName {
     }
 }
 
-/// The file of one database: `postgres_db_<name>.sql.gz`, with every byte outside
-/// `[A-Za-z0-9_.-]` percent-encoded so any database name makes a safe file name.
+/// The file of one database in the default layout: `postgres_db_<name>.sql.gz`, with every
+/// byte outside `[A-Za-z0-9_.-]` percent-encoded so any database name makes a safe file name.
 pub fn database_file_name(database: &str) -> String {
-    format!("{DB_PREFIX}{}{SQL_GZ}", percent_encode(database))
+    database_file_name_with(database, SQL_GZ)
 }
 
-/// The database name a `postgres_db_*.sql.gz` file stands for (the manifest is authoritative).
+/// `postgres_db_<encoded name><suffix>` (see [`codec::Layout`]).
+pub fn database_file_name_with(database: &str, suffix: &str) -> String {
+    format!("{DB_PREFIX}{}{suffix}", percent_encode(database))
+}
+
+/// The database name a `postgres_db_*` file stands for (the manifest is authoritative).
 pub fn database_from_file_name(file: &str) -> Option<String> {
-    let encoded = file.strip_prefix(DB_PREFIX)?.strip_suffix(SQL_GZ)?;
+    let codec = codec::FileCodec::of_name(file)?;
+    let encoded = file
+        .strip_prefix(DB_PREFIX)?
+        .strip_suffix(&codec.suffix())?;
     percent_decode(encoded)
 }
 
@@ -201,8 +210,33 @@ pub enum BackupError {
         expected: u64,
         actual: u64,
     },
-    #[error("{file}: the gzip stream is damaged: {reason}")]
-    Gzip { file: String, reason: String },
+    #[error("{file}: the {method} stream is damaged: {reason}")]
+    Decompress {
+        file: String,
+        method: &'static str,
+        reason: String,
+    },
+    #[error(
+        "{file}: none of the keys in AGE_IDENTITY_FILE can decrypt it (it is encrypted to other \
+         recipients: see the manifest's fingerprints); nothing was sent to the server"
+    )]
+    WrongKey { file: String },
+    #[error(
+        "{file} is encrypted: set AGE_IDENTITY_FILE to the private key it was encrypted to"
+    )]
+    KeyMissing { file: String },
+    #[error("{file}: the encrypted stream is damaged or cut short: {reason}")]
+    Damaged { file: String, reason: String },
+    #[error("{file}: the custom-format archive cannot be read: {detail}")]
+    Archive { file: String, detail: String },
+    #[error(
+        "{file}: its decrypted content has SHA-256 {actual} but the manifest says {expected}"
+    )]
+    ContentChecksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{file}: the SQL ends before pg_dump's completion line; the dump was cut short")]
     Truncated { file: String },
     #[error(
@@ -237,10 +271,15 @@ impl BackupError {
                 _ => exitcode::IOERR,
             },
             BackupError::Read { source, .. } => crate::exit::io_exit_code(source),
+            BackupError::WrongKey { .. } => exitcode::NOPERM,
+            BackupError::KeyMissing { .. } => exitcode::CONFIG,
             BackupError::Manifest { .. }
             | BackupError::Checksum { .. }
             | BackupError::Size { .. }
-            | BackupError::Gzip { .. }
+            | BackupError::Decompress { .. }
+            | BackupError::Damaged { .. }
+            | BackupError::Archive { .. }
+            | BackupError::ContentChecksum { .. }
             | BackupError::Truncated { .. }
             | BackupError::Unsafe { .. } => exitcode::DATAERR,
         }
@@ -255,7 +294,15 @@ impl BackupError {
             BackupError::Manifest { .. } => "bad_manifest",
             BackupError::Checksum { .. } => "checksum_mismatch",
             BackupError::Size { .. } => "size_mismatch",
-            BackupError::Gzip { .. } => "gzip_damaged",
+            BackupError::Decompress { method, .. } => match *method {
+                "zstd" => "zstd_damaged",
+                _ => "gzip_damaged",
+            },
+            BackupError::WrongKey { .. } => "wrong_key",
+            BackupError::KeyMissing { .. } => "key_missing",
+            BackupError::Damaged { .. } => "encryption_damaged",
+            BackupError::Archive { .. } => "archive_damaged",
+            BackupError::ContentChecksum { .. } => "content_checksum_mismatch",
             BackupError::Truncated { .. } => "dump_truncated",
             BackupError::Unsafe { .. } => "unsafe_content",
         }

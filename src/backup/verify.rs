@@ -1,17 +1,21 @@
-//! Checking a backup file end to end in one pass: byte count and SHA-256 of the `.sql.gz`
-//! against the manifest, every gzip member decoded to its end, and the SQL ending with the
-//! completion line pg_dump or pg_dumpall writes (a truncated dump that is still valid gzip is
-//! caught), and the SQL read the way psql will read it, so that a file holding a psql
-//! meta-command pg_dump never writes (`\!` runs a shell) is refused before any of it is
-//! replayed. Reading and hashing run on one thread, decoding and scanning on another, with a
-//! few chunks between them, so memory stays bounded whatever the file size.
+//! Checking a backup file end to end in one pass: byte count and SHA-256 of the stored bytes
+//! against the manifest; then, through the reading stack (age with `AGE_IDENTITY_FILE`, then
+//! gzip or zstd), the content to its last byte: the SQL ending with the completion line pg_dump
+//! or pg_dumpall writes (a dump cut short that is still valid gzip is caught) and read the way
+//! psql will read it, so that a file holding a psql meta-command pg_dump never writes (`\!`
+//! runs a shell) is refused before any of it is replayed. A custom-format archive is read
+//! through `pg_restore -f -`, whose SQL is checked the same way. For an encrypted file the
+//! manifest also holds the SHA-256 of the content, checked too. Reading and hashing run on one
+//! thread, decoding and scanning on another, so memory stays bounded whatever the file size.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
+use super::codec::{CipherError, Decryption, FileCodec, Format, open_content};
 use super::psql_scan::{Meta, Scanner};
 use super::{BackupError, FileEntry, FileKind};
 
@@ -21,11 +25,33 @@ const TAIL: usize = 1024;
 /// The first bytes of the SQL, where pg_dump says which versions made it.
 const HEAD: usize = 4096;
 
+/// How far a file's content was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    /// Decrypted (when encrypted), decompressed and read to its end.
+    Checked,
+    /// Encrypted, and no AGE_IDENTITY_FILE: only the stored bytes were checked.
+    NotDecrypted,
+    /// A custom-format archive, and no pg_restore to read it with.
+    NoPgRestore,
+}
+
 /// What a checked file held.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Checked {
     pub bytes: u64,
     pub sql_bytes: u64,
+    pub content: Content,
+}
+
+/// What reading a file's content needs besides its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readers<'a> {
+    /// `AGE_IDENTITY_FILE`'s keys; without them an encrypted file is checked as stored only.
+    pub keys: Option<&'a Decryption>,
+    /// A pg_restore (at least as new as the pg_dump that made the archive).
+    pub pg_restore: Option<&'a Path>,
 }
 
 /// The line a complete dump of this kind of file ends with.
@@ -64,8 +90,11 @@ pub fn scan_stream(
     name: &str,
     kind: FileKind,
 ) -> Result<Scanned, BackupError> {
-    let (bytes, sha256, decoded) = read_through(source, name, kind)?;
-    let decoded = decoded?;
+    let (bytes, sha256, decoded) = read_through(source, name, kind, None, Readers::default())?;
+    let decoded = decoded?.ok_or_else(|| BackupError::Manifest {
+        folder: name.to_string(),
+        reason: "the content could not be read".into(),
+    })?;
     Ok(Scanned {
         bytes,
         sha256,
@@ -78,8 +107,15 @@ pub fn scan_stream(
 pub fn check_stream(
     source: Box<dyn Read + Send>,
     entry: &FileEntry,
+    readers: Readers<'_>,
 ) -> Result<Checked, BackupError> {
-    let (bytes, sha256, decoded) = read_through(source, &entry.name, entry.kind)?;
+    let (bytes, sha256, decoded) = read_through(
+        source,
+        &entry.name,
+        entry.kind,
+        entry.content_sha256.as_deref(),
+        readers,
+    )?;
     // Size and checksum first: they say most precisely what is wrong with a damaged file.
     if bytes != entry.bytes {
         return Err(BackupError::Size {
@@ -95,10 +131,23 @@ pub fn check_stream(
             actual: sha256,
         });
     }
-    let decoded = decoded?;
-    Ok(Checked {
-        bytes,
-        sql_bytes: decoded.sql_bytes,
+    Ok(match decoded? {
+        Some(d) => Checked {
+            bytes,
+            sql_bytes: d.sql_bytes,
+            content: Content::Checked,
+        },
+        None => Checked {
+            bytes,
+            sql_bytes: entry.sql_bytes,
+            content: if FileCodec::of_name(&entry.name).is_some_and(|c| c.encrypted)
+                && readers.keys.is_none()
+            {
+                Content::NotDecrypted
+            } else {
+                Content::NoPgRestore
+            },
+        },
     })
 }
 
@@ -108,19 +157,37 @@ struct Decoded {
 }
 
 /// Reads `source` to its end, hashing it on one thread and decoding and scanning on this one.
-/// The outer error is the source failing; the inner one what the content is wrong about.
+/// The outer error is the source failing; the inner one what the content is wrong about
+/// (`None`: the content could not be read: encrypted without a key, or no pg_restore).
 #[allow(clippy::type_complexity)]
 fn read_through(
     source: Box<dyn Read + Send>,
     name: &str,
     kind: FileKind,
-) -> Result<(u64, String, Result<Decoded, BackupError>), BackupError> {
+    content_sha256: Option<&str>,
+    readers: Readers<'_>,
+) -> Result<(u64, String, Result<Option<Decoded>, BackupError>), BackupError> {
+    let codec = FileCodec::of_name(name).ok_or_else(|| BackupError::Manifest {
+        folder: name.to_string(),
+        reason: "not a backup file name".into(),
+    })?;
     let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
     let hasher = std::thread::spawn(move || read_and_hash(source, tx));
-    let decoded = decode(ChannelReader::new(rx), name, kind);
+    let input = ChannelReader::new(rx);
+    let readable = (!codec.encrypted || readers.keys.is_some())
+        && (codec.format == Format::Plain || readers.pg_restore.is_some());
+    let decoded = if readable {
+        decode(input, name, kind, codec, content_sha256, readers).map(Some)
+    } else {
+        // The stored bytes are still read to their end (and hashed on the other thread).
+        let mut sink = input;
+        let _ = std::io::copy(&mut sink, &mut std::io::sink());
+        Ok(None)
+    };
     // The reader thread ends once the channel is drained or dropped.
-    let (bytes, sha256, read_error) = hasher.join().map_err(|_| BackupError::Gzip {
+    let (bytes, sha256, read_error) = hasher.join().map_err(|_| BackupError::Decompress {
         file: name.to_string(),
+        method: "read",
         reason: "the reading thread panicked".into(),
     })?;
     if let Some(e) = read_error {
@@ -178,14 +245,188 @@ fn read_and_hash(
     (bytes, hex::encode(hasher.finalize()), None)
 }
 
-fn decode(input: ChannelReader, name: &str, kind: FileKind) -> Result<Decoded, BackupError> {
-    let gz_error = |e: std::io::Error| BackupError::Gzip {
+/// Maps an error of the reading stack to what it says about the file.
+fn content_error(name: &str, codec: FileCodec, e: std::io::Error) -> BackupError {
+    match e.get_ref().and_then(|i| i.downcast_ref::<CipherError>()) {
+        Some(CipherError::WrongKey) => BackupError::WrongKey {
+            file: name.to_string(),
+        },
+        Some(CipherError::Damaged(reason)) => BackupError::Damaged {
+            file: name.to_string(),
+            reason: reason.clone(),
+        },
+        None => BackupError::Decompress {
+            file: name.to_string(),
+            method: codec.compression.name(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn decode(
+    input: ChannelReader,
+    name: &str,
+    kind: FileKind,
+    codec: FileCodec,
+    content_sha256: Option<&str>,
+    readers: Readers<'_>,
+) -> Result<Decoded, BackupError> {
+    let content = open_content(Box::new(input), codec, readers.keys)
+        .map_err(|e| content_error(name, codec, e))?;
+    match (codec.format, readers.pg_restore) {
+        (Format::Plain, _) => {
+            let mut hash = content_sha256.map(|_| Sha256::new());
+            let decoded = scan_sql(content, name, kind, codec, hash.as_mut())?;
+            check_content(name, content_sha256, hash)?;
+            Ok(decoded)
+        }
+        (Format::Custom, Some(pg_restore)) => {
+            scan_archive(content, name, codec, content_sha256, pg_restore)
+        }
+        (Format::Custom, None) => Err(BackupError::Archive {
+            file: name.to_string(),
+            detail: "no pg_restore to read it with".into(),
+        }),
+    }
+}
+
+fn check_content(
+    name: &str,
+    expected: Option<&str>,
+    hash: Option<Sha256>,
+) -> Result<(), BackupError> {
+    if let (Some(expected), Some(hash)) = (expected, hash) {
+        let actual = hex::encode(hash.finalize());
+        if actual != expected {
+            return Err(BackupError::ContentChecksum {
+                file: name.to_string(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A custom archive through `pg_restore -f -`: pg_restore reads every block (decompressing
+/// pg_dump's own compression) and writes the SQL it would run, which is checked like a plain
+/// dump. The archive bytes are hashed on their way in.
+fn scan_archive(
+    mut content: Box<dyn Read + Send>,
+    name: &str,
+    codec: FileCodec,
+    content_sha256: Option<&str>,
+    pg_restore: &Path,
+) -> Result<Decoded, BackupError> {
+    let archive_error = |detail: String| BackupError::Archive {
         file: name.to_string(),
-        reason: e.to_string(),
+        detail,
     };
+    let mut cmd = crate::process::ChildEnv::base().command(pg_restore);
+    cmd.args(["--file=-"]);
+    let mut child = crate::process::Running::spawn(
+        cmd,
+        "pg_restore",
+        Stdio::piped(),
+        true,
+        crate::process::Tail::default(),
+    )
+    .map_err(|e| archive_error(format!("cannot run {}: {e}", pg_restore.display())))?;
+    let mut stdin = child
+        .take_stdin()
+        .ok_or_else(|| archive_error("pg_restore has no stdin".into()))?;
+    let stdout = child
+        .take_stdout()
+        .ok_or_else(|| archive_error("pg_restore has no stdout".into()))?;
+    let want_hash = content_sha256.is_some();
+    let feeder = std::thread::spawn(move || -> (Option<Sha256>, Option<std::io::Error>, u64) {
+        let mut hash = want_hash.then(Sha256::new);
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = match content.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return (hash, Some(e), total),
+            };
+            total += n as u64;
+            if let Some(h) = hash.as_mut() {
+                h.update(&buf[..n]);
+            }
+            if stdin.write_all(&buf[..n]).is_err() {
+                // pg_restore stopped reading: its stderr says why. Read on to hash the rest.
+                let mut rest = std::io::sink();
+                let mut tee = HashingRead {
+                    inner: &mut content,
+                    hash: hash.as_mut(),
+                };
+                if let Err(e) = std::io::copy(&mut tee, &mut rest) {
+                    return (hash, Some(e), total);
+                }
+                break;
+            }
+        }
+        (hash, None, total)
+    });
+    let decoded = scan_sql(
+        Box::new(stdout),
+        name,
+        FileKind::Database,
+        codec,
+        None,
+    );
+    let (hash, read_error, archive_bytes) = feeder
+        .join()
+        .map_err(|_| archive_error("the feeding thread panicked".into()))?;
+    let finished = child
+        .finish()
+        .map_err(|e| archive_error(format!("waiting for pg_restore: {e}")))?;
+    if let Some(e) = read_error {
+        return Err(content_error(name, codec, e));
+    }
+    if !finished.status.success() {
+        return Err(archive_error(
+            finished
+                .stderr
+                .text()
+                .lines()
+                .last()
+                .unwrap_or("pg_restore failed")
+                .to_string(),
+        ));
+    }
+    check_content(name, content_sha256, hash)?;
+    let mut decoded = decoded?;
+    decoded.sql_bytes = archive_bytes;
+    Ok(decoded)
+}
+
+struct HashingRead<'a, R> {
+    inner: &'a mut R,
+    hash: Option<&'a mut Sha256>,
+}
+
+impl<R: Read> Read for HashingRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hash.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads SQL to its end: the scan, the completion line, the header; hashes it when asked.
+fn scan_sql(
+    mut content: Box<dyn Read + Send>,
+    name: &str,
+    kind: FileKind,
+    codec: FileCodec,
+    mut hash: Option<&mut Sha256>,
+) -> Result<Decoded, BackupError> {
     let mut head: Vec<u8> = Vec::new();
     let mut connect = None;
-    let mut decoder = MultiGzDecoder::new(std::io::BufReader::with_capacity(CHUNK, input));
     let mut buf = vec![0u8; CHUNK];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL);
     let mut total = 0u64;
@@ -194,13 +435,16 @@ fn decode(input: ChannelReader, name: &str, kind: FileKind) -> Result<Decoded, B
     // file cut off in the middle of a line is reported as cut off, which is what it is.
     let mut violation = None;
     loop {
-        let n = match decoder.read(&mut buf) {
+        let n = match content.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(gz_error(e)),
+            Err(e) => return Err(content_error(name, codec, e)),
         };
         total += n as u64;
+        if let Some(h) = hash.as_mut() {
+            h.update(&buf[..n]);
+        }
         if head.len() < HEAD {
             let take = (HEAD - head.len()).min(n);
             head.extend_from_slice(&buf[..take]);
@@ -235,8 +479,9 @@ fn decode(input: ChannelReader, name: &str, kind: FileKind) -> Result<Decoded, B
         violation = Some(v);
     }
     if total == 0 {
-        return Err(BackupError::Gzip {
+        return Err(BackupError::Decompress {
             file: name.to_string(),
+            method: codec.compression.name(),
             reason: "no data".into(),
         });
     }
@@ -326,6 +571,7 @@ mod tests {
             bytes: bytes.len() as u64,
             sha256: hex::encode(Sha256::digest(bytes)),
             sql_bytes: 0,
+            content_sha256: None,
         }
     }
 
@@ -336,7 +582,7 @@ mod tests {
     }
 
     fn check(bytes: Vec<u8>, entry: &FileEntry) -> Result<Checked, BackupError> {
-        check_stream(Box::new(std::io::Cursor::new(bytes)), entry)
+        check_stream(Box::new(std::io::Cursor::new(bytes)), entry, Readers::default())
     }
 
     const DUMP: &[u8] =
@@ -377,7 +623,7 @@ mod tests {
         let len = data.len();
         data[len - 6] ^= 0xff; // the CRC
         let entry = entry_for(&data, FileKind::Database);
-        assert!(matches!(check(data, &entry), Err(BackupError::Gzip { .. })));
+        assert!(matches!(check(data, &entry), Err(BackupError::Decompress { .. })));
     }
 
     #[test]

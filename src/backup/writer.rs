@@ -6,11 +6,12 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::BackupError;
+use super::codec::{
+    Encryption, FileCodec, Packed, Sealed, compress_member, open_for_assembly,
+};
 
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -56,9 +57,15 @@ impl<W: Write> Write for HashingWriter<W> {
 #[derive(Debug, Clone)]
 pub struct WrittenFile {
     pub path: PathBuf,
+    /// Size and SHA-256 of the stored bytes.
     pub bytes: u64,
     pub sha256: String,
+    /// Size of the content (SQL or archive) before compression and encryption.
     pub sql_bytes: u64,
+    /// SHA-256 of the content, recorded for encrypted files so that a decrypting verify can
+    /// check what is inside too.
+    pub content_sha256: Option<String>,
+    pub codec: FileCodec,
 }
 
 /// Creates a backup file readable by its owner only; an existing file is an error.
@@ -74,28 +81,52 @@ pub fn create_private(path: &Path) -> Result<File, BackupError> {
         })
 }
 
-/// A `.sql.gz` file being written from a stream of SQL.
-pub struct GzFile {
+type Stored = HashingWriter<BufWriter<File>>;
+
+/// A backup file being written from its content (SQL, or a custom archive): compressed,
+/// encrypted and hashed as stored, in one pass (see [`codec`](super::codec)).
+pub struct FileWriter {
     path: PathBuf,
-    encoder: GzEncoder<HashingWriter<BufWriter<File>>>,
+    stack: Packed<Sealed<Stored>>,
+    content: Option<Sha256>,
     sql_bytes: u64,
+    codec: FileCodec,
 }
 
-impl GzFile {
-    pub fn create(path: &Path, level: u32) -> Result<GzFile, BackupError> {
-        let file = create_private(path)?;
-        let inner = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
-        Ok(GzFile {
+impl FileWriter {
+    /// `assembly`: the file will be read back by this run to build the cluster file.
+    pub fn create(
+        path: &Path,
+        codec: FileCodec,
+        level: u32,
+        enc: Option<&Encryption>,
+        assembly: bool,
+    ) -> Result<FileWriter, BackupError> {
+        let werr = |source| BackupError::Write {
             path: path.to_path_buf(),
-            encoder: GzEncoder::new(inner, Compression::new(level)),
+            source,
+        };
+        let file = create_private(path)?;
+        let stored = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+        let enc = enc.filter(|_| codec.encrypted);
+        let sealed = Sealed::new(stored, enc, assembly).map_err(werr)?;
+        let stack = Packed::new(sealed, codec.compression, level).map_err(werr)?;
+        Ok(FileWriter {
+            path: path.to_path_buf(),
+            stack,
+            content: enc.map(|_| Sha256::new()),
             sql_bytes: 0,
+            codec,
         })
     }
 
-    pub fn write(&mut self, sql: &[u8]) -> Result<(), BackupError> {
-        self.sql_bytes += sql.len() as u64;
-        self.encoder
-            .write_all(sql)
+    pub fn write(&mut self, content: &[u8]) -> Result<(), BackupError> {
+        self.sql_bytes += content.len() as u64;
+        if let Some(h) = self.content.as_mut() {
+            h.update(content);
+        }
+        self.stack
+            .write_all(content)
             .map_err(|source| BackupError::Write {
                 path: self.path.clone(),
                 source,
@@ -106,14 +137,15 @@ impl GzFile {
         &self.path
     }
 
-    /// Ends the gzip stream and makes the file durable.
+    /// Ends every layer and makes the file durable.
     pub fn finish(self) -> Result<WrittenFile, BackupError> {
         let werr = |source| BackupError::Write {
             path: self.path.clone(),
             source,
         };
-        let hashing = self.encoder.finish().map_err(werr)?;
-        let (buffered, sha256, bytes) = hashing.finish();
+        let sealed = self.stack.finish().map_err(werr)?;
+        let stored = sealed.finish().map_err(werr)?;
+        let (buffered, sha256, bytes) = stored.finish();
         let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all().map_err(werr)?;
         Ok(WrittenFile {
@@ -121,25 +153,43 @@ impl GzFile {
             bytes,
             sha256,
             sql_bytes: self.sql_bytes,
+            content_sha256: self.content.map(|h| hex::encode(h.finalize())),
+            codec: self.codec,
         })
     }
 }
 
-/// A file assembled from whole gzip members: small ones compressed here and existing `.gz`
-/// files appended as they are (concatenated members are one valid gzip stream).
-pub struct MemberFile {
+/// A file assembled from whole compressed members (gzip) or frames (zstd): small ones
+/// compressed here, finished files appended as they are stored (decrypted with the run's
+/// in-process key when they are encrypted), the whole encrypted again as one stream.
+/// Concatenated members are one valid stream for `gunzip -c` and `zstd -dc`.
+pub struct AssembledFile {
     path: PathBuf,
-    out: HashingWriter<BufWriter<File>>,
+    out: Sealed<Stored>,
+    codec: FileCodec,
     level: u32,
     sql_bytes: u64,
 }
 
-impl MemberFile {
-    pub fn create(path: &Path, level: u32) -> Result<MemberFile, BackupError> {
+impl AssembledFile {
+    pub fn create(
+        path: &Path,
+        codec: FileCodec,
+        level: u32,
+        enc: Option<&Encryption>,
+    ) -> Result<AssembledFile, BackupError> {
         let file = create_private(path)?;
-        Ok(MemberFile {
+        let stored = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+        let out = Sealed::new(stored, enc.filter(|_| codec.encrypted), false).map_err(|source| {
+            BackupError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(AssembledFile {
             path: path.to_path_buf(),
-            out: HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            out,
+            codec,
             level,
             sql_bytes: 0,
         })
@@ -152,38 +202,42 @@ impl MemberFile {
         }
     }
 
-    /// Appends `text` as its own gzip member.
+    /// Appends `text` as its own member.
     pub fn append_text(&mut self, text: &str) -> Result<(), BackupError> {
-        let mut enc = GzEncoder::new(Vec::new(), Compression::new(self.level));
-        enc.write_all(text.as_bytes()).map_err(|e| self.werr(e))?;
-        let member = enc.finish().map_err(|e| self.werr(e))?;
+        let member = compress_member(text.as_bytes(), self.codec.compression, self.level)
+            .map_err(|e| self.werr(e))?;
         self.out.write_all(&member).map_err(|e| self.werr(e))?;
         self.sql_bytes += text.len() as u64;
         Ok(())
     }
 
-    /// Appends a finished `.gz` file byte for byte (it is read from the page cache).
-    pub fn append_gz(&mut self, source: &Path, sql_bytes: u64) -> Result<(), BackupError> {
-        let mut input = File::open(source).map_err(|e| BackupError::Read {
-            path: source.to_path_buf(),
+    /// Appends a finished file of this run, byte for byte once decrypted (it is read from
+    /// the page cache).
+    pub fn append_file(
+        &mut self,
+        part: &WrittenFile,
+        enc: Option<&Encryption>,
+    ) -> Result<(), BackupError> {
+        let rerr = |e: std::io::Error| BackupError::Read {
+            path: part.path.clone(),
             source: e,
-        })?;
+        };
+        let file = File::open(&part.path).map_err(rerr)?;
+        let mut input: Box<dyn Read + Send> = match enc.filter(|_| part.codec.encrypted) {
+            Some(e) => open_for_assembly(Box::new(file), e).map_err(rerr)?,
+            None => Box::new(file),
+        };
         let mut buf = vec![0u8; WRITE_BUFFER];
         loop {
             let n = match input.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(BackupError::Read {
-                        path: source.to_path_buf(),
-                        source: e,
-                    });
-                }
+                Err(e) => return Err(rerr(e)),
             };
             self.out.write_all(&buf[..n]).map_err(|e| self.werr(e))?;
         }
-        self.sql_bytes += sql_bytes;
+        self.sql_bytes += part.sql_bytes;
         Ok(())
     }
 
@@ -193,7 +247,8 @@ impl MemberFile {
             path: path.clone(),
             source,
         };
-        let (buffered, sha256, bytes) = self.out.finish();
+        let stored = self.out.finish().map_err(werr)?;
+        let (buffered, sha256, bytes) = stored.finish();
         let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all().map_err(werr)?;
         Ok(WrittenFile {
@@ -201,6 +256,10 @@ impl MemberFile {
             bytes,
             sha256,
             sql_bytes: self.sql_bytes,
+            // The SQL of the whole cluster is never in one piece here: a decrypting verify
+            // checks its gzip/zstd stream, completion line and content instead.
+            content_sha256: None,
+            codec: self.codec,
         })
     }
 }
@@ -208,14 +267,23 @@ impl MemberFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::codec::{Compression, Format};
     use flate2::read::MultiGzDecoder;
     use std::os::unix::fs::PermissionsExt;
 
+    fn gzip() -> FileCodec {
+        FileCodec {
+            format: Format::Plain,
+            compression: Compression::Gzip,
+            encrypted: false,
+        }
+    }
+
     #[test]
-    fn gz_file_records_the_sha256_of_the_bytes_on_disk() {
+    fn a_file_records_the_sha256_of_the_bytes_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.sql.gz");
-        let mut f = GzFile::create(&path, 6).unwrap();
+        let mut f = FileWriter::create(&path, gzip(), 6, None, false).unwrap();
         f.write(b"SELECT 1;\n").unwrap();
         let written = f.finish().unwrap();
         let on_disk = std::fs::read(&path).unwrap();
@@ -227,16 +295,16 @@ mod tests {
     }
 
     #[test]
-    fn member_file_concatenates_into_one_readable_stream() {
+    fn an_assembled_file_concatenates_into_one_readable_stream() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("part.gz");
-        let mut f = GzFile::create(&part, 1).unwrap();
+        let mut f = FileWriter::create(&part, gzip(), 1, None, true).unwrap();
         f.write(b"middle\n").unwrap();
         let part_written = f.finish().unwrap();
         let whole = dir.path().join("whole.gz");
-        let mut m = MemberFile::create(&whole, 6).unwrap();
+        let mut m = AssembledFile::create(&whole, gzip(), 6, None).unwrap();
         m.append_text("first\n").unwrap();
-        m.append_gz(&part, part_written.sql_bytes).unwrap();
+        m.append_file(&part_written, None).unwrap();
         m.append_text("last\n").unwrap();
         let written = m.finish().unwrap();
         let mut text = String::new();

@@ -250,6 +250,7 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
             bytes: scanned.bytes,
             sha256: scanned.sha256,
             sql_bytes: scanned.sql_bytes,
+            content_sha256: None,
         });
     }
     crate::backup::cluster::cluster_order(&mut databases);
@@ -270,8 +271,10 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
         },
         pg_dump_version: header.dump_version.unwrap_or_default(),
         pg_dump_path: None,
+        backup_format: Default::default(),
         compression: "gzip".into(),
         compression_level: 0,
+        encryption: None,
         databases,
         files,
         failed: Vec::new(),

@@ -22,10 +22,11 @@ use crate::backup::cluster::{
     CLUSTER_TRAILER, DATABASES_HEADER, cluster_order, create_filter, database_header,
     missing_database_note, restored_in_place,
 };
-use crate::backup::writer::{GzFile, MemberFile, WrittenFile};
+use crate::backup::codec::{Compression, Encryption, Format, Layout};
+use crate::backup::writer::{AssembledFile, FileWriter, WrittenFile};
 use crate::backup::{
-    BackupError, CLUSTER_FILE, FailedDatabase, FileEntry, FileKind, FolderName, GLOBALS_FILE,
-    Manifest, ManifestStatus, ServerInfo, database_file_name, manifest_fsync_dir,
+    BackupError, EncryptionInfo, FailedDatabase, FileEntry, FileKind, FolderName, Manifest,
+    ManifestStatus, ServerInfo, manifest_fsync_dir,
 };
 use crate::config::{Config, DatabaseFilter};
 use crate::error::{Error, ErrorInfo, Result};
@@ -63,7 +64,11 @@ struct DumpDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     pg_dump_path: Option<String>,
     jobs: usize,
+    format: Format,
+    compression: &'static str,
     compression_level: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<EncryptionInfo>,
     files: Vec<FileEntry>,
     total_bytes: u64,
     sql_bytes: u64,
@@ -79,7 +84,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let server = tools.server_version()?;
     let pg_dump = tools.use_for_dump(&server)?;
     let pg_dump_path = tools.current().map(|t| t.path("pg_dump"));
-    let plan = plan(&tools, &cfg.databases)?;
+    let plan = plan(&tools, &cfg.databases, cfg.layout.format)?;
     crate::signals::check()?;
 
     let (folder, work) = create_work_folder(&cfg.backup_dir)?;
@@ -91,13 +96,19 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         pg_dump_version: pg_dump.text.clone(),
         pg_dump_path: pg_dump_path.clone(),
         jobs: cfg.jobs,
+        format: cfg.layout.format,
+        compression: compression_name(&cfg.layout),
         compression_level: cfg.compression_level,
+        encryption: encryption_info(cfg.encryption.as_deref()),
         ..DumpDetails::default()
     };
     let ctx = JobContext {
         tools: &tools,
         work: &work,
+        layout: cfg.layout,
         level: cfg.compression_level,
+        enc: cfg.encryption.as_deref(),
+        pg_dump: pg_dump.clone(),
         stop: AtomicBool::new(false),
     };
 
@@ -137,26 +148,38 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         return Ok(Outcome::failed(first, details));
     }
 
-    let cluster = match assemble_cluster(&ctx, &globals, &plan.cluster, &done) {
-        Ok(c) => c,
-        Err(e) => return Ok(Outcome::failed(e.info(), details)),
-    };
-
-    let mut files = vec![
-        entry(CLUSTER_FILE, FileKind::Cluster, None, &cluster),
-        entry(GLOBALS_FILE, FileKind::Globals, None, &globals.file),
-    ];
+    let mut files = Vec::new();
+    // A custom-format backup has no cluster file: a cluster restore replays the globals and
+    // every database.
+    if cfg.layout.format == Format::Plain {
+        let cluster = match assemble_cluster(&ctx, &globals, &plan.cluster, &done) {
+            Ok(c) => c,
+            Err(e) => return Ok(Outcome::failed(e.info(), details)),
+        };
+        files.push(entry(
+            &cfg.layout.cluster_file(),
+            FileKind::Cluster,
+            None,
+            &cluster,
+        ));
+    }
+    files.push(entry(
+        &cfg.layout.globals_file(),
+        FileKind::Globals,
+        None,
+        &globals.file,
+    ));
     for (name, d) in &done {
         if let Some(f) = &d.file {
             files.push(entry(
-                &database_file_name(name),
+                &cfg.layout.database_file(name),
                 FileKind::Database,
                 Some(name.clone()),
                 f,
             ));
             details.databases_dumped.push(DumpedDatabase {
                 database: name.clone(),
-                file: database_file_name(name),
+                file: cfg.layout.database_file(name),
                 bytes: f.bytes,
                 sql_bytes: f.sql_bytes,
                 seconds: d.seconds,
@@ -191,8 +214,10 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         },
         pg_dump_version: pg_dump.text.clone(),
         pg_dump_path,
-        compression: "gzip".into(),
+        backup_format: cfg.layout.format,
+        compression: compression_name(&cfg.layout).into(),
         compression_level: cfg.compression_level,
+        encryption: encryption_info(cfg.encryption.as_deref()),
         databases: cluster_dbs,
         files: files.clone(),
         failed: details
@@ -248,7 +273,20 @@ fn entry(name: &str, kind: FileKind, database: Option<String>, w: &WrittenFile) 
         bytes: w.bytes,
         sha256: w.sha256.clone(),
         sql_bytes: w.sql_bytes,
+        content_sha256: w.content_sha256.clone(),
     }
+}
+
+/// The manifest's `compression`: the SQL files' (a custom archive's is pg_dump's own).
+fn compression_name(layout: &Layout) -> &'static str {
+    layout.compression.name()
+}
+
+fn encryption_info(enc: Option<&Encryption>) -> Option<EncryptionInfo> {
+    enc.map(|e| EncryptionInfo {
+        scheme: "age".into(),
+        recipients: e.recipients().to_vec(),
+    })
 }
 
 /// Creates `BACKUP_DIR` (mode 0700) when it is missing.
@@ -315,11 +353,15 @@ impl Drop for WorkFolderGuard {
     }
 }
 
-/// Cluster sections and the globals head live beside the files until assembly.
-fn scratch_name(i: usize) -> String {
-    format!(".section_{i}.sql.gz")
+/// Cluster sections and the globals head live beside the files until assembly (encrypted
+/// like them: no plaintext byte reaches the disk).
+fn scratch_name(i: usize, layout: &Layout) -> String {
+    format!(".section_{i}{}", layout.sql().suffix())
 }
-const CLUSTER_HEAD: &str = ".cluster_head.sql.gz";
+
+fn cluster_head_name(layout: &Layout) -> String {
+    format!(".cluster_head{}", layout.sql().suffix())
+}
 
 fn remove_scratch_files(work: &Path) -> std::result::Result<(), BackupError> {
     let read = std::fs::read_dir(work).map_err(|source| BackupError::Read {
@@ -366,7 +408,7 @@ struct Plan {
 
 /// Lists databases, applies BACKUP_DATABASES / BACKUP_EXCLUDE_DATABASES, and decides what
 /// each contributes. A named database that does not exist stops the run before any dump.
-fn plan(tools: &PgTools, filter: &DatabaseFilter) -> Result<Plan> {
+fn plan(tools: &PgTools, filter: &DatabaseFilter, format: Format) -> Result<Plan> {
     let rows = tools.query(
         "postgres",
         "SELECT datname, CASE WHEN has_database_privilege(oid, 'CONNECT') \
@@ -420,7 +462,8 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter) -> Result<Plan> {
             continue;
         }
         let per_database = selected(name);
-        let in_cluster = per_database || name == "template1";
+        // The cluster file (plain format only) also holds template1, as pg_dumpall does.
+        let in_cluster = format == Format::Plain && (per_database || name == "template1");
         let section = match (per_database, in_cluster) {
             (true, true) if restored_in_place(name) => Section::Filtered,
             (true, true) => Section::SameAsFile,
@@ -448,7 +491,10 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter) -> Result<Plan> {
 struct JobContext<'a> {
     tools: &'a PgTools,
     work: &'a Path,
+    layout: Layout,
     level: u32,
+    enc: Option<&'a Encryption>,
+    pg_dump: crate::pg::ToolVersion,
     /// Set when a part failed in a way that dooms the run; other parts stop early.
     stop: AtomicBool,
 }
@@ -467,7 +513,7 @@ struct JobFailure {
 struct Globals {
     file: WrittenFile,
     /// The globals without pg_dumpall's completion trailer, to open the cluster file.
-    head: WrittenFile,
+    head: Option<WrittenFile>,
 }
 
 /// Runs `tool` and hands its stdout to `sink` chunk by chunk. The child is killed if the
@@ -477,7 +523,7 @@ fn stream_tool(
     tool: &str,
     args: &[String],
     context: &str,
-    completion: &[u8],
+    completion: Option<&[u8]>,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut cmd = ctx.tools.command(tool);
@@ -546,8 +592,11 @@ fn stream_tool(
             )
             .into());
     }
-    // Exit status 0 is not enough for a backup: the stream must end the way pg_dump ends it.
-    if !tail.windows(completion.len()).any(|w| w == completion) {
+    // Exit status 0 is not enough for a backup: the stream must end the way pg_dump ends it
+    // (a custom archive has no such line: pg_dump's exit status says it is whole).
+    if let Some(completion) = completion
+        && !tail.windows(completion.len()).any(|w| w == completion)
+    {
         return Err(PgError::Unexpected(format!(
             "{tool} exited 0 while {context}, but its output does not end with its completion line"
         ))
@@ -560,8 +609,24 @@ const DUMP_COMPLETE: &[u8] = b"-- PostgreSQL database dump complete";
 const CLUSTER_COMPLETE: &[u8] = b"-- PostgreSQL database cluster dump complete";
 
 fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals> {
-    let mut file = GzFile::create(&ctx.work.join(GLOBALS_FILE), ctx.level)?;
-    let mut head = GzFile::create(&ctx.work.join(CLUSTER_HEAD), ctx.level)?;
+    let sql = ctx.layout.sql();
+    let mut file = FileWriter::create(
+        &ctx.work.join(ctx.layout.globals_file()),
+        sql,
+        ctx.level,
+        ctx.enc,
+        false,
+    )?;
+    let mut head = match ctx.layout.format {
+        Format::Plain => Some(FileWriter::create(
+            &ctx.work.join(cluster_head_name(&ctx.layout)),
+            sql,
+            ctx.level,
+            ctx.enc,
+            true,
+        )?),
+        Format::Custom => None,
+    };
     let mut held = TrailerHold::new(CLUSTER_TRAILER.as_bytes());
     let args = vec![
         "-w".to_string(),
@@ -574,18 +639,22 @@ fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals> {
         "pg_dumpall",
         &args,
         "dumping roles and tablespaces (globals)",
-        CLUSTER_COMPLETE,
+        Some(CLUSTER_COMPLETE),
         &mut |chunk| {
             file.write(chunk)?;
-            let ready = held.push(chunk);
-            head.write(&ready)?;
+            if let Some(head) = head.as_mut() {
+                let ready = held.push(chunk);
+                head.write(&ready)?;
+            }
             Ok(())
         },
     )?;
-    head.write(&held.finish_without_trailer())?;
+    if let Some(head) = head.as_mut() {
+        head.write(&held.finish_without_trailer())?;
+    }
     let globals = Globals {
         file: file.finish()?,
-        head: head.finish()?,
+        head: head.map(FileWriter::finish).transpose()?,
     };
     tracing::info!(
         bytes = globals.file.bytes,
@@ -695,7 +764,10 @@ fn dump_database(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, JobFailure>
         }
         Err(e) => {
             // A failed database leaves no half-written file behind.
-            for name in [database_file_name(&job.database), scratch_name(job.index)] {
+            for name in [
+                ctx.layout.database_file(&job.database),
+                scratch_name(job.index, &ctx.layout),
+            ] {
                 let _ = std::fs::remove_file(ctx.work.join(name));
             }
             let cancelled = matches!(&e, Error::Internal(m) if m == "cancelled");
@@ -731,17 +803,24 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
             job.database
         )));
     }
+    let custom = ctx.layout.format == Format::Custom && job.per_database;
     let mut file = match job.per_database {
-        true => Some(GzFile::create(
-            &ctx.work.join(database_file_name(&job.database)),
+        true => Some(FileWriter::create(
+            &ctx.work.join(ctx.layout.database_file(&job.database)),
+            ctx.layout.database(),
             ctx.level,
+            ctx.enc,
+            job.section == Section::SameAsFile,
         )?),
         false => None,
     };
     let mut section = match job.section {
-        Section::Filtered | Section::PlainOnly => Some(GzFile::create(
-            &ctx.work.join(scratch_name(job.index)),
+        Section::Filtered | Section::PlainOnly => Some(FileWriter::create(
+            &ctx.work.join(scratch_name(job.index, &ctx.layout)),
+            ctx.layout.sql(),
             ctx.level,
+            ctx.enc,
+            true,
         )?),
         Section::None | Section::SameAsFile => None,
     };
@@ -755,7 +834,15 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
         .into()
     };
     let mut args = vec!["-w".to_string()];
-    if job.per_database {
+    if custom {
+        // pg_dump's own compression; zstd where this pg_dump has it (16 and later).
+        args.push("--format=custom".into());
+        args.push(match (ctx.layout.compression, ctx.pg_dump.major >= 16) {
+            (Compression::Zstd, true) => format!("--compress=zstd:{}", ctx.level),
+            (_, true) => format!("--compress=gzip:{}", ctx.level.min(9)),
+            (_, false) => format!("--compress={}", ctx.level.min(9)),
+        });
+    } else if job.per_database {
         args.push("--create".into());
     }
     args.push(format!("--dbname={}", conninfo(&job.database)));
@@ -765,7 +852,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
         "pg_dump",
         &args,
         &format!("dumping database \"{}\"", job.database),
-        DUMP_COMPLETE,
+        (!custom).then_some(DUMP_COMPLETE),
         &mut |chunk| {
             if let Some(f) = file.as_mut() {
                 f.write(chunk)?;
@@ -789,21 +876,30 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
         s.write(&scratch)?;
     }
     Ok(JobDone {
-        file: file.map(GzFile::finish).transpose()?,
-        section: section.map(GzFile::finish).transpose()?,
+        file: file.map(FileWriter::finish).transpose()?,
+        section: section.map(FileWriter::finish).transpose()?,
         seconds: 0.0,
     })
 }
 
-/// Builds `postgres_cluster.sql.gz` the way `pg_dumpall` lays it out, from finished files.
+/// Builds the cluster file the way `pg_dumpall` lays it out, from finished files.
 fn assemble_cluster(
     ctx: &JobContext<'_>,
     globals: &Globals,
     cluster: &[String],
     done: &BTreeMap<String, JobDone>,
 ) -> Result<WrittenFile> {
-    let mut out = MemberFile::create(&ctx.work.join(CLUSTER_FILE), ctx.level)?;
-    out.append_gz(&globals.head.path, globals.head.sql_bytes)?;
+    let head = globals
+        .head
+        .as_ref()
+        .ok_or_else(|| Error::Internal("no globals head for the cluster file".into()))?;
+    let mut out = AssembledFile::create(
+        &ctx.work.join(ctx.layout.cluster_file()),
+        ctx.layout.sql(),
+        ctx.level,
+        ctx.enc,
+    )?;
+    out.append_file(head, ctx.enc)?;
     out.append_text(DATABASES_HEADER)?;
     for db in cluster {
         crate::signals::check()?;
@@ -816,7 +912,7 @@ fn assemble_cluster(
             d.section.as_ref().or(d.file.as_ref()).ok_or_else(|| {
                 Error::Internal(format!("no cluster section for database \"{db}\""))
             })?;
-        out.append_gz(&part.path, part.sql_bytes)?;
+        out.append_file(part, ctx.enc)?;
     }
     out.append_text(CLUSTER_TRAILER)?;
     Ok(out.finish()?)

@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backup::verify::check_stream;
-use crate::backup::{CLUSTER_FILE, FileEntry, FileKind, FolderName, GLOBALS_FILE, Manifest};
+use crate::backup::codec::{FileCodec, Format};
+use crate::backup::verify::{Readers, check_stream};
+use crate::backup::{FileEntry, FileKind, FolderName, Manifest};
 use crate::cli::RestoreArgs;
 use crate::config::{Config, ConfigError, RestoreInputs, RestoreType, SourceKind};
 use crate::error::{Error, Result};
@@ -23,7 +24,8 @@ use crate::pg::PgTools;
 use crate::prompt;
 use crate::report::Outcome;
 use crate::restore::{
-    Progress, SqlErrors, database_exists, drop_database, restore_file, user_databases,
+    Progress, SqlErrors, database_exists, drop_database, restore_database_file, restore_file,
+    user_databases,
 };
 use crate::storage::Storage;
 
@@ -39,8 +41,13 @@ struct RestoreDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     target_database: Option<String>,
     file: String,
+    /// Every file replayed, when there are several (a cluster restore of a custom backup).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<String>,
     bytes: u64,
     sql_bytes: u64,
+    /// pg_restore jobs for custom-format files.
+    jobs: u32,
     staged: bool,
     dropped: Vec<String>,
     verify_seconds: f64,
@@ -108,16 +115,38 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
         }),
         _ => None,
     };
-    let entry = file_for(&manifest, restore_type, database.as_deref())?.clone();
+    let entries = files_for(&manifest, restore_type, database.as_deref())?;
     let target = match restore_type {
         RestoreType::Database => inputs.target_database.clone().or_else(|| database.clone()),
         _ => None,
     };
+    // An encrypted backup needs its key before anything else happens.
+    if let Some(e) = entries.iter().find(|e| codec_of(e).encrypted)
+        && cfg.decryption.is_none()
+    {
+        return Err(crate::backup::BackupError::KeyMissing {
+            file: e.name.clone(),
+        }
+        .into());
+    }
+    // A custom archive needs a pg_restore at least as new as the pg_dump that made it.
+    let archive_major = if entries.iter().any(|e| codec_of(e).format == Format::Custom) {
+        crate::pg::ToolVersion::parse(&format!("pg_dump (PostgreSQL) {}", manifest.pg_dump_version))
+            .map(|v| v.major)
+            .unwrap_or(0)
+    } else {
+        0
+    };
 
     let mut tools = PgTools::new(&cfg.pg)?;
     let server = tools.server_version()?;
-    let psql = tools.use_for_restore(&server, 0)?;
+    let psql = tools.use_for_restore(&server, archive_major)?;
     let psql_path = tools.current().map(|t| t.path("psql")).unwrap_or_default();
+    let pg_restore = tools
+        .current()
+        .and_then(|t| t.dir.clone())
+        .map(|d| d.join("pg_restore"))
+        .unwrap_or_else(|| "pg_restore".into());
 
     // No surprise overwrites.
     let in_the_way = match restore_type {
@@ -191,17 +220,26 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
         }
     }
 
-    // Stage and check before anything reaches the server.
+    // Stage and check every file before anything reaches the server.
     let verify_started = Instant::now();
-    let staged = Staged::prepare(
-        storage.as_ref(),
-        &folder,
-        &entry,
-        inputs.restore_dir.as_deref(),
-        &cfg.backup_dir,
-    )?;
+    let work = private_dir(inputs.restore_dir.as_deref(), &folder)?;
+    let readers = Readers {
+        keys: cfg.decryption.as_deref(),
+        pg_restore: Some(&pg_restore),
+    };
+    let mut staged = Vec::new();
+    for entry in &entries {
+        staged.push(Staged::prepare(
+            storage.as_ref(),
+            &folder,
+            entry,
+            readers,
+            work.path(),
+            &cfg.backup_dir,
+        )?);
+        crate::signals::check()?;
+    }
     let verify_seconds = verify_started.elapsed().as_secs_f64();
-    crate::signals::check()?;
 
     let mut dropped = Vec::new();
     for name in &in_the_way {
@@ -211,21 +249,44 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     }
 
     let restore_started = Instant::now();
-    let reader = staged.into_reader();
-    let mut progress = std::io::stderr()
-        .is_terminal()
-        .then(|| Progress::new(entry.bytes));
-    let rename = match (&database, &target) {
-        (Some(d), Some(t)) if d != t => Some((d.as_str(), t.as_str())),
-        _ => None,
-    };
-    let expected = crate::restore::Expected {
-        existing_roles: restore_type != RestoreType::Database,
-        server_major: server.major(),
-    };
-    tracing::info!(file = %entry.name, psql = %psql_path, "restoring");
-    let errors: SqlErrors = restore_file(&tools, reader, rename, expected, progress.as_mut())?;
+    let total: u64 = entries.iter().map(|e| e.bytes).sum();
+    let mut progress = std::io::stderr().is_terminal().then(|| Progress::new(total));
+    let mut errors = SqlErrors::default();
+    for (entry, file) in entries.iter().zip(staged) {
+        let codec = codec_of(entry);
+        let expected = crate::restore::Expected {
+            existing_roles: entry.kind != FileKind::Database,
+            server_major: server.major(),
+        };
+        tracing::info!(file = %entry.name, psql = %psql_path, "restoring");
+        let found = match entry.kind {
+            FileKind::Database => restore_database_file(
+                &tools,
+                file.file,
+                codec,
+                cfg.decryption.as_deref(),
+                entry.database.as_deref().unwrap_or_default(),
+                target.as_deref(),
+                inputs.jobs,
+                expected,
+                work.path(),
+                progress.as_mut(),
+            )?,
+            FileKind::Cluster | FileKind::Globals => restore_file(
+                &tools,
+                Box::new(file.file),
+                codec,
+                cfg.decryption.as_deref(),
+                None,
+                expected,
+                progress.as_mut(),
+            )?,
+        };
+        errors.absorb(found);
+    }
+    drop(work);
     let restore_seconds = restore_started.elapsed().as_secs_f64();
+    let entry = &entries[0];
 
     let details = RestoreDetails {
         folder: folder.to_string(),
@@ -235,8 +296,14 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
         database: database.clone(),
         target_database: target.clone(),
         file: entry.name.clone(),
-        bytes: entry.bytes,
-        sql_bytes: entry.sql_bytes,
+        files: if entries.len() > 1 {
+            entries.iter().map(|e| e.name.clone()).collect()
+        } else {
+            Vec::new()
+        },
+        bytes: total,
+        sql_bytes: entries.iter().map(|e| e.sql_bytes).sum(),
+        jobs: inputs.jobs,
         staged: source != SourceKind::Local,
         dropped,
         verify_seconds: round(verify_seconds),
@@ -309,15 +376,44 @@ impl RestoreInputs {
     }
 }
 
-fn file_for<'m>(
-    manifest: &'m Manifest,
+fn codec_of(entry: &FileEntry) -> FileCodec {
+    FileCodec::of_name(&entry.name).unwrap_or(FileCodec {
+        format: Format::Plain,
+        compression: crate::backup::codec::Compression::Gzip,
+        encrypted: false,
+    })
+}
+
+/// The files a restore replays, in order. A custom-format backup has no cluster file: its
+/// cluster restore is the globals, then every database.
+fn files_for(
+    manifest: &Manifest,
     restore_type: RestoreType,
     database: Option<&str>,
-) -> Result<&'m FileEntry> {
+) -> Result<Vec<FileEntry>> {
+    let of_kind = |kind: FileKind| manifest.files.iter().find(|f| f.kind == kind).cloned();
     let found = match restore_type {
-        RestoreType::Cluster => manifest.file(CLUSTER_FILE),
-        RestoreType::Globals => manifest.file(GLOBALS_FILE),
-        RestoreType::Database => manifest.database_file(database.unwrap_or_default()),
+        RestoreType::Cluster => match of_kind(FileKind::Cluster) {
+            Some(f) => Some(vec![f]),
+            None if manifest.backup_format == Format::Custom => {
+                let mut files: Vec<FileEntry> = of_kind(FileKind::Globals).into_iter().collect();
+                let mut dbs: Vec<FileEntry> = manifest
+                    .files
+                    .iter()
+                    .filter(|f| f.kind == FileKind::Database)
+                    .cloned()
+                    .collect();
+                dbs.sort_by(|a, b| a.database.cmp(&b.database));
+                files.extend(dbs);
+                (!files.is_empty()).then_some(files)
+            }
+            None => None,
+        },
+        RestoreType::Globals => of_kind(FileKind::Globals).map(|f| vec![f]),
+        RestoreType::Database => manifest
+            .database_file(database.unwrap_or_default())
+            .cloned()
+            .map(|f| vec![f]),
     };
     found.ok_or_else(|| match restore_type {
         RestoreType::Database => {
@@ -342,15 +438,32 @@ fn file_for<'m>(
     })
 }
 
-/// The file to restore, already open: the local file itself, or a copy downloaded into a
-/// fresh private (0700) staging folder that is removed when this value goes. Either way the
-/// bytes that were checked are the bytes that are replayed: the handle that read them for the
-/// check is rewound and kept, so nothing that happens to the path afterwards (a prune, a
-/// replaced file, a symlink) changes what reaches psql.
+/// A new directory with a random name, created 0700 by us inside `RESTORE_DIR` (or TMPDIR):
+/// downloads are staged there, never in one that someone prepared at a predictable path.
+fn private_dir(restore_dir: Option<&Path>, folder: &FolderName) -> Result<tempfile::TempDir> {
+    let base = match restore_dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir(),
+    };
+    tempfile::Builder::new()
+        .prefix(&format!("pg-backups-restore-{folder}-"))
+        .tempdir_in(&base)
+        .map_err(|e| {
+            crate::backup::BackupError::CreateFolder {
+                path: base.clone(),
+                source: e,
+            }
+            .into()
+        })
+}
+
+/// A file to restore, already open and checked: the local file itself, or a copy downloaded
+/// into the restore's private folder. Either way the bytes that were checked are the bytes
+/// that are replayed: the handle that read them for the check is rewound and kept, so nothing
+/// that happens to the path afterwards (a prune, a replaced file, a symlink) changes what
+/// reaches psql or pg_restore.
 struct Staged {
     file: std::fs::File,
-    /// Removes the staging folder when the restore is done.
-    _dir: Option<tempfile::TempDir>,
 }
 
 impl Staged {
@@ -358,7 +471,8 @@ impl Staged {
         storage: &dyn Storage,
         folder: &FolderName,
         entry: &FileEntry,
-        restore_dir: Option<&Path>,
+        readers: Readers<'_>,
+        work: &Path,
         local_root: &Path,
     ) -> Result<Staged> {
         if storage.kind() == SourceKind::Local {
@@ -366,25 +480,12 @@ impl Staged {
             let mut file = local.open_file(folder, &entry.name)?;
             tracing::info!(file = %entry.name, "checking the file before restoring it");
             let reader = file.try_clone().map_err(|e| read_error(&entry.name, e))?;
-            check_stream(Box::new(reader), entry)?;
+            check_stream(Box::new(reader), entry, readers)?;
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| read_error(&entry.name, e))?;
-            return Ok(Staged { file, _dir: None });
+            return Ok(Staged { file });
         }
-        let base = match restore_dir {
-            Some(d) => d.to_path_buf(),
-            None => std::env::temp_dir(),
-        };
-        // A new directory with a random name, created 0700 by us: never one that someone
-        // prepared at a predictable path.
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("pg-backups-restore-{folder}-"))
-            .tempdir_in(&base)
-            .map_err(|e| crate::backup::BackupError::CreateFolder {
-                path: base.clone(),
-                source: e,
-            })?;
-        let path = dir.path().join(&entry.name);
+        let path = work.join(&entry.name);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -409,36 +510,14 @@ impl Staged {
             out: std::io::BufWriter::with_capacity(256 * 1024, writer),
             error: shared.clone(),
         };
-        let checked = check_stream(Box::new(tee), entry);
+        let checked = check_stream(Box::new(tee), entry, readers);
         if let Some(e) = shared.lock().ok().and_then(|mut g| g.take()) {
             return Err(crate::backup::BackupError::Write { path, source: e }.into());
         }
         checked?;
         file.seek(SeekFrom::Start(0))
             .map_err(|e| read_error(&entry.name, e))?;
-        Ok(Staged {
-            file,
-            _dir: Some(dir),
-        })
-    }
-
-    /// The checked bytes, from their first; the staging folder stays until this is dropped.
-    fn into_reader(self) -> Box<dyn Read + Send> {
-        Box::new(StagedReader {
-            file: self.file,
-            _dir: self._dir,
-        })
-    }
-}
-
-struct StagedReader {
-    file: std::fs::File,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Read for StagedReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.file.read(buf)
+        Ok(Staged { file })
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backup::verify::check_stream;
+use crate::backup::codec::FileCodec;
+use crate::backup::verify::{Content, Readers, check_stream};
 use crate::backup::{FileEntry, FileKind, FolderName, Manifest};
 use crate::cli::VerifyArgs;
 use crate::config::{Config, SourceKind, validate_folder_arg};
@@ -29,6 +30,9 @@ struct FileCheck {
     bytes: u64,
     sql_bytes: u64,
     ok: bool,
+    /// How far the content was checked: `checked`, `not_decrypted`, `no_pg_restore`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<Content>,
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorInfo>,
@@ -56,6 +60,10 @@ struct VerifyDetails {
     backup_status: crate::backup::ManifestStatus,
     files: Vec<FileCheck>,
     bytes: u64,
+    /// Whether every file's content was read (false: encrypted without AGE_IDENTITY_FILE).
+    content_checked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restore_test: Option<Vec<RestoreTest>>,
     /// Which psql ran the restore test.
@@ -91,12 +99,24 @@ pub fn resolve(storage: &dyn Storage, folder: &str) -> Result<(FolderName, Manif
 }
 
 pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
+    let jobs = crate::config::parse_jobs("RESTORE_JOBS", &args.jobs)?;
     let folder_arg = validate_folder_arg("FOLDER", &args.folder)?;
     let source = SourceKind::parse("--source", &args.source)?;
     let storage = crate::storage::open(cfg, source, true)?
         .ok_or_else(|| Error::Internal("source did not open".into()))?;
     let (folder, manifest) = resolve(storage.as_ref(), &folder_arg)?;
     tracing::info!(folder = %folder, source = %source, files = manifest.files.len(), "verifying");
+    consistent_encryption(&manifest)?;
+    // A custom archive is read through pg_restore: the newest one reads every older archive.
+    let toolsets = crate::pg::toolset::discover(&cfg.pg.bin_dirs);
+    let pg_restore = crate::pg::toolset::newest(&toolsets).map(|t| match &t.dir {
+        Some(d) => d.join("pg_restore"),
+        None => std::path::PathBuf::from("pg_restore"),
+    });
+    let readers = Readers {
+        keys: cfg.decryption.as_deref(),
+        pg_restore: pg_restore.as_deref(),
+    };
 
     // Two files at a time, largest first: the cluster file and the rest of the folder.
     let mut order: Vec<&FileEntry> = manifest.files.iter().collect();
@@ -109,7 +129,7 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
                 loop {
                     let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                     let Some(entry) = next else { break };
-                    let check = check_file(storage.as_ref(), &folder, entry);
+                    let check = check_file(storage.as_ref(), &folder, entry, readers);
                     if let Ok(mut r) = results.lock() {
                         r.push(check);
                     }
@@ -123,12 +143,19 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     let errors: Vec<ErrorInfo> = files.iter().filter_map(|f| f.error.clone()).collect();
     crate::signals::check()?;
 
+    let not_decrypted = files.iter().any(|f| f.content == Some(Content::NotDecrypted));
     let mut details = VerifyDetails {
         folder: folder.to_string(),
         source,
         location: storage.location(),
         backup_status: manifest.status,
         bytes: files.iter().map(|f| f.bytes).sum(),
+        content_checked: files.iter().all(|f| f.content == Some(Content::Checked)),
+        note: not_decrypted.then(|| {
+            "the backup is encrypted and AGE_IDENTITY_FILE is not set: the stored bytes were \
+             checked (sizes, SHA-256), the content was not decrypted"
+                .to_string()
+        }),
         files,
         restore_test: None,
         psql: None,
@@ -139,9 +166,22 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     if !args.restore_test {
         return Ok(Outcome::ok(details));
     }
+    if manifest.encryption.is_some() && cfg.decryption.is_none() {
+        return Err(crate::backup::BackupError::KeyMissing {
+            file: manifest.folder.clone(),
+        }
+        .into());
+    }
+    let archive_major = if manifest.backup_format == crate::backup::codec::Format::Custom {
+        crate::pg::ToolVersion::parse(&format!("pg_dump (PostgreSQL) {}", manifest.pg_dump_version))
+            .map(|v| v.major)
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let mut tools = PgTools::new(&cfg.pg)?;
     let server = tools.server_version()?;
-    let psql = tools.use_for_restore(&server, 0)?;
+    let psql = tools.use_for_restore(&server, archive_major)?;
     details.psql = Some(format!(
         "{} ({})",
         psql.text,
@@ -155,7 +195,15 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
         .filter(|f| f.kind == FileKind::Database)
     {
         crate::signals::check()?;
-        let t = restore_test(storage.as_ref(), &tools, &folder, entry, server.major());
+        let t = restore_test(
+            storage.as_ref(),
+            &tools,
+            &folder,
+            entry,
+            server.major(),
+            cfg,
+            jobs,
+        );
         if let Some(e) = &t.error {
             test_errors.push(e.clone());
         }
@@ -166,12 +214,37 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     Ok(Outcome::from_parts(test_errors, ok, details))
 }
 
-fn check_file(storage: &dyn Storage, folder: &FolderName, entry: &FileEntry) -> FileCheck {
+/// Every file of a backup is encrypted, or none is, as its manifest says: a folder that mixes
+/// them was altered.
+fn consistent_encryption(manifest: &Manifest) -> Result<()> {
+    let expected = manifest.encryption.is_some();
+    for f in &manifest.files {
+        let encrypted = FileCodec::of_name(&f.name).is_some_and(|c| c.encrypted);
+        if encrypted != expected {
+            return Err(Error::Data(format!(
+                "backup {}: {} is {}encrypted but the backup {}: encrypted and clear files are \
+                 never mixed by pg-backups, so the folder was altered",
+                manifest.folder,
+                f.name,
+                if encrypted { "" } else { "not " },
+                if expected { "is encrypted" } else { "is not" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_file(
+    storage: &dyn Storage,
+    folder: &FolderName,
+    entry: &FileEntry,
+    readers: Readers<'_>,
+) -> FileCheck {
     let started = Instant::now();
     let result = storage
         .open(folder, &entry.name)
         .map_err(Error::from)
-        .and_then(|r| check_stream(r, entry).map_err(Error::from));
+        .and_then(|r| check_stream(r, entry, readers).map_err(Error::from));
     let seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     match result {
         Ok(c) => FileCheck {
@@ -181,6 +254,7 @@ fn check_file(storage: &dyn Storage, folder: &FolderName, entry: &FileEntry) -> 
             bytes: c.bytes,
             sql_bytes: c.sql_bytes,
             ok: true,
+            content: Some(c.content),
             seconds,
             error: None,
         },
@@ -193,6 +267,7 @@ fn check_file(storage: &dyn Storage, folder: &FolderName, entry: &FileEntry) -> 
                 bytes: entry.bytes,
                 sql_bytes: 0,
                 ok: false,
+                content: None,
                 seconds,
                 error: Some(e.info()),
             }
@@ -230,6 +305,8 @@ fn restore_test(
     folder: &FolderName,
     entry: &FileEntry,
     server_major: u32,
+    cfg: &Config,
+    jobs: u32,
 ) -> RestoreTest {
     let database = entry.database.clone().unwrap_or_default();
     let scratch = scratch_name(&database);
@@ -247,14 +324,32 @@ fn restore_test(
     // Dropped when this function returns, whatever happened (a signal included).
     let guard = crate::restore::ScratchDatabase::new(tools, &scratch, server_major);
     let result = (|| -> Result<SqlErrors> {
-        let reader = storage.open(folder, &entry.name)?;
+        let work = tempfile::Builder::new()
+            .prefix("pg-backups-verify-")
+            .tempdir()
+            .map_err(|e| crate::backup::BackupError::CreateFolder {
+                path: std::env::temp_dir(),
+                source: e,
+            })?;
+        let file = open_as_file(storage, folder, &entry.name, work.path())?;
+        let codec = FileCodec::of_name(&entry.name)
+            .ok_or_else(|| Error::Internal(format!("{} is not a backup file", entry.name)))?;
         let expected = crate::restore::Expected {
             existing_roles: false,
             server_major,
         };
-        let errors =
-            restore_database_file(tools, reader, &database, Some(&scratch), expected, None)?;
-        Ok(errors)
+        restore_database_file(
+            tools,
+            file,
+            codec,
+            cfg.decryption.as_deref(),
+            &database,
+            Some(&scratch),
+            jobs,
+            expected,
+            work.path(),
+            None,
+        )
     })();
     match result {
         Ok(errors) => {
@@ -284,6 +379,34 @@ fn restore_test(
     drop(guard);
     test.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     test
+}
+
+/// A file of the folder as a local file: the local one itself, or a private copy.
+fn open_as_file(
+    storage: &dyn Storage,
+    folder: &FolderName,
+    name: &str,
+    work: &std::path::Path,
+) -> Result<std::fs::File> {
+    if let Some(local) = storage.as_local() {
+        return Ok(local.open_file(folder, name)?);
+    }
+    let path = work.join(name);
+    let werr = |e| crate::backup::BackupError::Write {
+        path: path.clone(),
+        source: e,
+    };
+    let mut out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(werr)?;
+    let mut input = storage.open(folder, name)?;
+    std::io::copy(&mut input, &mut out).map_err(werr)?;
+    use std::io::Seek;
+    out.seek(std::io::SeekFrom::Start(0)).map_err(werr)?;
+    Ok(out)
 }
 
 /// Tables and exact row counts of every user table, in one query.

@@ -132,6 +132,10 @@ impl Storage for LocalStorage {
         SourceKind::Local
     }
 
+    fn as_local(&self) -> Option<&LocalStorage> {
+        Some(self)
+    }
+
     fn location(&self) -> String {
         self.root.display().to_string()
     }

@@ -157,6 +157,11 @@ pub struct PutStats {
 pub trait Storage: Send + Sync {
     fn kind(&self) -> SourceKind;
 
+    /// The local backup root, when this is it (its files can be opened in place).
+    fn as_local(&self) -> Option<&local::LocalStorage> {
+        None
+    }
+
     /// Where it is, for messages and JSON (never with credentials).
     fn location(&self) -> String;
 

@@ -32,7 +32,7 @@ use tokio::runtime::Runtime;
 use super::local::LocalFolder;
 use super::{FolderEntry, PutStats, Storage, StorageError, sort_newest_first};
 use crate::backup::{BackupError, FolderName, MANIFEST_FILE, Manifest, PIN_FILE};
-use crate::config::{S3Config, SourceKind};
+use crate::config::{S3Config, S3Sse, SourceKind};
 
 const MIB: u64 = 1024 * 1024;
 /// Files up to this size go in one PUT (unless S3_PART_SIZE is smaller).
@@ -58,6 +58,12 @@ pub struct S3Storage {
     listed: std::sync::Mutex<BTreeMap<String, Vec<Object>>>,
     /// Set once the provider refused a batched `DeleteObjects`: single deletes from then on.
     no_batch_delete: std::sync::atomic::AtomicBool,
+    /// `S3_SSE`, `S3_SSE_KMS_KEY_ID`, `S3_STORAGE_CLASS`: sent with every upload. Integrity
+    /// never rests on the ETag (with SSE-KMS it is not an MD5): Content-MD5 on each request
+    /// and the SHA-256 in the object's metadata, checked by HEAD, do.
+    sse: Option<aws_sdk_s3::types::ServerSideEncryption>,
+    kms_key: Option<String>,
+    storage_class: Option<aws_sdk_s3::types::StorageClass>,
 }
 
 /// Keys per `DeleteObjects` request (the S3 maximum).
@@ -141,6 +147,18 @@ impl S3Storage {
             location,
             listed: std::sync::Mutex::new(BTreeMap::new()),
             no_batch_delete: std::sync::atomic::AtomicBool::new(false),
+            sse: cfg.sse.as_ref().map(|s| match s {
+                S3Sse::Aes256 => aws_sdk_s3::types::ServerSideEncryption::Aes256,
+                S3Sse::Kms { .. } => aws_sdk_s3::types::ServerSideEncryption::AwsKms,
+            }),
+            kms_key: match &cfg.sse {
+                Some(S3Sse::Kms { key_id }) => key_id.clone(),
+                _ => None,
+            },
+            storage_class: cfg
+                .storage_class
+                .as_deref()
+                .map(aws_sdk_s3::types::StorageClass::from),
         })
     }
 
@@ -287,6 +305,9 @@ impl S3Storage {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key.clone())
+            .set_storage_class(self.storage_class.clone())
             .content_md5(md5)
             .content_length(len)
             .metadata("sha256", sha256)
@@ -348,6 +369,9 @@ impl S3Storage {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .set_server_side_encryption(self.sse.clone())
+                .set_ssekms_key_id(self.kms_key.clone())
+                .set_storage_class(self.storage_class.clone())
                 .content_md5(md5)
                 .content_length(size as i64)
                 .metadata("sha256", sha256)
@@ -395,6 +419,9 @@ impl S3Storage {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key.clone())
+            .set_storage_class(self.storage_class.clone())
             .metadata("sha256", sha256)
             .send()
             .await

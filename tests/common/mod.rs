@@ -652,6 +652,7 @@ pub fn make_folder(root: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf 
             bytes: *size as u64,
             sha256: sha256_file(&path),
             sql_bytes: *size as u64,
+            content_sha256: None,
         });
     }
     let now = chrono::Utc::now();
@@ -671,8 +672,10 @@ pub fn make_folder(root: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf 
         },
         pg_dump_version: "17.0".into(),
         pg_dump_path: None,
+        backup_format: Default::default(),
         compression: "gzip".into(),
         compression_level: 6,
+        encryption: None,
         databases: vec![],
         files: entries,
         failed: vec![],
