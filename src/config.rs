@@ -322,7 +322,11 @@ impl Config {
         };
         let jobs = parse_range("BACKUP_JOBS", &args.backup_jobs, 1, 64)? as usize;
         let format = Format::parse(&args.backup_format).ok_or_else(|| {
-            ConfigError::invalid("BACKUP_FORMAT", &args.backup_format, "expected plain or custom")
+            ConfigError::invalid(
+                "BACKUP_FORMAT",
+                &args.backup_format,
+                "expected plain or custom",
+            )
         })?;
         let compression = Compression::parse(&args.backup_compression).ok_or_else(|| {
             ConfigError::invalid(
@@ -347,10 +351,12 @@ impl Config {
                     path: path.clone(),
                     source,
                 })?;
-                Some(Arc::new(Decryption::parse(&text).map_err(|e| ConfigError::Invalid {
-                    var: "AGE_IDENTITY_FILE",
-                    value: path.display().to_string(),
-                    reason: e.to_string(),
+                Some(Arc::new(Decryption::parse(&text).map_err(|e| {
+                    ConfigError::Invalid {
+                        var: "AGE_IDENTITY_FILE",
+                        value: path.display().to_string(),
+                        reason: e.to_string(),
+                    }
                 })?))
             }
         };
@@ -497,7 +503,11 @@ fn s3_config(args: &GlobalArgs, secrets: &Secrets) -> Result<Destination<S3Confi
             key_id: kms_key.clone(),
         }),
         Some(other) => {
-            return Err(ConfigError::invalid("S3_SSE", other, "expected AES256 or aws:kms"));
+            return Err(ConfigError::invalid(
+                "S3_SSE",
+                other,
+                "expected AES256 or aws:kms",
+            ));
         }
     };
     if kms_key.is_some() && !matches!(sse, Some(S3Sse::Kms { .. })) {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-
 use std::os::unix::fs::OpenOptionsExt;
 
 use crate::backup::codec::{Decryption, FileCodec, Format, open_content};
@@ -212,7 +211,9 @@ pub fn restore_file(
         None => stored,
     };
     let content = open_content(counted, codec, keys).map_err(|e| {
-        Error::Data(format!("the backup file could not be opened for restoring: {e}"))
+        Error::Data(format!(
+            "the backup file could not be opened for restoring: {e}"
+        ))
     })?;
     replay_sql(tools, content, rename, expected, progress)
 }
@@ -460,8 +461,14 @@ fn merge(into: &mut SqlErrors, from: SqlErrors) {
 fn pg_restore_output(tools: &PgTools, archive: &Archive, args: &[&str]) -> Result<String> {
     let mut cmd = tools.command("pg_restore");
     cmd.args(args).arg(archive.path());
-    let mut child = Running::spawn(cmd, "pg_restore", Stdio::null(), true, crate::process::Tail::default())
-        .map_err(|e| tools.spawn_error("pg_restore", e))?;
+    let mut child = Running::spawn(
+        cmd,
+        "pg_restore",
+        Stdio::null(),
+        true,
+        crate::process::Tail::default(),
+    )
+    .map_err(|e| tools.spawn_error("pg_restore", e))?;
     let mut out = String::new();
     if let Some(mut stdout) = child.take_stdout() {
         stdout.read_to_string(&mut out).map_err(|e| PgError::Io {
@@ -499,7 +506,15 @@ pub fn restore_database_file(
     match codec.format {
         Format::Plain => {
             let rename = target.filter(|t| *t != database).map(|t| (database, t));
-            restore_file(tools, Box::new(stored), codec, keys, rename, expected, progress)
+            restore_file(
+                tools,
+                Box::new(stored),
+                codec,
+                keys,
+                rename,
+                expected,
+                progress,
+            )
         }
         Format::Custom => {
             let archive = plain_archive(stored, codec, keys, work)?;
@@ -518,7 +533,9 @@ pub fn plain_archive(
 ) -> Result<Archive> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
-        move |source: std::io::Error| Error::Backup(crate::backup::BackupError::Write { path, source })
+        move |source: std::io::Error| {
+            Error::Backup(crate::backup::BackupError::Write { path, source })
+        }
     };
     if !codec.encrypted {
         return Archive::new(stored).map_err(io(work));

@@ -132,7 +132,11 @@ fn every_variable_is_in_env_example_readme_and_help_and_nothing_else_is() {
         ("BACKUP_DIR", "/backups"),
         ("BACKUP_SCHEDULE", "0 */6 * * *"),
         ("BACKUP_JOBS", "2"),
-        ("BACKUP_COMPRESSION_LEVEL", "6"),
+        ("BACKUP_FORMAT", "plain"),
+        ("BACKUP_COMPRESSION", "gzip"),
+        // Empty: the default of the compression (6 for gzip, 3 for zstd).
+        ("BACKUP_COMPRESSION_LEVEL", ""),
+        ("RESTORE_JOBS", "1"),
         ("LOCAL_RETENTION_DAYS", "1"),
         ("LOCAL_KEEP_LAST", "3"),
         ("S3_ENABLED", "false"),

@@ -357,9 +357,9 @@ impl Decryption {
                      run cannot type: use an age identity (age-keygen) or an unprotected copy"
                         .into(),
                 )),
-                age::ssh::Identity::Unsupported(_) => {
-                    Err(KeyError("this kind of ssh key is not supported by age".into()))
-                }
+                age::ssh::Identity::Unsupported(_) => Err(KeyError(
+                    "this kind of ssh key is not supported by age".into(),
+                )),
             };
         }
         let mut x25519 = Vec::new();
@@ -531,10 +531,9 @@ impl<W: Write> Packed<W> {
                 inner,
                 flate2::Compression::new(level),
             )),
-            Compression::Zstd => Packed::Zstd(zstd::stream::write::Encoder::new(
-                inner,
-                level as i32,
-            )?),
+            Compression::Zstd => {
+                Packed::Zstd(zstd::stream::write::Encoder::new(inner, level as i32)?)
+            }
             Compression::None => Packed::Raw(inner),
         })
     }
@@ -568,7 +567,11 @@ impl<W: Write> Write for Packed<W> {
 
 /// Compresses `text` as one whole member (gzip) or frame (zstd), to be appended to a file of
 /// concatenated members, which `gunzip -c` and `zstd -dc` read as one stream.
-pub fn compress_member(text: &[u8], compression: Compression, level: u32) -> std::io::Result<Vec<u8>> {
+pub fn compress_member(
+    text: &[u8],
+    compression: Compression,
+    level: u32,
+) -> std::io::Result<Vec<u8>> {
     let mut w = Packed::new(Vec::new(), compression, level)?;
     w.write_all(text)?;
     w.finish()
@@ -584,15 +587,43 @@ mod tests {
     #[test]
     fn names_say_how_a_file_is_stored() {
         let cases = [
-            ("postgres_db_a.sql.gz", Format::Plain, Compression::Gzip, false),
-            ("postgres_cluster.sql.zst", Format::Plain, Compression::Zstd, false),
-            ("postgres_db_a.dump", Format::Custom, Compression::None, false),
-            ("postgres_db_a.sql.gz.age", Format::Plain, Compression::Gzip, true),
-            ("postgres_db_a.dump.age", Format::Custom, Compression::None, true),
+            (
+                "postgres_db_a.sql.gz",
+                Format::Plain,
+                Compression::Gzip,
+                false,
+            ),
+            (
+                "postgres_cluster.sql.zst",
+                Format::Plain,
+                Compression::Zstd,
+                false,
+            ),
+            (
+                "postgres_db_a.dump",
+                Format::Custom,
+                Compression::None,
+                false,
+            ),
+            (
+                "postgres_db_a.sql.gz.age",
+                Format::Plain,
+                Compression::Gzip,
+                true,
+            ),
+            (
+                "postgres_db_a.dump.age",
+                Format::Custom,
+                Compression::None,
+                true,
+            ),
         ];
         for (name, format, compression, encrypted) in cases {
             let c = FileCodec::of_name(name).unwrap();
-            assert_eq!((c.format, c.compression, c.encrypted), (format, compression, encrypted));
+            assert_eq!(
+                (c.format, c.compression, c.encrypted),
+                (format, compression, encrypted)
+            );
             assert!(name.ends_with(&c.suffix()), "{name}");
         }
         assert!(FileCodec::of_name("manifest.json").is_none());
@@ -609,7 +640,11 @@ mod tests {
         assert_eq!(l.database_file("my db"), "postgres_db_my%20db.dump.age");
     }
 
-    fn round_trip(compression: Compression, enc: Option<&Encryption>, keys: Option<&Decryption>) -> Vec<u8> {
+    fn round_trip(
+        compression: Compression,
+        enc: Option<&Encryption>,
+        keys: Option<&Decryption>,
+    ) -> Vec<u8> {
         let mut stored = Vec::new();
         {
             let sealed = Sealed::new(&mut stored, enc, false).unwrap();
@@ -635,20 +670,32 @@ mod tests {
         let key = age::x25519::Identity::generate();
         let public = key.to_public().to_string();
         let enc = Encryption::parse(&public, "").unwrap().unwrap();
-        let keys = Decryption::parse(&age::secrecy::ExposeSecret::expose_secret(&key.to_string()).to_string()).unwrap();
+        let keys = Decryption::parse(
+            age::secrecy::ExposeSecret::expose_secret(&key.to_string()),
+        )
+        .unwrap();
         for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
             assert_eq!(round_trip(compression, None, None), b"SELECT 1;\n");
-            assert_eq!(round_trip(compression, Some(&enc), Some(&keys)), b"SELECT 1;\n");
+            assert_eq!(
+                round_trip(compression, Some(&enc), Some(&keys)),
+                b"SELECT 1;\n"
+            );
         }
     }
 
     #[test]
     fn the_wrong_key_is_told_apart_from_damage() {
-        let enc = Encryption::parse(&age::x25519::Identity::generate().to_public().to_string(), "")
-            .unwrap()
-            .unwrap();
+        let enc = Encryption::parse(
+            &age::x25519::Identity::generate().to_public().to_string(),
+            "",
+        )
+        .unwrap()
+        .unwrap();
         let other = age::x25519::Identity::generate();
-        let keys = Decryption::parse(&age::secrecy::ExposeSecret::expose_secret(&other.to_string()).to_string()).unwrap();
+        let keys = Decryption::parse(
+            age::secrecy::ExposeSecret::expose_secret(&other.to_string()),
+        )
+        .unwrap();
         let mut stored = Vec::new();
         let mut sealed = Sealed::new(&mut stored, Some(&enc), false).unwrap();
         sealed.write_all(b"x").unwrap();
@@ -667,7 +714,9 @@ mod tests {
     fn recipients_parse_from_lists_and_files() {
         let a = age::x25519::Identity::generate().to_public().to_string();
         let b = age::x25519::Identity::generate().to_public().to_string();
-        let enc = Encryption::parse(&format!("{a} {b}"), "# comment\n").unwrap().unwrap();
+        let enc = Encryption::parse(&format!("{a} {b}"), "# comment\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(enc.recipients().len(), 2);
         assert!(enc.recipients()[0].fingerprint.starts_with("SHA256:"));
         assert!(Encryption::parse("", "").unwrap().is_none());

@@ -221,17 +221,13 @@ pub enum BackupError {
          recipients: see the manifest's fingerprints); nothing was sent to the server"
     )]
     WrongKey { file: String },
-    #[error(
-        "{file} is encrypted: set AGE_IDENTITY_FILE to the private key it was encrypted to"
-    )]
+    #[error("{file} is encrypted: set AGE_IDENTITY_FILE to the private key it was encrypted to")]
     KeyMissing { file: String },
     #[error("{file}: the encrypted stream is damaged or cut short: {reason}")]
     Damaged { file: String, reason: String },
     #[error("{file}: the custom-format archive cannot be read: {detail}")]
     Archive { file: String, detail: String },
-    #[error(
-        "{file}: its decrypted content has SHA-256 {actual} but the manifest says {expected}"
-    )]
+    #[error("{file}: its decrypted content has SHA-256 {actual} but the manifest says {expected}")]
     ContentChecksum {
         file: String,
         expected: String,

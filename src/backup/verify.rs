@@ -369,13 +369,7 @@ fn scan_archive(
         }
         (hash, None, total)
     });
-    let decoded = scan_sql(
-        Box::new(stdout),
-        name,
-        FileKind::Database,
-        codec,
-        None,
-    );
+    let decoded = scan_sql(Box::new(stdout), name, FileKind::Database, codec, None);
     let (hash, read_error, archive_bytes) = feeder
         .join()
         .map_err(|_| archive_error("the feeding thread panicked".into()))?;
@@ -582,7 +576,11 @@ mod tests {
     }
 
     fn check(bytes: Vec<u8>, entry: &FileEntry) -> Result<Checked, BackupError> {
-        check_stream(Box::new(std::io::Cursor::new(bytes)), entry, Readers::default())
+        check_stream(
+            Box::new(std::io::Cursor::new(bytes)),
+            entry,
+            Readers::default(),
+        )
     }
 
     const DUMP: &[u8] =
@@ -623,7 +621,10 @@ mod tests {
         let len = data.len();
         data[len - 6] ^= 0xff; // the CRC
         let entry = entry_for(&data, FileKind::Database);
-        assert!(matches!(check(data, &entry), Err(BackupError::Decompress { .. })));
+        assert!(matches!(
+            check(data, &entry),
+            Err(BackupError::Decompress { .. })
+        ));
     }
 
     #[test]

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::BackupError;
-use super::codec::{
-    Encryption, FileCodec, Packed, Sealed, compress_member, open_for_assembly,
-};
+use super::codec::{Encryption, FileCodec, Packed, Sealed, compress_member, open_for_assembly};
 
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -180,12 +178,13 @@ impl AssembledFile {
     ) -> Result<AssembledFile, BackupError> {
         let file = create_private(path)?;
         let stored = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
-        let out = Sealed::new(stored, enc.filter(|_| codec.encrypted), false).map_err(|source| {
-            BackupError::Write {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        let out =
+            Sealed::new(stored, enc.filter(|_| codec.encrypted), false).map_err(|source| {
+                BackupError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Ok(AssembledFile {
             path: path.to_path_buf(),
             out,

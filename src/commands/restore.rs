@@ -131,9 +131,12 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     }
     // A custom archive needs a pg_restore at least as new as the pg_dump that made it.
     let archive_major = if entries.iter().any(|e| codec_of(e).format == Format::Custom) {
-        crate::pg::ToolVersion::parse(&format!("pg_dump (PostgreSQL) {}", manifest.pg_dump_version))
-            .map(|v| v.major)
-            .unwrap_or(0)
+        crate::pg::ToolVersion::parse(&format!(
+            "pg_dump (PostgreSQL) {}",
+            manifest.pg_dump_version
+        ))
+        .map(|v| v.major)
+        .unwrap_or(0)
     } else {
         0
     };
@@ -250,7 +253,9 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
 
     let restore_started = Instant::now();
     let total: u64 = entries.iter().map(|e| e.bytes).sum();
-    let mut progress = std::io::stderr().is_terminal().then(|| Progress::new(total));
+    let mut progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::new(total));
     let mut errors = SqlErrors::default();
     for (entry, file) in entries.iter().zip(staged) {
         let codec = codec_of(entry);

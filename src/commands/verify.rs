@@ -143,7 +143,9 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     let errors: Vec<ErrorInfo> = files.iter().filter_map(|f| f.error.clone()).collect();
     crate::signals::check()?;
 
-    let not_decrypted = files.iter().any(|f| f.content == Some(Content::NotDecrypted));
+    let not_decrypted = files
+        .iter()
+        .any(|f| f.content == Some(Content::NotDecrypted));
     let mut details = VerifyDetails {
         folder: folder.to_string(),
         source,
@@ -173,9 +175,12 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
         .into());
     }
     let archive_major = if manifest.backup_format == crate::backup::codec::Format::Custom {
-        crate::pg::ToolVersion::parse(&format!("pg_dump (PostgreSQL) {}", manifest.pg_dump_version))
-            .map(|v| v.major)
-            .unwrap_or(0)
+        crate::pg::ToolVersion::parse(&format!(
+            "pg_dump (PostgreSQL) {}",
+            manifest.pg_dump_version
+        ))
+        .map(|v| v.major)
+        .unwrap_or(0)
     } else {
         0
     };

@@ -136,6 +136,10 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.ports[3])
     }
 
+    pub fn s3_port(&self) -> u16 {
+        self.ports[3]
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
