@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use std::os::unix::fs::OpenOptionsExt;
 
 use crate::backup::codec::{Decryption, FileCodec, Format, open_content};
 use crate::backup::replay::replay_filter;
@@ -351,8 +350,34 @@ fn is_database_level(list_line: &str) -> bool {
     )
 }
 
-/// Restores a custom-format archive of `database` with pg_restore (`jobs` at once), under
-/// `target` when given: the target is created from the archive's own database-level entries
+fn is_database_entry(list_line: &str) -> bool {
+    list_line.split_whitespace().nth(3) == Some("DATABASE")
+}
+
+/// Where a database file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination<'a> {
+    /// Created under its own name (the file's `CREATE DATABASE`).
+    Create,
+    /// Created under another name.
+    Rename(&'a str),
+    /// Into the database of that name that every server has (`postgres`), as pg_dumpall's
+    /// own files do: its objects and data, not its database-level settings.
+    Existing,
+}
+
+impl<'a> Destination<'a> {
+    /// `target` as the operator gave it (absent or the same name: no rename).
+    pub fn named(database: &str, target: Option<&'a str>) -> Destination<'a> {
+        match target {
+            Some(t) if t != database => Destination::Rename(t),
+            _ => Destination::Create,
+        }
+    }
+}
+
+/// Restores a custom-format archive of `database` with pg_restore (`jobs` at once). Under
+/// another name, the target is created from the archive's own database-level entries
 /// (pg_restore writes them as SQL; only their name is changed, as for a plain file) and
 /// pg_restore fills it. `work` is a private folder for pg_restore's entry list.
 #[allow(clippy::too_many_arguments)]
@@ -360,24 +385,35 @@ pub fn restore_archive(
     tools: &PgTools,
     archive: &Archive,
     database: &str,
-    target: Option<&str>,
+    into: Destination<'_>,
     jobs: u32,
     expected: Expected,
     work: &std::path::Path,
 ) -> Result<SqlErrors> {
-    let target = target.filter(|t| *t != database);
     let mut errors = SqlErrors::default();
     let mut cmd = tools.command("pg_restore");
     cmd.args(["-w", "--jobs", &jobs.to_string()]);
-    match target {
-        None => {
+    match into {
+        Destination::Create => {
             cmd.arg("--create")
                 .arg(format!("--dbname={}", crate::pg::conninfo("postgres")));
         }
-        Some(target) => {
+        Destination::Existing => {
+            cmd.arg(format!("--dbname={}", crate::pg::conninfo(database)));
+        }
+        Destination::Rename(target) => {
             // 1. The database itself, renamed: pg_restore prints its entries as SQL.
-            let list = pg_restore_output(tools, archive, &["--list"])?;
+            // `--create`: without it pg_restore leaves the database-level entries out.
+            let list = pg_restore_output(tools, archive, &["--list", "--create"])?;
             let wanted: Vec<&str> = list.lines().filter(|l| is_database_level(l)).collect();
+            if !wanted.iter().any(|l| is_database_entry(l)) {
+                return Err(Error::Data(format!(
+                    "the archive of {} has no DATABASE entry (not made by pg_dump --create), \
+                     so it cannot be restored under another name; restore it without \
+                     RESTORE_TARGET_DB",
+                    format!("{database:?}")
+                )));
+            }
             let list_file = work.join("database-entries.list");
             std::fs::write(&list_file, format!("{}\n", wanted.join("\n"))).map_err(|e| {
                 Error::Backup(crate::backup::BackupError::Write {
@@ -497,7 +533,7 @@ pub fn restore_database_file(
     codec: FileCodec,
     keys: Option<&Decryption>,
     database: &str,
-    target: Option<&str>,
+    into: Destination<'_>,
     jobs: u32,
     expected: Expected,
     work: &std::path::Path,
@@ -505,7 +541,12 @@ pub fn restore_database_file(
 ) -> Result<SqlErrors> {
     match codec.format {
         Format::Plain => {
-            let rename = target.filter(|t| *t != database).map(|t| (database, t));
+            // Plain database files are restored only one at a time (a cluster restore of
+            // plain backups replays the cluster file), so `Existing` never reaches here.
+            let rename = match into {
+                Destination::Rename(t) => Some((database, t)),
+                Destination::Create | Destination::Existing => None,
+            };
             restore_file(
                 tools,
                 Box::new(stored),
@@ -518,7 +559,7 @@ pub fn restore_database_file(
         }
         Format::Custom => {
             let archive = plain_archive(stored, codec, keys, work)?;
-            restore_archive(tools, &archive, database, target, jobs, expected, work)
+            restore_archive(tools, &archive, database, into, jobs, expected, work)
         }
     }
 }
@@ -540,14 +581,10 @@ pub fn plain_archive(
     if !codec.encrypted {
         return Archive::new(stored).map_err(io(work));
     }
-    let path = work.join("archive.dump");
-    let mut out = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io(&path))?;
+    // Unnamed (unlinked at once): pg_restore opens it through our descriptor, and the
+    // plaintext is gone from the disk when the handle is dropped, whatever happens.
+    let path = work.to_path_buf();
+    let mut out = tempfile::tempfile_in(work).map_err(io(&path))?;
     let mut content = open_content(Box::new(stored), codec, keys)
         .map_err(|e| Error::Data(format!("the archive could not be decrypted: {e}")))?;
     std::io::copy(&mut content, &mut out).map_err(io(&path))?;

@@ -670,10 +670,8 @@ mod tests {
         let key = age::x25519::Identity::generate();
         let public = key.to_public().to_string();
         let enc = Encryption::parse(&public, "").unwrap().unwrap();
-        let keys = Decryption::parse(
-            age::secrecy::ExposeSecret::expose_secret(&key.to_string()),
-        )
-        .unwrap();
+        let keys =
+            Decryption::parse(age::secrecy::ExposeSecret::expose_secret(&key.to_string())).unwrap();
         for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
             assert_eq!(round_trip(compression, None, None), b"SELECT 1;\n");
             assert_eq!(
@@ -692,9 +690,9 @@ mod tests {
         .unwrap()
         .unwrap();
         let other = age::x25519::Identity::generate();
-        let keys = Decryption::parse(
-            age::secrecy::ExposeSecret::expose_secret(&other.to_string()),
-        )
+        let keys = Decryption::parse(age::secrecy::ExposeSecret::expose_secret(
+            &other.to_string(),
+        ))
         .unwrap();
         let mut stored = Vec::new();
         let mut sealed = Sealed::new(&mut stored, Some(&enc), false).unwrap();

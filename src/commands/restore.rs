@@ -24,8 +24,8 @@ use crate::pg::PgTools;
 use crate::prompt;
 use crate::report::Outcome;
 use crate::restore::{
-    Progress, SqlErrors, database_exists, drop_database, restore_database_file, restore_file,
-    user_databases,
+    Destination, Progress, SqlErrors, database_exists, drop_database, restore_database_file,
+    restore_file, user_databases,
 };
 use crate::storage::Storage;
 
@@ -265,18 +265,30 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
         };
         tracing::info!(file = %entry.name, psql = %psql_path, "restoring");
         let found = match entry.kind {
-            FileKind::Database => restore_database_file(
-                &tools,
-                file.file,
-                codec,
-                cfg.decryption.as_deref(),
-                entry.database.as_deref().unwrap_or_default(),
-                target.as_deref(),
-                inputs.jobs,
-                expected,
-                work.path(),
-                progress.as_mut(),
-            )?,
+            FileKind::Database => {
+                let name = entry.database.as_deref().unwrap_or_default();
+                // A cluster restore of custom archives: the databases every server has
+                // (`postgres`; user databases in the way were dropped above) are filled, not
+                // created, as a pg_dumpall file does.
+                let into = if restore_type == RestoreType::Cluster && database_exists(&tools, name)?
+                {
+                    Destination::Existing
+                } else {
+                    Destination::named(name, target.as_deref())
+                };
+                restore_database_file(
+                    &tools,
+                    file.file,
+                    codec,
+                    cfg.decryption.as_deref(),
+                    name,
+                    into,
+                    inputs.jobs,
+                    expected,
+                    work.path(),
+                    progress.as_mut(),
+                )?
+            }
             FileKind::Cluster | FileKind::Globals => restore_file(
                 &tools,
                 Box::new(file.file),

@@ -349,7 +349,7 @@ fn restore_test(
             codec,
             cfg.decryption.as_deref(),
             &database,
-            Some(&scratch),
+            crate::restore::Destination::Rename(&scratch),
             jobs,
             expected,
             work.path(),
