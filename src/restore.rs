@@ -408,10 +408,9 @@ pub fn restore_archive(
             let wanted: Vec<&str> = list.lines().filter(|l| is_database_level(l)).collect();
             if !wanted.iter().any(|l| is_database_entry(l)) {
                 return Err(Error::Data(format!(
-                    "the archive of {} has no DATABASE entry (not made by pg_dump --create), \
-                     so it cannot be restored under another name; restore it without \
-                     RESTORE_TARGET_DB",
-                    format!("{database:?}")
+                    "the archive of {database:?} has no DATABASE entry (not made by pg_dump \
+                     --create), so it cannot be restored under another name; restore it \
+                     without RESTORE_TARGET_DATABASE"
                 )));
             }
             let list_file = work.join("database-entries.list");
