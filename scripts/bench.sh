@@ -2,12 +2,14 @@
 # Measures pg-backups against the pipelines a user would otherwise run, as ratios from the
 # same run, and peak memory with /usr/bin/time -v. A benchmark, not a test: it prints figures.
 #
-#   scripts/bench.sh [dump|ship|verify|prune|size|all]
+#   scripts/bench.sh [dump|ship|verify|prune|size|formats|encryption|all]
 #
 # Data sets (built once, kept in $BENCH_DIR between runs, on PostgreSQL 15):
 #   pgbench  pgbench -i -s 100 (~1.5 GB; its dump compresses ~35:1: shows the cost of reading)
 #   random   ~1 GB of random numbers, md5() text and jsonb (~3:1: shows the cost of compressing)
 #   pair     two equal ~400 MB databases, for BACKUP_JOBS=2 against BACKUP_JOBS=1
+#   multi    8 tables of equal size with indexes and foreign keys (~1 GB of SQL): what parallel
+#            restore gains (one big table hides it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,7 +33,7 @@ RESULTS=$BENCH_DIR/results.txt
 report() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
 
 # --- servers ------------------------------------------------------------------------------
-declare -A PORTS=([pgbench]=55101 [random]=55102 [pair]=55103)
+declare -A PORTS=([pgbench]=55101 [random]=55102 [pair]=55103 [multi]=55105)
 start_cluster() { # name
     local name=$1 data=$BENCH_DIR/$1/data port=${PORTS[$1]}
     if [ ! -d "$data" ]; then
@@ -80,7 +82,22 @@ prepare_data() {
             FROM generate_series(1, 4000000) g"
         psql_q -d postgres -c "CREATE DATABASE pair_b TEMPLATE pair_a"
     fi
-    for c in pgbench random pair; do
+    start_cluster multi; use multi
+    if ! has_db multi; then
+        note "creating 8 tables with indexes and foreign keys (~1 GB of SQL)"
+        psql_q -d postgres -c "CREATE DATABASE multi"
+        psql_q -d multi -c "CREATE TABLE t1 (id bigint PRIMARY KEY, parent bigint, code text, amount numeric, at timestamptz, note text)"
+        psql_q -d multi -c "INSERT INTO t1 SELECT g, NULL, md5(g::text), (random() * 1e6)::numeric(12,2), now() - g * interval '1 second', md5(random()::text) || md5(random()::text) FROM generate_series(1, 1300000) g"
+        for i in 2 3 4 5 6 7 8; do
+            psql_q -d multi -c "CREATE TABLE t$i (id bigint PRIMARY KEY, parent bigint REFERENCES t1 (id), code text, amount numeric, at timestamptz, note text)"
+            psql_q -d multi -c "INSERT INTO t$i SELECT g, 1 + (g * 7919) % 1300000, md5((g + $i)::text), (random() * 1e6)::numeric(12,2), now() - g * interval '1 second', md5(random()::text) || md5(random()::text) FROM generate_series(1, 1300000) g"
+        done
+        for i in 1 2 3 4 5 6 7 8; do
+            psql_q -d multi -c "CREATE INDEX t${i}_code ON t$i (code)" -c "CREATE INDEX t${i}_at ON t$i (at)"
+        done
+        psql_q -d multi -c "VACUUM ANALYZE"
+    fi
+    for c in pgbench random pair multi; do
         use "$c"; report "$c: $(psql_q -d postgres -c "SELECT string_agg(datname || ' ' || pg_size_pretty(pg_database_size(datname)), ', ') FROM pg_database WHERE datname NOT LIKE 'template%' AND datname <> 'postgres'")"
     done
 }
@@ -304,6 +321,105 @@ PY
     rm -rf "$TREE"
 }
 
+# --- formats: zstd and custom (pg_restore -j) ----------------------------------------------
+folder_bytes() { du -sb "$1" | cut -f1; }
+mib() { python3 -c "import sys; print('%.0f' % (int(sys.argv[1]) / 1048576))" "$1"; }
+bench_formats() {
+    local OUT=$BENCH_DIR/fmt
+    for set in random pgbench; do
+        use "$set"
+        note "dump formats: $set"
+        export BACKUP_COMPRESSION_LEVEL=6 BACKUP_JOBS=2
+        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/fmt-$set.json" \
+            --prepare "rm -rf $OUT && mkdir -p $OUT" \
+            -n "pg_dump --create > /dev/null (read floor)" "$PG15/pg_dump --create $set > /dev/null" \
+            -n "pg_dump -Fc alone" "$PG15/pg_dump -Fc $set > $OUT/alone.dump" \
+            -n "pg-backups dump gzip-6" "BACKUP_DIR=$OUT/gzip $BIN dump >/dev/null 2>&1" \
+            -n "pg-backups dump zstd" "BACKUP_DIR=$OUT/zstd BACKUP_COMPRESSION=zstd BACKUP_COMPRESSION_LEVEL=3 $BIN dump >/dev/null 2>&1" \
+            -n "pg-backups dump custom" "BACKUP_DIR=$OUT/custom BACKUP_FORMAT=custom $BIN dump >/dev/null 2>&1"
+        local floor alone gz zs cu
+        floor=$(mean "$BENCH_DIR/fmt-$set.json" 0); alone=$(mean "$BENCH_DIR/fmt-$set.json" 1)
+        gz=$(mean "$BENCH_DIR/fmt-$set.json" 2); zs=$(mean "$BENCH_DIR/fmt-$set.json" 3)
+        cu=$(mean "$BENCH_DIR/fmt-$set.json" 4)
+        rm -rf "$OUT"; mkdir -p "$OUT"
+        local rz rc
+        rz=$(BACKUP_DIR=$OUT/zstd BACKUP_COMPRESSION=zstd BACKUP_COMPRESSION_LEVEL=3 peak_rss_mib "$BIN" dump)
+        rc=$(BACKUP_DIR=$OUT/custom BACKUP_FORMAT=custom peak_rss_mib "$BIN" dump)
+        BACKUP_DIR=$OUT/gzip "$BIN" dump >/dev/null 2>&1
+        local zf gf
+        zf=$(ls "$OUT"/zstd/2*/postgres_db_"$set".sql.zst); gf=$(ls "$OUT"/gzip/2*/postgres_db_"$set".sql.gz)
+        report "dump $set zstd: ${zs}s vs read floor ${floor}s: ratio $(ratio "$zs" "$floor") (target <= $([ "$set" = random ] && echo 1.15 || echo 1.05)); gzip-6 ${gz}s: ratio $(ratio "$gz" "$floor");" \
+               "file $(mib "$(stat -c %s "$zf")") MiB zstd vs $(mib "$(stat -c %s "$gf")") MiB gzip-6; peak RSS ${rz} MiB (target <= 64)"
+        report "dump $set custom: ${cu}s vs pg_dump -Fc alone ${alone}s: ratio $(ratio "$cu" "$alone") (target <= 1.1); peak RSS ${rc} MiB (target <= 64)"
+        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/fmt-verify-$set.json" \
+            -n "verify gzip folder" "BACKUP_DIR=$OUT/gzip $BIN verify latest >/dev/null 2>&1" \
+            -n "verify zstd folder" "BACKUP_DIR=$OUT/zstd $BIN verify latest >/dev/null 2>&1"
+        local vg vz; vg=$(mean "$BENCH_DIR/fmt-verify-$set.json" 0); vz=$(mean "$BENCH_DIR/fmt-verify-$set.json" 1)
+        report "verify $set: zstd folder ${vz}s, gzip folder ${vg}s: ratio $(ratio "$vz" "$vg") (target <= 0.5)"
+        rm -rf "$OUT"
+        unset BACKUP_COMPRESSION_LEVEL BACKUP_JOBS
+    done
+
+    note "restore formats: multi (8 tables, indexes, foreign keys)"
+    start_cluster target
+    use multi
+    local M=$BENCH_DIR/fmt-multi
+    if [ ! -f "$M/done" ]; then
+        rm -rf "$M"
+        BACKUP_DIR=$M/plain BACKUP_DATABASES=multi "$BIN" dump >/dev/null 2>&1
+        BACKUP_DIR=$M/custom BACKUP_DATABASES=multi BACKUP_FORMAT=custom "$BIN" dump >/dev/null 2>&1
+        touch "$M/done"
+    fi
+    local plain custom
+    plain=$(ls "$M"/plain/2*/postgres_db_multi.sql.gz); custom=$(ls "$M"/custom/2*/postgres_db_multi.dump)
+    use target
+    local drop="$PG15/psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS multi WITH (FORCE)'"
+    local r="RESTORE_SOURCE=local RESTORE_FOLDER=latest RESTORE_TYPE=database RESTORE_DATABASE=multi"
+    hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/fmt-restore.json" --prepare "$drop" \
+        -n "gunzip -c | psql" "gunzip -c $plain | $PG15/psql -X -q -d postgres >/dev/null 2>&1" \
+        -n "pg_restore -C (one job)" "$PG15/pg_restore -C -d postgres $custom >/dev/null 2>&1" \
+        -n "pg-backups restore plain" "BACKUP_DIR=$M/plain $r $BIN restore >/dev/null 2>&1 </dev/null" \
+        -n "pg-backups restore custom RESTORE_JOBS=1" "BACKUP_DIR=$M/custom $r RESTORE_JOBS=1 $BIN restore >/dev/null 2>&1 </dev/null" \
+        -n "pg-backups restore custom RESTORE_JOBS=2" "BACKUP_DIR=$M/custom $r RESTORE_JOBS=2 $BIN restore >/dev/null 2>&1 </dev/null"
+    local gp pr op o1 o2
+    gp=$(mean "$BENCH_DIR/fmt-restore.json" 0); pr=$(mean "$BENCH_DIR/fmt-restore.json" 1)
+    op=$(mean "$BENCH_DIR/fmt-restore.json" 2); o1=$(mean "$BENCH_DIR/fmt-restore.json" 3)
+    o2=$(mean "$BENCH_DIR/fmt-restore.json" 4)
+    eval "$drop"
+    local rr; rr=$(BACKUP_DIR=$M/custom RESTORE_SOURCE=local RESTORE_FOLDER=latest RESTORE_TYPE=database \
+        RESTORE_DATABASE=multi RESTORE_JOBS=2 peak_rss_mib "$BIN" restore </dev/null)
+    report "restore multi: custom RESTORE_JOBS=2 ${o2}s vs gunzip -c | psql ${gp}s: ratio $(ratio "$o2" "$gp") (target <= 0.75), verification included; peak RSS ${rr} MiB"
+    report "restore multi: custom RESTORE_JOBS=1 ${o1}s vs pg_restore ${pr}s: ratio $(ratio "$o1" "$pr") (target <= 1.05); plain ${op}s vs gunzip -c | psql: ratio $(ratio "$op" "$gp") (target <= 1.1)"
+}
+
+# --- encryption (age) -------------------------------------------------------------------------
+bench_encryption() {
+    local OUT=$BENCH_DIR/enc KEY=$BENCH_DIR/age-key.txt
+    [ -f "$KEY" ] || age-keygen -o "$KEY" 2>/dev/null
+    local RECIPIENT; RECIPIENT=$(age-keygen -y "$KEY")
+    for set in pgbench random; do
+        use "$set"
+        note "encryption: $set"
+        export BACKUP_COMPRESSION_LEVEL=6 BACKUP_JOBS=2
+        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/enc-$set.json" \
+            --prepare "rm -rf $OUT && mkdir -p $OUT" \
+            -n "dump" "BACKUP_DIR=$OUT/clear $BIN dump >/dev/null 2>&1" \
+            -n "dump with AGE_RECIPIENTS" "BACKUP_DIR=$OUT/age AGE_RECIPIENTS=$RECIPIENT $BIN dump >/dev/null 2>&1"
+        local clear sealed; clear=$(mean "$BENCH_DIR/enc-$set.json" 0); sealed=$(mean "$BENCH_DIR/enc-$set.json" 1)
+        rm -rf "$OUT"; mkdir -p "$OUT"
+        local rss; rss=$(BACKUP_DIR=$OUT/age AGE_RECIPIENTS=$RECIPIENT peak_rss_mib "$BIN" dump)
+        BACKUP_DIR=$OUT/clear "$BIN" dump >/dev/null 2>&1
+        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/enc-verify-$set.json" \
+            -n "verify" "BACKUP_DIR=$OUT/clear $BIN verify latest >/dev/null 2>&1" \
+            -n "verify with AGE_IDENTITY_FILE" "BACKUP_DIR=$OUT/age AGE_IDENTITY_FILE=$KEY $BIN verify latest >/dev/null 2>&1"
+        local vc va; vc=$(mean "$BENCH_DIR/enc-verify-$set.json" 0); va=$(mean "$BENCH_DIR/enc-verify-$set.json" 1)
+        report "encrypted dump $set: ${sealed}s vs ${clear}s clear: ratio $(ratio "$sealed" "$clear") (target <= 1.15); peak RSS ${rss} MiB (target <= 64)"
+        report "encrypted verify $set: ${va}s vs ${vc}s clear: ratio $(ratio "$va" "$vc") (target <= 1.2)"
+        rm -rf "$OUT"
+        unset BACKUP_COMPRESSION_LEVEL BACKUP_JOBS
+    done
+}
+
 bench_size() {
     local bytes; bytes=$(stat -c %s "$BIN")
     report "release binary: $(python3 -c "print('%.1f' % ($bytes / 1048576))") MiB stripped (target <= 25)"
@@ -317,7 +433,9 @@ case $WHAT in
     verify|restore) bench_verify_restore ;;
     prune|check) bench_prune ;;
     size) bench_size ;;
-    all) bench_size; bench_dump; bench_ship; bench_verify_restore; bench_prune ;;
+    formats) bench_formats ;;
+    encryption) bench_encryption ;;
+    all) bench_size; bench_dump; bench_ship; bench_verify_restore; bench_prune; bench_formats; bench_encryption ;;
     *) echo "unknown benchmark $WHAT" >&2; exit 64 ;;
 esac
 note "results (also in $RESULTS)"
