@@ -22,8 +22,11 @@ Secrets are read from the environment (or --env-file, or a *_FILE variable), nev
   PGPASSWORD      [env: PGPASSWORD]      or PGPASSWORD_FILE
   S3_ACCESS_KEY   [env: S3_ACCESS_KEY]   or S3_ACCESS_KEY_FILE (else AWS_ACCESS_KEY_ID, the SDK chain)
   S3_SECRET_KEY   [env: S3_SECRET_KEY]   or S3_SECRET_KEY_FILE (else AWS_SECRET_ACCESS_KEY)
+  NOTIFY_URL      [env: NOTIFY_URL]      or NOTIFY_URL_FILE: the JSON result is POSTed there
+  HEALTHCHECK_URL [env: HEALTHCHECK_URL] or HEALTHCHECK_URL_FILE: /start, success, /fail pings
 
-Every run prints one JSON object on stdout and exits with a sysexits code (0 ok, 1 stale \
+On a terminal the result is text for a person; otherwise (or with --json) every run prints \
+one JSON object on stdout. It exits with a sysexits code (0 ok, 1 stale \
 backup, 64 usage, 65 data, 66 not found, 69 unreachable, 70 bug, 73 cannot create / refused, \
 74 I/O, 75 locked, 77 permission, 78 configuration incomplete).";
 
@@ -67,6 +70,17 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages (pg-backups.1 and one per command) into DIR, or print pg-backups.1.
     Man(ManArgs),
+    /// Ping HEALTHCHECK_URL: start, success or fail (pg-backups-cycle pings once per cycle).
+    Ping(PingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// start, success or fail.
+    #[arg(value_parser = ["start", "success", "fail"])]
+    pub signal: String,
+    /// The exit code of the cycle's first failure (sent in the body of a `fail` ping).
+    pub code: Option<i32>,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +110,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
+            Command::Ping(_) => "ping",
         }
     }
 }
@@ -200,13 +215,23 @@ pub struct GlobalArgs {
     /// Load KEY=value lines from this file first (variables already set in the environment win).
     #[arg(long, global = true, value_name = "PATH", env = "PG_BACKUPS_ENV_FILE")]
     pub env_file: Option<PathBuf>,
-    /// Indent the JSON result for humans.
+    /// Result format on stdout: json (one line) or text (for a person). Default: text on a
+    /// terminal, json otherwise.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["json", "text"])]
+    pub output: Option<String>,
+    /// Same as --output json.
+    #[arg(long, global = true, conflicts_with = "output")]
+    pub json: bool,
+    /// Indent the JSON result.
     #[arg(long, global = true)]
     pub pretty: bool,
 
     /// PostgreSQL host.
     #[arg(long, global = true, env = "PGHOST", default_value = "postgres-primary", help_heading = PG)]
     pub pghost: String,
+    /// Set by [`parse`]: PGHOST came from the default, not from the operator.
+    #[arg(skip)]
+    pub pghost_defaulted: bool,
     /// PostgreSQL port.
     #[arg(long, global = true, env = "PGPORT", default_value = "5432", help_heading = PG)]
     pub pgport: String,
@@ -320,8 +345,8 @@ pub struct GlobalArgs {
     /// Also keep the newest S3 backup of each of the last N months.
     #[arg(long, global = true, env = "S3_KEEP_MONTHLY", default_value = "0", help_heading = S3)]
     pub s3_keep_monthly: String,
-    /// Multipart part size, e.g. `64MiB` (default: the smallest of 8 MiB steps that keeps the
-    /// file within S3_MAX_PARTS).
+    /// Multipart part size, e.g. `64MiB` (at least 5 MiB). Default: the smallest multiple of
+    /// 1 MiB, at least 16 MiB, that keeps the file within S3_MAX_PARTS parts.
     #[arg(long, global = true, env = "S3_PART_SIZE", help_heading = S3)]
     pub s3_part_size: Option<String>,
     /// The provider's part limit (10000 on AWS; some providers allow only 1000).
@@ -383,12 +408,136 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "RSYNC_KEEP_MONTHLY", default_value = "0", help_heading = RSYNC)]
     pub rsync_keep_monthly: String,
 
+    /// Read NOTIFY_URL (where the JSON result of a run is POSTed) from this file.
+    #[arg(long, global = true, env = "NOTIFY_URL_FILE", help_heading = OUTPUT)]
+    pub notify_url_file: Option<String>,
+    /// When NOTIFY_URL is told: failure (default) or always.
+    #[arg(long, global = true, env = "NOTIFY_ON", default_value = "failure", help_heading = OUTPUT)]
+    pub notify_on: String,
+    /// Read HEALTHCHECK_URL (healthchecks.io-style ping URL) from this file.
+    #[arg(long, global = true, env = "HEALTHCHECK_URL_FILE", help_heading = OUTPUT)]
+    pub healthcheck_url_file: Option<String>,
+    /// Timeout of each NOTIFY_URL / HEALTHCHECK_URL request (3 attempts at most); a dead
+    /// endpoint never fails or holds up a backup.
+    #[arg(long, global = true, env = "NOTIFY_TIMEOUT", default_value = "10s", help_heading = OUTPUT)]
+    pub notify_timeout: String,
     /// node_exporter textfile that each run updates (atomically).
     #[arg(long, global = true, env = "METRICS_FILE", help_heading = OUTPUT)]
     pub metrics_file: Option<String>,
     /// Log format on stderr: text or json.
     #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text", help_heading = OUTPUT)]
     pub log_format: String,
+}
+
+/// Options each command's own `--help` shows; the settings are listed once, by
+/// `pg-backups --help`, and named per command in its help's last lines.
+const SHOWN_IN_COMMANDS: &[&str] = &["env_file", "output", "json", "pretty"];
+
+/// The settings each command reads, for its `--help`.
+fn settings_read_by(command: &str) -> String {
+    const PG: &str = "PGHOST PGPORT PGUSER PGPASSWORD(_FILE) PGPASSFILE PGSSLMODE PG_BIN_DIR";
+    const DEST: &str = "S3_ENABLED S3_BUCKET S3_ENDPOINT S3_REGION S3_PREFIX S3_ACCESS_KEY(_FILE) \
+                        S3_SECRET_KEY(_FILE) S3_FORCE_PATH_STYLE RSYNC_ENABLED RSYNC_HOST RSYNC_USER \
+                        RSYNC_PORT RSYNC_PATH RSYNC_SSH_KEY RSYNC_KNOWN_HOSTS";
+    const TELL: &str = "NOTIFY_URL(_FILE) NOTIFY_ON HEALTHCHECK_URL(_FILE) METRICS_FILE LOG_FORMAT";
+    let text = match command {
+        "dump" => format!(
+            "{PG} BACKUP_DIR BACKUP_DATABASES BACKUP_EXCLUDE_DATABASES BACKUP_JOBS BACKUP_FORMAT \
+             BACKUP_COMPRESSION(_LEVEL) AGE_RECIPIENTS(_FILE) {TELL}"
+        ),
+        "ship" => format!(
+            "BACKUP_DIR {DEST} S3_PART_SIZE S3_MAX_PARTS S3_SSE S3_STORAGE_CLASS {TELL}"
+        ),
+        "prune" => format!(
+            "BACKUP_DIR LOCAL_* {DEST} S3_RETENTION_DAYS S3_KEEP_* RSYNC_RETENTION_DAYS \
+             RSYNC_KEEP_* {TELL}"
+        ),
+        "check" => format!("BACKUP_DIR BACKUP_SCHEDULE {DEST} {TELL}"),
+        "verify" => format!("BACKUP_DIR {DEST} AGE_IDENTITY_FILE {PG} (--restore-test) {TELL}"),
+        "restore" => format!("{PG} BACKUP_DIR {DEST} AGE_IDENTITY_FILE RESTORE_* {TELL}"),
+        "list" | "pin" | "adopt" => format!("BACKUP_DIR {DEST} LOG_FORMAT"),
+        "ping" => "HEALTHCHECK_URL(_FILE) NOTIFY_TIMEOUT".to_string(),
+        _ => return String::new(),
+    };
+    format!(
+        "Settings it reads (a flag, the environment or --env-file; `pg-backups --help` lists \
+         every setting):\n  {}",
+        wrap(&text, 92).join("\n  ")
+    )
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().map(|l| l.len()).unwrap_or(0);
+        if line > 0 && line + 1 + word.len() > width {
+            lines.push(String::new());
+        }
+        if let Some(l) = lines.last_mut() {
+            if !l.is_empty() {
+                l.push(' ');
+            }
+            l.push_str(word);
+        }
+    }
+    lines
+}
+
+/// The parser. Settings stay accepted after the command word (`pg-backups dump
+/// --backup-dir X`), but a command's `--help` shows its own options, not the 60 settings.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Propagate the global settings into every command first, then hide them there.
+    cmd.build();
+    for sub in cmd.get_subcommands_mut() {
+        let note = settings_read_by(sub.get_name());
+        let built = std::mem::take(sub);
+        *sub = built
+            .mut_args(|a| {
+                if a.is_global_set() && !SHOWN_IN_COMMANDS.contains(&a.get_id().as_str()) {
+                    a.hide(true)
+                } else {
+                    a
+                }
+            })
+            .after_help(note);
+    }
+    cmd
+}
+
+/// Parses a command line with [`command`].
+pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let mut cmd = command();
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    // The settings are global: the command's matches hold their source.
+    let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
+    cli.global.pghost_defaulted =
+        sub.value_source("pghost") == Some(clap::parser::ValueSource::DefaultValue);
+    Ok(cli)
+}
+
+/// `--json` / `--output FORMAT` found before clap runs, so that a command line that does not
+/// parse still answers in the format asked for.
+pub fn output_from_args(args: &[OsString]) -> Option<bool> {
+    let mut json = None;
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        match arg.as_ref() {
+            "--" => break,
+            "--json" => json = Some(true),
+            "--output" => json = iter.next().map(|v| v.to_string_lossy() != "text"),
+            other => {
+                if let Some(v) = other.strip_prefix("--output=") {
+                    json = Some(v != "text");
+                }
+            }
+        }
+    }
+    json
 }
 
 /// Finds `--env-file PATH` before clap runs, because the file must be loaded into the
@@ -412,7 +561,7 @@ pub fn env_file_from_args(args: &[OsString]) -> Option<PathBuf> {
 
 /// The subcommand word, for the JSON result of a run whose arguments did not parse.
 pub fn command_word(args: &[OsString]) -> String {
-    const NAMES: [&str; 11] = [
+    const NAMES: [&str; 12] = [
         "dump",
         "ship",
         "prune",
@@ -424,6 +573,7 @@ pub fn command_word(args: &[OsString]) -> String {
         "restore",
         "completions",
         "man",
+        "ping",
     ];
     args.iter()
         .skip(1)

@@ -134,7 +134,7 @@ impl ConfigError {
         }
     }
 
-    fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             var,
             value: redact_userinfo(value),
@@ -154,6 +154,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct PgConfig {
     pub host: String,
+    /// PGHOST was not given (the original system's default host is used).
+    pub host_defaulted: bool,
     pub port: u16,
     pub user: String,
     pub password: Option<Secret>,
@@ -288,6 +290,7 @@ impl Config {
         )?;
         let pg = PgConfig {
             host: non_empty("PGHOST", &args.pghost)?,
+            host_defaulted: args.pghost_defaulted,
             port: parse_port("PGPORT", &args.pgport)?,
             user: non_empty("PGUSER", &args.pguser)?,
             password,
@@ -1055,7 +1058,7 @@ fn non_empty(var: &'static str, value: &str) -> Result<String, ConfigError> {
 }
 
 /// A path setting; empty means unset.
-fn path_setting(value: &Option<String>) -> Option<PathBuf> {
+pub(crate) fn path_setting(value: &Option<String>) -> Option<PathBuf> {
     value
         .as_deref()
         .filter(|v| !v.trim().is_empty())
@@ -1073,7 +1076,7 @@ fn comma_list(value: Option<&str>) -> Vec<String> {
 }
 
 /// Reads a secret from its variable or its `_FILE` variant; both set is a usage error.
-fn secret_with_file(
+pub(crate) fn secret_with_file(
     var: &'static str,
     value: Option<&str>,
     file: Option<&Path>,
@@ -1090,6 +1093,8 @@ fn secret_with_file(
                 "PGPASSWORD" => "PGPASSWORD_FILE",
                 "S3_ACCESS_KEY" => "S3_ACCESS_KEY_FILE",
                 "S3_SECRET_KEY" => "S3_SECRET_KEY_FILE",
+                "NOTIFY_URL" => "NOTIFY_URL_FILE",
+                "HEALTHCHECK_URL" => "HEALTHCHECK_URL_FILE",
                 _ => "secret file",
             };
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {

@@ -12,11 +12,14 @@ pub mod docs;
 pub mod envfile;
 pub mod error;
 pub mod exit;
+pub mod human;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pg;
 pub mod process;
+pub mod progress;
 pub mod prompt;
 pub mod random;
 pub mod report;
@@ -31,19 +34,49 @@ pub mod time;
 use std::ffi::OsString;
 
 use chrono::Utc;
-use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Command;
 use crate::config::Config;
 use crate::error::Error;
 use crate::report::{Outcome, Report};
 
 /// What `main` prints and how it exits.
 pub enum Exit {
-    /// `--help` or `--version`: text for a human, exit 0.
+    /// `--help`, `--version`, completions, man: text for a human, exit 0.
     Text(String),
-    /// A run: one JSON object and its exit code.
-    Report { json: String, exit_code: i32 },
+    /// A run: its result on stdout (one JSON line, or text for a person; empty when the
+    /// message on stderr says it all), a message on stderr, the exit code.
+    Report {
+        stdout: String,
+        stderr: Option<String>,
+        exit_code: i32,
+    },
+}
+
+/// How the result is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Json { pretty: bool },
+    Text,
+}
+
+impl Output {
+    fn resolve(json: Option<bool>, pretty: bool) -> Output {
+        use std::io::IsTerminal;
+        match json {
+            Some(true) => Output::Json { pretty },
+            Some(false) => Output::Text,
+            None if std::io::stdout().is_terminal() => Output::Text,
+            None => Output::Json { pretty },
+        }
+    }
+
+    fn show(self, report: &Report) -> String {
+        match self {
+            Output::Json { pretty } => report.to_json(pretty),
+            Output::Text => report::text::render(report),
+        }
+    }
 }
 
 /// Runs one command line.
@@ -51,12 +84,9 @@ pub fn run(args: Vec<OsString>) -> Exit {
     let started_at = Utc::now();
     let word = cli::command_word(&args);
     let pretty = args.iter().any(|a| a == "--pretty");
-    let fail = |command: &str, e: Error| {
-        let report = Report::new(command, started_at, Outcome::from(e));
-        Exit::Report {
-            json: report.to_json(pretty),
-            exit_code: report.exit_code,
-        }
+    let output = Output::resolve(cli::output_from_args(&args), pretty);
+    let refuse = |command: &str, e: Error| {
+        refused(&Report::new(command, started_at, Outcome::from(e)), output)
     };
 
     let env_file = cli::env_file_from_args(&args).or_else(|| {
@@ -67,41 +97,14 @@ pub fn run(args: Vec<OsString>) -> Exit {
     let secrets = match env_file {
         Some(path) => match envfile::load(&path) {
             Ok(s) => s,
-            Err(e) => return fail(&word, e.into()),
+            Err(e) => return refuse(&word, e.into()),
         },
         None => config::Secrets::default(),
     };
     envfile::drop_empty_aws_variables();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match cli::parse(&args) {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                return Exit::Text(e.render().to_string());
-            }
-            let message = e.render().to_string();
-            let message = message
-                .lines()
-                .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let report = Report::new(
-                &word,
-                started_at,
-                Outcome::failed(
-                    error::ErrorInfo {
-                        kind: "usage".into(),
-                        message: message.trim_start_matches("error: ").to_string(),
-                        exit_code: exitcode::USAGE,
-                    },
-                    serde_json::json!({}),
-                ),
-            );
-            return Exit::Report {
-                json: report.to_json(pretty),
-                exit_code: report.exit_code,
-            };
-        }
+        Err(e) => return usage_error(e, &word, started_at, output),
     };
     // Text for people, no settings needed.
     match &cli.command {
@@ -109,7 +112,7 @@ pub fn run(args: Vec<OsString>) -> Exit {
         Command::Man(args) => {
             return match docs::man(args.dir.as_deref()) {
                 Ok(text) => Exit::Text(text),
-                Err(e) => fail(
+                Err(e) => refuse(
                     "man",
                     Error::Internal(format!("writing the man pages: {e}")),
                 ),
@@ -118,18 +121,48 @@ pub fn run(args: Vec<OsString>) -> Exit {
         _ => {}
     }
     let command = cli.command.name();
-    let pretty = cli.global.pretty;
+    let output = Output::resolve(
+        cli.global
+            .json
+            .then_some(true)
+            .or(cli.global.output.as_deref().map(|o| o == "json")),
+        cli.global.pretty,
+    );
+    // Notification settings first: a run whose other settings are wrong still reports it.
+    let notifier = match notify::Settings::from_args(&cli.global, &secrets) {
+        Ok(settings) => notify::Notifier::new(settings),
+        Err(e) => return refuse(command, e.into()),
+    };
+    if let Command::Ping(args) = &cli.command {
+        let report = Report::new(command, started_at, commands::ping::run(&notifier, args));
+        return Exit::Report {
+            stdout: output.show(&report),
+            stderr: None,
+            exit_code: report.exit_code,
+        };
+    }
+    let pings = notify::pings(command) && !notify::in_cycle();
     let config = match Config::from_args(&cli.global, &secrets) {
         Ok(c) => c,
-        Err(e) => return fail(command, e.into()),
+        Err(e) => {
+            logging::init(config::LogFormat::Text, output == Output::Text);
+            let report = Report::new(command, started_at, Outcome::from(Error::from(e)));
+            tell(&notifier, &report, pings, notify::notifies(command));
+            return refused(&report, output);
+        }
     };
-    logging::init(config.log_format);
+    logging::init(config.log_format, output == Output::Text);
     signals::install();
+    if pings {
+        ping_logged(&notifier, notify::Signal::Start, "");
+    }
 
     let outcome = match dispatch(&config, &cli.command) {
         Ok(o) => o,
         Err(e) => {
-            tracing::error!("{e}");
+            if output != Output::Text {
+                tracing::error!("{e}");
+            }
             Outcome::from(e)
         }
     };
@@ -143,8 +176,126 @@ pub fn run(args: Vec<OsString>) -> Exit {
             tracing::warn!("could not update METRICS_FILE {}: {e}", path.display());
         }
     }
+    tell(
+        &notifier,
+        &report,
+        pings,
+        notify::notifies(command),
+    );
     Exit::Report {
-        json: report.to_json(pretty),
+        stdout: output.show(&report),
+        stderr: None,
+        exit_code: report.exit_code,
+    }
+}
+
+/// A run stopped before its work (a setting, the env file): one line for the person on
+/// stderr, the JSON result for a scheduler (on a terminal the line says it all).
+fn refused(report: &Report, output: Output) -> Exit {
+    Exit::Report {
+        stdout: match output {
+            Output::Json { .. } => output.show(report),
+            Output::Text => String::new(),
+        },
+        stderr: report
+            .error
+            .as_ref()
+            .map(|e| format!("pg-backups {}: {}", report.command, e.message)),
+        exit_code: report.exit_code,
+    }
+}
+
+/// NOTIFY_URL and the closing HEALTHCHECK_URL ping of a run. A dead endpoint is a warning:
+/// the run's own result and exit code stand.
+fn tell(notifier: &notify::Notifier, report: &Report, pings: bool, notifies: bool) {
+    let failed = report.exit_code != 0;
+    let json = report.to_json(false);
+    if notifies {
+        match notifier.notify(failed, &json) {
+            Ok(true) => tracing::debug!("NOTIFY_URL told"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("could not tell NOTIFY_URL: {e}"),
+        }
+    }
+    if pings {
+        let signal = if failed {
+            notify::Signal::Fail
+        } else {
+            notify::Signal::Success
+        };
+        ping_logged(notifier, signal, &json);
+    }
+}
+
+fn ping_logged(notifier: &notify::Notifier, signal: notify::Signal, body: &str) {
+    if let Err(e) = notifier.ping(signal, body) {
+        tracing::warn!("could not ping HEALTHCHECK_URL ({}): {e}", signal.as_str());
+    }
+}
+
+/// A command line clap refused: bare `pg-backups` gets the short usage, anything else one
+/// line (with clap's "did you mean" tip) on stderr; the JSON result goes to a scheduler.
+fn usage_error(
+    e: clap::Error,
+    word: &str,
+    started_at: chrono::DateTime<Utc>,
+    output: Output,
+) -> Exit {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return Exit::Text(e.render().to_string());
+    }
+    let (message, stderr) = if matches!(
+        e.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let usage = cli::command().render_usage().to_string();
+        (
+            "no command given: run `pg-backups --help` for the commands".to_string(),
+            format!(
+                "{}\n\nCommands: dump, ship, prune, list, verify, check, pin, adopt, restore, \
+                 ping, completions, man\nRun `pg-backups --help` for the commands and settings, \
+                 `pg-backups COMMAND --help` for one command.",
+                usage.trim_end()
+            ),
+        )
+    } else {
+        let text = e.render().to_string();
+        let line = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let line = line.trim_start_matches("error: ").to_string();
+        let help = if word == "pg-backups" {
+            "pg-backups --help".to_string()
+        } else {
+            format!("pg-backups {word} --help")
+        };
+        (
+            line.clone(),
+            format!("pg-backups: {line} (see `{help}`)"),
+        )
+    };
+    let report = Report::new(
+        word,
+        started_at,
+        Outcome::failed(
+            error::ErrorInfo {
+                kind: "usage".into(),
+                message,
+                exit_code: exitcode::USAGE,
+            },
+            serde_json::json!({}),
+        ),
+    );
+    Exit::Report {
+        stdout: match output {
+            Output::Json { .. } => output.show(&report),
+            Output::Text => String::new(),
+        },
+        stderr: Some(stderr),
         exit_code: report.exit_code,
     }
 }
@@ -160,8 +311,8 @@ fn dispatch(config: &Config, command: &Command) -> Result<Outcome, Error> {
         Command::Adopt(args) => commands::adopt::run(config, args),
         Command::Verify(args) => commands::verify::run(config, args),
         Command::Restore(args) => commands::restore::run(config, args),
-        Command::Completions(_) | Command::Man(_) => Err(Error::Internal(
-            "completions and man are answered before settings are read".into(),
+        Command::Completions(_) | Command::Man(_) | Command::Ping(_) => Err(Error::Internal(
+            "completions, man and ping are answered before settings are read".into(),
         )),
     }
 }

@@ -10,10 +10,19 @@ fn main() -> ExitCode {
             let _ = out.flush();
             ExitCode::SUCCESS
         }
-        pg_backups::Exit::Report { json, exit_code } => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{json}");
-            let _ = out.flush();
+        pg_backups::Exit::Report {
+            stdout,
+            stderr,
+            exit_code,
+        } => {
+            if let Some(message) = stderr {
+                let _ = writeln!(std::io::stderr().lock(), "{message}");
+            }
+            if !stdout.is_empty() {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", stdout.trim_end_matches('\n'));
+                let _ = out.flush();
+            }
             ExitCode::from(u8::try_from(exit_code).unwrap_or(70))
         }
     }

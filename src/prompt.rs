@@ -51,13 +51,13 @@ pub fn folder(storage: &dyn Storage) -> Result<String> {
         .iter()
         .map(|e| {
             let t = e.folder.as_ref().map(|f| f.time()).unwrap_or(now);
-            let bytes = e.manifest.as_ref().map_or(e.bytes, |m| m.total_bytes());
+            let bytes = e.size();
             format!(
                 "{}  {}  {:>9}  {}{}",
                 e.name,
                 t.format("%Y-%m-%d %H:%M UTC"),
-                human_age(now - t),
-                human_bytes(bytes),
+                crate::human::age((now - t).num_seconds()) + " ago",
+                crate::human::bytes(bytes),
                 match (e.status, e.pinned) {
                     (FolderStatus::Partial, _) => "  (partial)",
                     (_, true) => "  (pinned)",
@@ -137,24 +137,4 @@ pub fn proceed(summary: &str) -> Result<bool> {
         .with_default(false)
         .prompt()
         .map_err(cancelled)
-}
-
-fn human_age(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(0);
-    match s {
-        0..3600 => format!("{}m ago", s / 60),
-        3600..172_800 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
 }

@@ -9,8 +9,8 @@
 use std::io::{Read, Write};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+
+use crate::progress::Bar;
 
 
 use crate::backup::codec::{Decryption, FileCodec, Format, open_content};
@@ -129,64 +129,6 @@ impl LineSink for PsqlErrors {
     }
 }
 
-/// Reports progress on stderr when it is a terminal: bytes of the file sent, rate, ETA.
-pub struct Progress {
-    total: u64,
-    done: Arc<AtomicU64>,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    pub fn new(total: u64) -> Progress {
-        Progress {
-            total,
-            done: Arc::new(AtomicU64::new(0)),
-            started: Instant::now(),
-            last: Instant::now(),
-        }
-    }
-
-    fn tick(&mut self) {
-        if self.last.elapsed().as_millis() < 500 {
-            return;
-        }
-        self.last = Instant::now();
-        let done = self.done.load(Ordering::Relaxed);
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / secs;
-        let eta = if rate > 0.0 {
-            (self.total.saturating_sub(done) as f64 / rate).round() as u64
-        } else {
-            0
-        };
-        eprint!(
-            "\r  restored {:.1} of {:.1} MiB ({:.1} MiB/s, about {eta}s left)   ",
-            done as f64 / 1048576.0,
-            self.total as f64 / 1048576.0,
-            rate / 1048576.0
-        );
-    }
-
-    fn end(&self) {
-        eprintln!();
-    }
-}
-
-/// Counts the bytes read through it.
-struct Counting<R> {
-    inner: R,
-    done: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 /// Restores a plain SQL file (as stored: compressed, maybe encrypted) through psql connected to
 /// the `postgres` database. `rename` restores a `--create` dump of `source_db` under another
 /// name. The file must have been checked first (`backup::verify::check_stream`); what psql
@@ -200,21 +142,15 @@ pub fn restore_file(
     keys: Option<&Decryption>,
     rename: Option<(&str, &str)>,
     expected: Expected,
-    progress: Option<&mut Progress>,
+    progress: &Bar,
 ) -> Result<SqlErrors> {
-    let counted: Box<dyn Read + Send> = match progress.as_ref() {
-        Some(p) => Box::new(Counting {
-            inner: stored,
-            done: p.done.clone(),
-        }),
-        None => stored,
-    };
+    let counted: Box<dyn Read + Send> = Box::new(progress.reader(stored));
     let content = open_content(counted, codec, keys).map_err(|e| {
         Error::Data(format!(
             "the backup file could not be opened for restoring: {e}"
         ))
     })?;
-    replay_sql(tools, content, rename, expected, progress)
+    replay_sql(tools, content, rename, expected)
 }
 
 /// Sends SQL to psql through the replay filter (see [`restore_file`]).
@@ -223,7 +159,6 @@ fn replay_sql(
     content: Box<dyn Read + Send>,
     rename: Option<(&str, &str)>,
     expected: Expected,
-    mut progress: Option<&mut Progress>,
 ) -> Result<SqlErrors> {
     let restrict = tools.psql_has_restrict()?;
     let mut cmd = tools.command("psql");
@@ -265,9 +200,6 @@ fn replay_sql(
             write_failed = Some(e);
             break;
         }
-        if let Some(p) = progress.as_mut() {
-            p.tick();
-        }
     }
     if write_failed.is_none() {
         out.clear();
@@ -277,9 +209,6 @@ fn replay_sql(
         }
     }
     drop(stdin);
-    if let Some(p) = progress.as_ref() {
-        p.end();
-    }
     crate::signals::check()?;
     let finished = child.finish().map_err(|e| PgError::Io {
         context: "waiting for psql".into(),
@@ -434,7 +363,6 @@ pub fn restore_archive(
                 Box::new(std::io::Cursor::new(sql.into_bytes())),
                 Some((database, target)),
                 expected,
-                None,
             )?;
             merge(&mut errors, created);
             // 2. Everything else into it.
@@ -536,7 +464,7 @@ pub fn restore_database_file(
     jobs: u32,
     expected: Expected,
     work: &std::path::Path,
-    progress: Option<&mut Progress>,
+    progress: &Bar,
 ) -> Result<SqlErrors> {
     match codec.format {
         Format::Plain => {

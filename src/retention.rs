@@ -65,6 +65,7 @@ const LEFTOVER_AGE_HOURS: i64 = 24;
 
 pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
     let days = ctx.rules.days.max(1) as i64;
+    let span = crate::human::count(days as u64, "day", "days");
     let cutoff = ctx.now - Duration::days(days);
     let is_backup = |e: &FolderEntry| e.folder.is_some() && !e.work_folder;
     let complete: Vec<&FolderEntry> = sorted_newest_first(
@@ -141,11 +142,11 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
                             ));
                         }
                         if t >= cutoff && t <= ctx.now {
-                            keep.push(format!("younger than {days} days"));
+                            keep.push(format!("younger than {span}"));
                         }
                         if newest_before_window.as_deref() == Some(e.name.as_str()) {
                             keep.push(format!(
-                                "newest backup older than {days} days: keeps the whole window restorable"
+                                "newest backup older than {span}: keeps the whole window restorable"
                             ));
                         }
                         for (set, what) in [
@@ -157,16 +158,16 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
                                 keep.push(format!("keep-{what}"));
                             }
                         }
-                        delete_reason = format!("older than {days} days");
+                        delete_reason = format!("older than {span}");
                     }
                     FolderStatus::Partial => {
                         if t >= cutoff {
-                            keep.push(format!("partial backup younger than {days} days"));
+                            keep.push(format!("partial backup younger than {span}"));
                         }
                         if newest_complete_time.is_none_or(|n| n < t) {
                             keep.push("partial backup with no newer complete backup".into());
                         }
-                        delete_reason = format!("partial backup older than {days} days");
+                        delete_reason = format!("partial backup older than {span}");
                     }
                     FolderStatus::Incomplete => {
                         let age = ctx.now - e.modified.map_or(t, |m| m.max(t));
@@ -206,10 +207,7 @@ pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
             } else {
                 keep
             },
-            bytes: e
-                .manifest
-                .as_ref()
-                .map_or(e.bytes, |m| m.total_bytes().max(e.bytes)),
+            bytes: e.size(),
         });
     }
     Plan { items }

@@ -170,9 +170,9 @@ pub fn run_at(
             tracing::warn!(
                 destination = %kind,
                 "no complete backup younger than {}{}",
-                humanize(max_age),
+                crate::human::duration(max_age),
                 d.age_seconds
-                    .map(|s| format!(" (the newest is {} old)", humanize(Duration::from_secs(s.max(0) as u64))))
+                    .map(|s| format!(" (the newest is {} old)", crate::human::duration(Duration::from_secs(s.max(0) as u64))))
                     .unwrap_or_default()
             );
             stale.push(kind);
@@ -183,7 +183,7 @@ pub fn run_at(
         .iter()
         .any(|d| !matches!(d.status, Freshness::Unreachable | Freshness::Missing));
     let details = CheckDetails {
-        max_age: humanize(max_age),
+        max_age: crate::human::duration(max_age),
         max_age_seconds: max_age.as_secs(),
         max_age_from: from,
         destinations: out,
@@ -196,30 +196,6 @@ pub fn run_at(
     } else {
         outcome
     })
-}
-
-/// `8h`, `7d 2h`, `90m`: a duration as an operator writes it.
-pub fn humanize(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, hours, minutes, seconds) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    let mut parts = Vec::new();
-    if days > 0 {
-        parts.push(format!("{days}d"));
-    }
-    if hours > 0 {
-        parts.push(format!("{hours}h"));
-    }
-    if minutes > 0 {
-        parts.push(format!("{minutes}m"));
-    }
-    if seconds > 0 || parts.is_empty() {
-        parts.push(format!("{seconds}s"));
-    }
-    // 26h reads better than 1d 2h for the common daily case.
-    if days == 1 && minutes == 0 && seconds == 0 {
-        return format!("{}h", 24 + hours);
-    }
-    parts.join(" ")
 }
 
 #[cfg(test)]

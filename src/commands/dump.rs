@@ -442,7 +442,7 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter, format: Format) -> Result<Plan
     }
     for name in &filter.exclude {
         if !exists(name) {
-            tracing::warn!("BACKUP_EXCLUDE_DATABASES names \"{name}\", which does not exist");
+            tracing::warn!("BACKUP_EXCLUDE_DATABASES names {name:?}, which does not exist");
         }
     }
     let excluded = |name: &str| filter.exclude.iter().any(|e| e == name);
@@ -523,9 +523,12 @@ fn stream_tool(
     tool: &str,
     args: &[String],
     context: &str,
+    label: &str,
     completion: Option<&[u8]>,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    // On a terminal: what pg_dump has written so far, and how fast.
+    let progress = crate::progress::Bar::bytes(label, None).with_prefix("dumping");
     let mut cmd = ctx.tools.command(tool);
     cmd.args(args);
     let mut child = Running::spawn(
@@ -563,6 +566,7 @@ fn stream_tool(
         };
         let chunk = &buf[..n];
         sink(chunk)?;
+        progress.inc(n as u64);
         if chunk.len() >= 512 {
             tail.clear();
             tail.extend_from_slice(&chunk[chunk.len() - 512..]);
@@ -639,6 +643,7 @@ fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals> {
         "pg_dumpall",
         &args,
         "dumping roles and tablespaces (globals)",
+        "(globals)",
         Some(CLUSTER_COMPLETE),
         &mut |chunk| {
             file.write(chunk)?;
@@ -749,13 +754,13 @@ fn run_jobs(
 
 fn dump_database(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, JobFailure> {
     let started = Instant::now();
-    tracing::info!(database = %job.database, "dumping database");
+    tracing::info!(database = ?job.database, "dumping database");
     let result = dump_database_inner(ctx, job);
     match result {
         Ok(mut done) => {
             done.seconds = started.elapsed().as_secs_f64();
             tracing::info!(
-                database = %job.database,
+                database = ?job.database,
                 bytes = done.file.as_ref().map(|f| f.bytes).unwrap_or(0),
                 seconds = done.seconds,
                 "database dumped"
@@ -786,7 +791,7 @@ fn dump_database(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, JobFailure>
                     job.database
                 );
             } else {
-                tracing::error!(database = %job.database, "{}", info.message);
+                tracing::error!(database = ?job.database, "{}", info.message);
             }
             Err(JobFailure { error: info, fatal })
         }
@@ -852,6 +857,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
         "pg_dump",
         &args,
         &format!("dumping database \"{}\"", job.database),
+        &job.database,
         (!custom).then_some(DUMP_COMPLETE),
         &mut |chunk| {
             if let Some(f) = file.as_mut() {

@@ -35,11 +35,7 @@ impl FolderView {
             folder: e.name.clone(),
             status: e.status,
             pinned: e.pinned,
-            bytes: e
-                .manifest
-                .as_ref()
-                .map(|m| m.total_bytes())
-                .unwrap_or(e.bytes),
+            bytes: e.size(),
             created_at: created.map(|t| format_time(&t)),
             age_seconds: created.map(|t| (now - t).num_seconds()),
             databases: e

@@ -5,6 +5,7 @@ pub mod adopt;
 pub mod check;
 pub mod dump;
 pub mod list;
+pub mod ping;
 pub mod pin;
 pub mod prune;
 pub mod restore;

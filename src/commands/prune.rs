@@ -29,6 +29,7 @@ struct Deleted {
 struct Kept {
     folder: String,
     status: crate::storage::FolderStatus,
+    bytes: u64,
     reasons: Vec<String>,
 }
 
@@ -63,6 +64,9 @@ struct DestinationPrune {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     failed: Vec<Failed>,
     bytes_freed: u64,
+    /// `--dry-run`: what the deletions would free (the sizes `list` shows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_free: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     aborted_uploads: Vec<String>,
     /// The newest complete backup left at this destination, for monitoring.
@@ -177,6 +181,7 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             kept: Vec::new(),
             failed: Vec::new(),
             bytes_freed: 0,
+            would_free: None,
             aborted_uploads: Vec::new(),
             newest_complete: None,
         };
@@ -298,6 +303,7 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             d.kept.push(Kept {
                 folder: item.folder.clone(),
                 status: item.status,
+                bytes: item.bytes,
                 reasons: item.reasons.clone(),
             });
         }
@@ -327,6 +333,7 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             }
         }
         if dry_run {
+            d.would_free = Some(deleted.iter().map(|x| x.bytes).sum());
             d.would_delete = Some(deleted);
         } else {
             d.deleted = Some(deleted);

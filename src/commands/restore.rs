@@ -24,7 +24,7 @@ use crate::pg::PgTools;
 use crate::prompt;
 use crate::report::Outcome;
 use crate::restore::{
-    Destination, Progress, SqlErrors, database_exists, drop_database, restore_database_file,
+    Destination, SqlErrors, database_exists, drop_database, restore_database_file,
     restore_file, user_databases,
 };
 use crate::storage::Storage;
@@ -246,24 +246,24 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
 
     let mut dropped = Vec::new();
     for name in &in_the_way {
-        tracing::warn!(database = %name, "dropping the existing database (consent given)");
+        tracing::warn!(database = ?name, "dropping the existing database (consent given)");
         drop_database(&tools, name, server.major())?;
         dropped.push(name.clone());
     }
 
     let restore_started = Instant::now();
     let total: u64 = entries.iter().map(|e| e.bytes).sum();
-    let mut progress = std::io::stderr()
-        .is_terminal()
-        .then(|| Progress::new(total));
+    tracing::debug!(bytes = total, "restoring");
     let mut errors = SqlErrors::default();
     for (entry, file) in entries.iter().zip(staged) {
+        let progress = crate::progress::Bar::bytes(&entry.name, Some(entry.bytes))
+            .with_prefix("restoring");
         let codec = codec_of(entry);
         let expected = crate::restore::Expected {
             existing_roles: entry.kind != FileKind::Database,
             server_major: server.major(),
         };
-        tracing::info!(file = %entry.name, psql = %psql_path, "restoring");
+        tracing::info!(file = ?entry.name, psql = %psql_path, "restoring");
         let found = match entry.kind {
             FileKind::Database => {
                 let name = entry.database.as_deref().unwrap_or_default();
@@ -286,7 +286,7 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
                     inputs.jobs,
                     expected,
                     work.path(),
-                    progress.as_mut(),
+                    &progress,
                 )?
             }
             FileKind::Cluster | FileKind::Globals => restore_file(
@@ -296,7 +296,7 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
                 cfg.decryption.as_deref(),
                 None,
                 expected,
-                progress.as_mut(),
+                &progress,
             )?,
         };
         errors.absorb(found);
@@ -495,7 +495,7 @@ impl Staged {
         if storage.kind() == SourceKind::Local {
             let local = crate::storage::local::LocalStorage::new(local_root);
             let mut file = local.open_file(folder, &entry.name)?;
-            tracing::info!(file = %entry.name, "checking the file before restoring it");
+            tracing::info!(file = ?entry.name, "checking the file before restoring it");
             let reader = file.try_clone().map_err(|e| read_error(&entry.name, e))?;
             check_stream(Box::new(reader), entry, readers)?;
             file.seek(SeekFrom::Start(0))
@@ -513,7 +513,7 @@ impl Staged {
                 path: path.clone(),
                 source: e,
             })?;
-        tracing::info!(file = %entry.name, "downloading and checking");
+        tracing::info!(file = ?entry.name, "downloading and checking");
         let reader = storage.open(folder, &entry.name)?;
         let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
         let writer = file

@@ -185,7 +185,13 @@ pub fn ship_to(
         }
         let started = Instant::now();
         tracing::info!(destination = %kind, folder = %folder, "shipping");
-        let result = dest.put_folder(&local.folder(folder), manifest);
+        let bar = crate::progress::Bar::bytes(
+            &format!("{folder} to {kind}"),
+            Some(manifest.total_bytes()),
+        )
+        .with_prefix("shipping");
+        let result = dest.put_folder(&local.folder(folder), manifest, &bar.counter());
+        drop(bar);
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(stats) => {

@@ -264,7 +264,7 @@ fn check_file(
             error: None,
         },
         Err(e) => {
-            tracing::error!(file = %entry.name, "{e}");
+            tracing::error!(file = ?entry.name, "{e}");
             FileCheck {
                 file: entry.name.clone(),
                 kind: entry.kind,
@@ -353,7 +353,7 @@ fn restore_test(
             jobs,
             expected,
             work.path(),
-            None,
+            &crate::progress::Bar::default(),
         )
     })();
     match result {

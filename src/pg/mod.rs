@@ -105,6 +105,8 @@ pub struct PgTools {
     current: Option<Toolset>,
     toolsets: Vec<Toolset>,
     host: String,
+    /// PGHOST was not given: the default host, which may not exist here.
+    host_defaulted: bool,
     port: u16,
     user: String,
     sslmode: Option<String>,
@@ -126,6 +128,7 @@ impl PgTools {
             current: toolset::newest(&toolsets).cloned(),
             toolsets,
             host: cfg.host.clone(),
+            host_defaulted: cfg.host_defaulted,
             port: cfg.port,
             user: cfg.user.clone(),
             sslmode: cfg.sslmode.clone(),
@@ -276,6 +279,13 @@ impl PgTools {
             stderr = stderr.replace(
                 &format!("password retrieved from file \"{}\"", path.display()),
                 "password taken from PGPASSWORD / PGPASSWORD_FILE",
+            );
+        }
+        if self.host_defaulted && stderr.contains("could not translate host name") {
+            stderr = format!(
+                "PGHOST is not set and the default host {} does not resolve: set PGHOST (a host \
+                 name, or /var/run/postgresql for the local socket)",
+                self.host
             );
         }
         PgError::Failed {

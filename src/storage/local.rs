@@ -202,6 +202,7 @@ impl Storage for LocalStorage {
         &self,
         source: &LocalFolder,
         manifest: &Manifest,
+        progress: &crate::progress::Counter,
     ) -> Result<PutStats, StorageError> {
         let final_dir = self.root.join(source.folder.as_str());
         let work = self.root.join(work_folder_name(&source.folder));
@@ -251,6 +252,7 @@ impl Storage for LocalStorage {
             }
             stats.files += 1;
             stats.bytes += bytes;
+            progress.inc(bytes);
         }
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir).map_err(werr(&final_dir))?;

@@ -60,6 +60,14 @@ pub struct FolderEntry {
 }
 
 impl FolderEntry {
+    /// The folder's size wherever it is shown (`list`, `prune`, the restore prompt): the
+    /// bytes stored, or the manifest's files when the listing could not size them.
+    pub fn size(&self) -> u64 {
+        self.manifest
+            .as_ref()
+            .map_or(self.bytes, |m| m.total_bytes().max(self.bytes))
+    }
+
     pub fn from_manifest(
         name: String,
         folder: FolderName,
@@ -175,11 +183,13 @@ pub trait Storage: Send + Sync {
     fn open(&self, folder: &FolderName, file: &str) -> Result<Box<dyn Read + Send>, StorageError>;
 
     /// Copies a complete local folder here: every data file, each checked on arrival, and
-    /// the manifest last, so the copy is complete or invisible.
+    /// the manifest last, so the copy is complete or invisible. `progress` counts the data
+    /// bytes as they arrive (a bar on a terminal).
     fn put_folder(
         &self,
         source: &local::LocalFolder,
         manifest: &Manifest,
+        progress: &crate::progress::Counter,
     ) -> Result<PutStats, StorageError>;
 
     /// Removes a folder, manifest first, so an interrupted delete leaves an incomplete

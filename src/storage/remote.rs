@@ -627,6 +627,7 @@ impl Storage for RemoteStorage {
         &self,
         source: &LocalFolder,
         manifest: &Manifest,
+        progress: &crate::progress::Counter,
     ) -> Result<PutStats, StorageError> {
         // Never ship a corrupt copy: the local files must still match the manifest.
         for f in &manifest.files {
@@ -657,6 +658,7 @@ impl Storage for RemoteStorage {
         if !data.is_empty() {
             // Every data file whole and on the remote disk before the manifest says so.
             self.send_checked(source, &data, &dest)?;
+            progress.inc(manifest.total_bytes());
         }
         // The manifest last (rsync writes it to a temporary name and renames it), flushed too.
         let local_manifest = source.path(MANIFEST_FILE);

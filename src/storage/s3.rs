@@ -22,7 +22,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     retry::RetryConfig, timeout::TimeoutConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
@@ -37,6 +37,30 @@ use crate::config::{S3Config, S3Sse, SourceKind};
 const MIB: u64 = 1024 * 1024;
 /// Files up to this size go in one PUT (unless S3_PART_SIZE is smaller).
 const MULTIPART_THRESHOLD: u64 = 64 * MIB;
+/// What went wrong, in one line: the innermost cause of an SDK error ("Connection
+/// refused"), not the debug dump of every layer around it.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !t.trim().is_empty() {
+            text = t;
+        }
+        cause = c.source();
+    }
+    // "Connection refused (os error 111)" → "connection refused".
+    let text = match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "unknown error".to_string(),
+    }
+}
+
 /// Smallest part we choose ourselves (S3's minimum is 5 MiB).
 const MIN_PART: u64 = 16 * MIB;
 const MAX_PART: u64 = 5 * 1024 * MIB;
@@ -54,6 +78,11 @@ pub struct S3Storage {
     part_size: Option<u64>,
     max_parts: u64,
     location: String,
+    /// Where requests go, for messages: the endpoint, or AWS in the region.
+    endpoint_shown: String,
+    /// Which key was refused, for messages: `AKIA…` (the id's first characters), or the
+    /// SDK's chain.
+    key_shown: String,
     /// Objects per folder from the last listing, so `prune` deletes without listing again.
     listed: std::sync::Mutex<BTreeMap<String, Vec<Object>>>,
     /// Set once the provider refused a batched `DeleteObjects`: single deletes from then on.
@@ -137,6 +166,18 @@ impl S3Storage {
             .as_ref()
             .map(|e| format!(" at {e}"))
             .unwrap_or_default();
+        let endpoint_shown = match &cfg.endpoint {
+            Some(e) => e.clone(),
+            None => format!("AWS S3 in {}", cfg.region),
+        };
+        let key_shown = match &cfg.credentials {
+            Some(c) => {
+                let id: String = c.access_key.expose().chars().take(4).collect();
+                format!("key {id}…")
+            }
+            None => "the key of the SDK's chain (AWS_PROFILE, web identity, instance role)"
+                .to_string(),
+        };
         Ok(S3Storage {
             rt,
             client,
@@ -145,6 +186,8 @@ impl S3Storage {
             part_size: cfg.part_size,
             max_parts: cfg.max_parts,
             location,
+            endpoint_shown,
+            key_shown,
             listed: std::sync::Mutex::new(BTreeMap::new()),
             no_batch_delete: std::sync::atomic::AtomicBool::new(false),
             sse: cfg.sse.as_ref().map(|s| match s {
@@ -198,21 +241,34 @@ impl S3Storage {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let destination = self.location.clone();
-        let context = DisplayErrorContext(&err).to_string();
+        let endpoint = &self.endpoint_shown;
         match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StorageError::Unreachable {
+            SdkError::DispatchFailure(_) => StorageError::Unreachable {
                 destination,
                 detail: format!(
-                    "{op}: {context}; check S3_ENDPOINT and that the server is reachable"
+                    "{op}: {} at {endpoint}; check S3_ENDPOINT and that the server is reachable",
+                    root_cause(&err)
+                ),
+            },
+            SdkError::TimeoutError(_) => StorageError::Unreachable {
+                destination,
+                detail: format!(
+                    "{op}: no answer from {endpoint} in time; check S3_ENDPOINT and the network"
                 ),
             },
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
                 let code = se.err().code().unwrap_or("");
                 let message = se.err().message().unwrap_or("");
+                let said = match (code, message) {
+                    ("", "") => format!("HTTP {status}"),
+                    (c, "") | ("", c) => format!("{c} (HTTP {status})"),
+                    (c, m) => format!("{c}: {m} (HTTP {status})"),
+                };
                 match (code, status) {
                     ("NoSuchBucket", _) => StorageError::NotFound(format!(
-                        "bucket {:?} does not exist at {destination}: create it, or fix S3_BUCKET / S3_ENDPOINT",
+                        "bucket {} does not exist at {endpoint}: create it, or fix S3_BUCKET / \
+                         S3_ENDPOINT",
                         self.bucket
                     )),
                     (
@@ -229,20 +285,28 @@ impl S3Storage {
                     | (_, 401 | 403) => StorageError::Denied {
                         destination,
                         detail: format!(
-                            "{op}: {code} {message} (HTTP {status}); check S3_ACCESS_KEY / S3_SECRET_KEY \
-                             and the bucket policy"
+                            "{op}: access denied for {} ({said}); check S3_ACCESS_KEY / \
+                             S3_SECRET_KEY and the bucket policy",
+                            self.key_shown
                         ),
                     },
                     (_, 404) => StorageError::NotFound(format!("{op}: not found at {destination}")),
                     _ => StorageError::Failed {
                         destination,
-                        detail: format!("{op}: {code} {message} (HTTP {status})"),
+                        detail: format!("{op}: {said}"),
                     },
                 }
             }
+            SdkError::ResponseError(_) => StorageError::Failed {
+                destination,
+                detail: format!(
+                    "{op}: {endpoint} answered something that is not S3 ({}); check S3_ENDPOINT",
+                    root_cause(&err)
+                ),
+            },
             _ => StorageError::Failed {
                 destination,
-                detail: format!("{op}: {context}"),
+                detail: format!("{op}: {}", root_cause(&err)),
             },
         }
     }
@@ -340,7 +404,13 @@ impl S3Storage {
     /// Uploads one file whose SHA-256 must be `sha256` (from the manifest). A file that no
     /// longer matches is never made visible: the PUT is not sent, or the multipart upload is
     /// aborted before it completes.
-    async fn put_file(&self, path: &Path, key: &str, sha256: &str) -> Result<u64, StorageError> {
+    async fn put_file(
+        &self,
+        path: &Path,
+        key: &str,
+        sha256: &str,
+        progress: &crate::progress::Counter,
+    ) -> Result<u64, StorageError> {
         let size = std::fs::metadata(path)
             .map_err(|e| StorageError::Io {
                 context: format!("reading {}", path.display()),
@@ -381,8 +451,9 @@ impl S3Storage {
                 .send()
                 .await
                 .map_err(|e| self.error(&format!("uploading {key}"), e))?;
+            progress.inc(size);
         } else {
-            self.put_multipart(path, key, sha256, size).await?;
+            self.put_multipart(path, key, sha256, size, progress).await?;
         }
         match self.head(key).await? {
             Some((s, Some(sha))) if s == size && sha == sha256 => Ok(size),
@@ -411,6 +482,7 @@ impl S3Storage {
         key: &str,
         sha256: &str,
         size: u64,
+        progress: &crate::progress::Counter,
     ) -> Result<(), StorageError> {
         let part_size = self.part_size_for(size)?;
         let parts = size.div_ceil(part_size);
@@ -428,7 +500,9 @@ impl S3Storage {
             .map_err(|e| self.error(&format!("starting the upload of {key}"), e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = self
-            .upload_parts(path, key, &upload_id, sha256, size, part_size, parts)
+            .upload_parts(
+                path, key, &upload_id, sha256, size, part_size, parts, progress,
+            )
             .await;
         match result {
             Ok(completed) => {
@@ -470,7 +544,7 @@ impl S3Storage {
         if let Err(e) = r {
             tracing::warn!(
                 "could not abort the multipart upload of {key} ({}); `prune` removes leftovers older than a day",
-                DisplayErrorContext(&e)
+                root_cause(&e)
             );
         }
     }
@@ -485,6 +559,7 @@ impl S3Storage {
         size: u64,
         part_size: u64,
         parts: u64,
+        progress: &crate::progress::Counter,
     ) -> Result<Vec<CompletedPart>, StorageError> {
         // The whole file's SHA-256 is checked while the parts go up; a mismatch aborts the
         // upload before it becomes visible.
@@ -534,7 +609,12 @@ impl S3Storage {
                 break;
             };
             match joined {
-                Ok(Ok(part)) => completed.push(part),
+                Ok(Ok(part)) => {
+                    let number = u64::try_from(part.part_number().unwrap_or(1)).unwrap_or(1);
+                    let offset = (number.max(1) - 1) * part_size;
+                    progress.inc(part_size.min(size.saturating_sub(offset)));
+                    completed.push(part);
+                }
                 Ok(Err(e)) => {
                     if failure.is_none() {
                         failure = Some(match e {
@@ -741,7 +821,7 @@ impl S3Storage {
                             .await
                             .map(|b| b.into_bytes().to_vec())
                             .map_err(|e| e.to_string()),
-                        Err(e) => Err(DisplayErrorContext(&e).to_string()),
+                        Err(e) => Err(root_cause(&e)),
                     };
                     (index, folder, bytes)
                 });
@@ -962,6 +1042,7 @@ impl Storage for S3Storage {
         &self,
         source: &LocalFolder,
         manifest: &Manifest,
+        progress: &crate::progress::Counter,
     ) -> Result<PutStats, StorageError> {
         self.rt.block_on(async {
             let mut stats = PutStats::default();
@@ -978,10 +1059,11 @@ impl Storage for S3Storage {
                     && size == file.bytes
                     && sha == file.sha256
                 {
+                    progress.inc(file.bytes);
                     continue;
                 }
                 let bytes = self
-                    .put_file(&source.path(&file.name), &key, &file.sha256)
+                    .put_file(&source.path(&file.name), &key, &file.sha256, progress)
                     .await?;
                 stats.files += 1;
                 stats.bytes += bytes;

@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorInfo};
 
+pub mod text;
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
