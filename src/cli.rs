@@ -445,9 +445,9 @@ fn settings_read_by(command: &str) -> String {
             "{PG} BACKUP_DIR BACKUP_DATABASES BACKUP_EXCLUDE_DATABASES BACKUP_JOBS BACKUP_FORMAT \
              BACKUP_COMPRESSION(_LEVEL) AGE_RECIPIENTS(_FILE) {TELL}"
         ),
-        "ship" => format!(
-            "BACKUP_DIR {DEST} S3_PART_SIZE S3_MAX_PARTS S3_SSE S3_STORAGE_CLASS {TELL}"
-        ),
+        "ship" => {
+            format!("BACKUP_DIR {DEST} S3_PART_SIZE S3_MAX_PARTS S3_SSE S3_STORAGE_CLASS {TELL}")
+        }
         "prune" => format!(
             "BACKUP_DIR LOCAL_* {DEST} S3_RETENTION_DAYS S3_KEEP_* RSYNC_RETENTION_DAYS \
              RSYNC_KEEP_* {TELL}"

@@ -176,12 +176,7 @@ pub fn run(args: Vec<OsString>) -> Exit {
             tracing::warn!("could not update METRICS_FILE {}: {e}", path.display());
         }
     }
-    tell(
-        &notifier,
-        &report,
-        pings,
-        notify::notifies(command),
-    );
+    tell(&notifier, &report, pings, notify::notifies(command));
     Exit::Report {
         stdout: output.show(&report),
         stderr: None,
@@ -273,10 +268,7 @@ fn usage_error(
         } else {
             format!("pg-backups {word} --help")
         };
-        (
-            line.clone(),
-            format!("pg-backups: {line} (see `{help}`)"),
-        )
+        (line.clone(), format!("pg-backups: {line} (see `{help}`)"))
     };
     let report = Report::new(
         word,

@@ -128,9 +128,13 @@ pub struct Settings {
 impl Settings {
     pub fn from_args(args: &GlobalArgs, secrets: &Secrets) -> Result<Settings, ConfigError> {
         let url = |var: &'static str, file: &Option<String>| -> Result<_, ConfigError> {
-            secret_with_file(var, secrets.get(var).as_deref(), path_setting(file).as_deref())?
-                .map(|s| SecretUrl::parse(var, s))
-                .transpose()
+            secret_with_file(
+                var,
+                secrets.get(var).as_deref(),
+                path_setting(file).as_deref(),
+            )?
+            .map(|s| SecretUrl::parse(var, s))
+            .transpose()
         };
         let notify_on = match args.notify_on.trim().to_ascii_lowercase().as_str() {
             "failure" | "" => NotifyOn::Failure,
@@ -264,8 +268,7 @@ impl Notifier {
                 .https_or_http()
                 .enable_http1()
                 .build();
-            let client: Client<_, Full<Bytes>> =
-                Client::builder(TokioExecutor::new()).build(https);
+            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
             let mut last = None;
             for attempt in 0..ATTEMPTS {
                 if attempt > 0 {
@@ -273,7 +276,10 @@ impl Notifier {
                 }
                 let request = http::Request::post(target)
                     .header("content-type", "application/json")
-                    .header("user-agent", concat!("pg-backups/", env!("CARGO_PKG_VERSION")))
+                    .header(
+                        "user-agent",
+                        concat!("pg-backups/", env!("CARGO_PKG_VERSION")),
+                    )
                     .body(Full::new(Bytes::from(body.clone())))
                     .map_err(|_| SendError::Connect(shown.clone(), "invalid URL".into()))?;
                 let answer = tokio::time::timeout(timeout, async {
@@ -329,7 +335,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u.shown(), "https://hc-ping.com/…");
-        assert_eq!(u.with_suffix("/start"), "https://hc-ping.com/5f1e-token/start");
+        assert_eq!(
+            u.with_suffix("/start"),
+            "https://hc-ping.com/5f1e-token/start"
+        );
         assert!(!format!("{u:?}").contains("token"));
         let e = SecretUrl::parse("NOTIFY_URL", Secret::new("ftp://x/secret".into())).unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use crate::progress::Bar;
 
-
 use crate::backup::codec::{Decryption, FileCodec, Format, open_content};
 use crate::backup::replay::replay_filter;
 use crate::backup::sql_lines::LineMap;

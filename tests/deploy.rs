@@ -39,7 +39,10 @@ fn tool(name: &str, install: &str) -> PathBuf {
 /// Every variable the binary reads, from its own `--help`.
 fn variables_in_help() -> BTreeSet<String> {
     let mut vars = BTreeSet::new();
-    for args in [vec!["--help"], vec!["restore", "--help"]] {
+    let commands = ["dump", "ship", "prune", "list", "verify", "check", "pin", "adopt", "restore", "ping"];
+    let mut runs = vec![vec!["--help"]];
+    runs.extend(commands.iter().map(|c| vec![*c, "--help"]));
+    for args in runs {
         let out = Command::new(env!("CARGO_BIN_EXE_pg-backups"))
             .env_clear()
             .args(&args)

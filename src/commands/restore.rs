@@ -24,8 +24,8 @@ use crate::pg::PgTools;
 use crate::prompt;
 use crate::report::Outcome;
 use crate::restore::{
-    Destination, SqlErrors, database_exists, drop_database, restore_database_file,
-    restore_file, user_databases,
+    Destination, SqlErrors, database_exists, drop_database, restore_database_file, restore_file,
+    user_databases,
 };
 use crate::storage::Storage;
 
@@ -256,8 +256,8 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     tracing::debug!(bytes = total, "restoring");
     let mut errors = SqlErrors::default();
     for (entry, file) in entries.iter().zip(staged) {
-        let progress = crate::progress::Bar::bytes(&entry.name, Some(entry.bytes))
-            .with_prefix("restoring");
+        let progress =
+            crate::progress::Bar::bytes(&entry.name, Some(entry.bytes)).with_prefix("restoring");
         let codec = codec_of(entry);
         let expected = crate::restore::Expected {
             existing_roles: entry.kind != FileKind::Database,

@@ -161,7 +161,11 @@ fn list(out: &mut Out, d: &Fields) {
                         dbs = format!("{dbs} (failed: {})", failed.join(", "));
                     }
                     if let Some(note) = x.get("note").and_then(Value::as_str) {
-                        dbs = format!("{dbs}{}{}", if dbs.is_empty() { "" } else { "; " }, clean(note));
+                        dbs = format!(
+                            "{dbs}{}{}",
+                            if dbs.is_empty() { "" } else { "; " },
+                            clean(note)
+                        );
                     }
                     vec![
                         clean(s(x, "folder")),
@@ -176,7 +180,10 @@ fn list(out: &mut Out, d: &Fields) {
                     ]
                 })
                 .collect();
-            out.table(&["FOLDER", "STATUS", "PIN", "SIZE", "AGE", "DATABASES"], &rows);
+            out.table(
+                &["FOLDER", "STATUS", "PIN", "SIZE", "AGE", "DATABASES"],
+                &rows,
+            );
         }
         out.line("");
     }
@@ -196,7 +203,10 @@ fn check(out: &mut Out, d: &Fields) {
                 "missing" => "missing",
                 other => other,
             };
-            let newest = match (x.get("newest").and_then(Value::as_str), x.get("age_seconds").and_then(Value::as_i64)) {
+            let newest = match (
+                x.get("newest").and_then(Value::as_str),
+                x.get("age_seconds").and_then(Value::as_i64),
+            ) {
                 (Some(n), Some(age)) => format!("{} ({} old)", clean(n), human::age(age)),
                 _ => "no complete backup".to_string(),
             };
@@ -297,7 +307,11 @@ fn prune(out: &mut Out, d: &Fields) {
         } else {
             out.table(&["", "FOLDER", "STATUS", "SIZE", "WHY"], &rows);
         }
-        let freed = if dry { u(x, "would_free") } else { u(x, "bytes_freed") };
+        let freed = if dry {
+            u(x, "would_free")
+        } else {
+            u(x, "bytes_freed")
+        };
         out.line(format!(
             "  {} {}, {} {}",
             if dry { "would delete" } else { "deleted" },
@@ -454,7 +468,10 @@ fn verify(out: &mut Out, d: &Fields) {
             })
             .collect();
         out.line("restore test:");
-        out.table(&["DATABASE", "TABLES", "ROWS", "SQL ERRORS", "PROBLEM"], &rows);
+        out.table(
+            &["DATABASE", "TABLES", "ROWS", "SQL ERRORS", "PROBLEM"],
+            &rows,
+        );
     }
 }
 
@@ -549,8 +566,14 @@ mod tests {
                     "bytes": 3_221_225_472u64, "age_seconds": 7200, "databases": ["app", "crm"]}]}]}),
         );
         let text = render(&r);
-        assert!(text.contains("local /backups: 1 folder, 1 complete, 3.0 GiB"), "{text}");
-        assert!(text.contains("20251005_120000  complete  pinned  3.0 GiB  2h   app, crm"), "{text}");
+        assert!(
+            text.contains("local /backups: 1 folder, 1 complete, 3.0 GiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains("20251005_120000  complete  pinned  3.0 GiB  2h   app, crm"),
+            "{text}"
+        );
         assert!(text.contains("list ok in"), "{text}");
     }
 

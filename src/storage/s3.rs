@@ -175,8 +175,9 @@ impl S3Storage {
                 let id: String = c.access_key.expose().chars().take(4).collect();
                 format!("key {id}…")
             }
-            None => "the key of the SDK's chain (AWS_PROFILE, web identity, instance role)"
-                .to_string(),
+            None => {
+                "the key of the SDK's chain (AWS_PROFILE, web identity, instance role)".to_string()
+            }
         };
         Ok(S3Storage {
             rt,
@@ -453,7 +454,8 @@ impl S3Storage {
                 .map_err(|e| self.error(&format!("uploading {key}"), e))?;
             progress.inc(size);
         } else {
-            self.put_multipart(path, key, sha256, size, progress).await?;
+            self.put_multipart(path, key, sha256, size, progress)
+                .await?;
         }
         match self.head(key).await? {
             Some((s, Some(sha))) if s == size && sha == sha256 => Ok(size),

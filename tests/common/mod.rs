@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod http;
 pub mod s3;
 pub mod ssh;
 
