@@ -39,7 +39,9 @@ fn tool(name: &str, install: &str) -> PathBuf {
 /// Every variable the binary reads, from its own `--help`.
 fn variables_in_help() -> BTreeSet<String> {
     let mut vars = BTreeSet::new();
-    let commands = ["dump", "ship", "prune", "list", "verify", "check", "pin", "adopt", "restore", "ping"];
+    let commands = [
+        "dump", "ship", "prune", "list", "verify", "check", "pin", "adopt", "restore", "ping",
+    ];
     let mut runs = vec![vec!["--help"]];
     runs.extend(commands.iter().map(|c| vec![*c, "--help"]));
     for args in runs {

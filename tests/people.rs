@@ -515,3 +515,44 @@ fn a_web_identity_token_is_traded_for_keys_through_sts() {
         "the token was not sent"
     );
 }
+
+/// On a real terminal (a pseudo-terminal from util-linux `script`), the result is text by
+/// default and the step-by-step logs stay out of the way; `--json` still gives the line.
+#[test]
+fn on_a_terminal_the_result_is_text_by_default() {
+    let dir = tmp();
+    three_folders(dir.path());
+    let bin = env!("CARGO_BIN_EXE_pg-backups");
+    let at_terminal = |args: &str| {
+        let out = std::process::Command::new("script")
+            .args(["-q", "-e", "-c", &format!("{bin} {args}"), "/dev/null"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("BACKUP_DIR", dir.path())
+            .env("TERM", "dumb")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux) is not installed: run scripts/test.sh");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+        )
+    };
+    let (code, text) = at_terminal("list");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("FOLDER") && !text.contains("\"command\""),
+        "{text}"
+    );
+    let (code, text) = at_terminal("prune --dry-run");
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains(" INFO "), "info logs on a terminal: {text}");
+    let (code, text) = at_terminal("list --json");
+    assert_eq!(code, 0);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["command"], "list");
+}
