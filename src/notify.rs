@@ -3,8 +3,8 @@
 //! - `NOTIFY_URL` receives the run's JSON result (a POST) after a failure, or after every run
 //!   with `NOTIFY_ON=always`;
 //! - `HEALTHCHECK_URL` is pinged healthchecks.io-style by `dump`, `ship` and `prune`: `/start`
-//!   when a run starts, the URL itself on success, `/fail` on failure (the JSON result as the body, which healthchecks.io
-//!   shows in its log). Inside `pg-backups-cycle` the script pings once per cycle
+//!   when a run starts, the URL itself on success, `/fail` on failure (the JSON result as the
+//!   body, which healthchecks.io shows in its log). Inside `pg-backups-cycle` the script pings once per cycle
 //!   (`pg-backups ping`) and the commands stay quiet, so a successful `ship` after a failed
 //!   `dump` never turns the check green.
 //!
