@@ -96,8 +96,13 @@ impl SecretUrl {
         })
     }
 
+    /// The URL with `/start` or `/fail` added to its path (before any `?query`).
     fn with_suffix(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.url.expose())
+        let url = self.url.expose();
+        match url.split_once('?') {
+            Some((path, query)) => format!("{}{suffix}?{query}", path.trim_end_matches('/')),
+            None => format!("{url}{suffix}"),
+        }
     }
 
     /// What messages show.
@@ -342,6 +347,9 @@ mod tests {
         assert!(!format!("{u:?}").contains("token"));
         let e = SecretUrl::parse("NOTIFY_URL", Secret::new("ftp://x/secret".into())).unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");
+        let q =
+            SecretUrl::parse("HEALTHCHECK_URL", Secret::new("https://h/p/?k=v".into())).unwrap();
+        assert_eq!(q.with_suffix("/fail"), "https://h/p/fail?k=v");
         let u = SecretUrl::parse("NOTIFY_URL", Secret::new("http://u:pw@h:8080/x".into())).unwrap();
         assert_eq!(u.shown(), "http://h:8080/…");
     }

@@ -870,7 +870,10 @@ fn the_prompts_walk_through_a_restore_on_a_terminal() {
     p.send_line("y").unwrap();
     let out = p.exp_eof().unwrap();
     // A person at a terminal: the result as text, with a progress bar while it restored.
-    assert!(out.contains("restoring postgres_db_O%27Brien.sql.gz"), "no progress:\n{out}");
+    assert!(
+        out.contains("restoring postgres_db_O%27Brien.sql.gz"),
+        "no progress:\n{out}"
+    );
     assert!(out.contains("restored database O'Brien from"), "{out}");
     assert!(out.contains("replaced: O'Brien"), "{out}");
     assert!(out.contains("restore ok in"), "{out}");

@@ -410,6 +410,20 @@ pub fn open_content(
     codec: FileCodec,
     keys: Option<&Decryption>,
 ) -> std::io::Result<Box<dyn Read + Send>> {
+    open_content_tapped(stored, codec, keys, None)
+}
+
+/// The SHA-256 of a file's decrypted bytes, taken while they are decompressed.
+pub type PlainHash = std::sync::Arc<std::sync::Mutex<Sha256>>;
+
+/// [`open_content`], hashing the decrypted (still compressed) bytes into `tap`: what
+/// `content_sha256` of an encrypted file covers.
+pub fn open_content_tapped(
+    stored: Box<dyn Read + Send>,
+    codec: FileCodec,
+    keys: Option<&Decryption>,
+    tap: Option<PlainHash>,
+) -> std::io::Result<Box<dyn Read + Send>> {
     let plain: Box<dyn Read + Send> = if codec.encrypted {
         let Some(keys) = keys else {
             return Err(std::io::Error::other(
@@ -419,6 +433,10 @@ pub fn open_content(
         Box::new(decrypt(stored, keys.identities())?)
     } else {
         stored
+    };
+    let plain: Box<dyn Read + Send> = match tap {
+        Some(hash) => Box::new(Tapped { inner: plain, hash }),
+        None => plain,
     };
     Ok(match codec.compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
@@ -431,6 +449,21 @@ pub fn open_content(
         ),
         Compression::None => plain,
     })
+}
+
+struct Tapped {
+    inner: Box<dyn Read + Send>,
+    hash: PlainHash,
+}
+
+impl Read for Tapped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut h) = self.hash.lock() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// Decrypts with the in-process key of a dump (to assemble the cluster file).

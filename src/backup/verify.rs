@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use sha2::{Digest, Sha256};
 
-use super::codec::{CipherError, Decryption, FileCodec, Format, open_content};
+use super::codec::{CipherError, Decryption, FileCodec, Format, PlainHash, open_content_tapped};
 use super::psql_scan::{Meta, Scanner};
 use super::{BackupError, FileEntry, FileKind};
 
@@ -271,12 +271,16 @@ fn decode(
     content_sha256: Option<&str>,
     readers: Readers<'_>,
 ) -> Result<Decoded, BackupError> {
-    let content = open_content(Box::new(input), codec, readers.keys)
+    // Plain files: the decrypted bytes are hashed as they are decompressed. Custom
+    // archives are not compressed by us: scan_archive hashes what it feeds pg_restore.
+    let tap: Option<PlainHash> =
+        (codec.format == Format::Plain && content_sha256.is_some()).then(PlainHash::default);
+    let content = open_content_tapped(Box::new(input), codec, readers.keys, tap.clone())
         .map_err(|e| content_error(name, codec, e))?;
     match (codec.format, readers.pg_restore) {
         (Format::Plain, _) => {
-            let mut hash = content_sha256.map(|_| Sha256::new());
-            let decoded = scan_sql(content, name, kind, codec, hash.as_mut())?;
+            let decoded = scan_sql(content, name, kind, codec)?;
+            let hash = tap.and_then(|t| t.lock().ok().map(|h| h.clone()));
             check_content(name, content_sha256, hash)?;
             Ok(decoded)
         }
@@ -369,7 +373,7 @@ fn scan_archive(
         }
         (hash, None, total)
     });
-    let decoded = scan_sql(Box::new(stdout), name, FileKind::Database, codec, None);
+    let decoded = scan_sql(Box::new(stdout), name, FileKind::Database, codec);
     let (hash, read_error, archive_bytes) = feeder
         .join()
         .map_err(|_| archive_error("the feeding thread panicked".into()))?;
@@ -417,7 +421,6 @@ fn scan_sql(
     name: &str,
     kind: FileKind,
     codec: FileCodec,
-    mut hash: Option<&mut Sha256>,
 ) -> Result<Decoded, BackupError> {
     let mut head: Vec<u8> = Vec::new();
     let mut connect = None;
@@ -436,9 +439,6 @@ fn scan_sql(
             Err(e) => return Err(content_error(name, codec, e)),
         };
         total += n as u64;
-        if let Some(h) = hash.as_mut() {
-            h.update(&buf[..n]);
-        }
         if head.len() < HEAD {
             let take = (HEAD - head.len()).min(n);
             head.extend_from_slice(&buf[..take]);

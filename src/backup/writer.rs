@@ -60,8 +60,9 @@ pub struct WrittenFile {
     pub sha256: String,
     /// Size of the content (SQL or archive) before compression and encryption.
     pub sql_bytes: u64,
-    /// SHA-256 of the content, recorded for encrypted files so that a decrypting verify can
-    /// check what is inside too.
+    /// SHA-256 of the file once decrypted (what `age -d` writes: the compressed SQL or the
+    /// archive), recorded for encrypted files so that a decrypting verify can check what is
+    /// inside too, as cheaply as the stored bytes.
     pub content_sha256: Option<String>,
     pub codec: FileCodec,
 }
@@ -81,12 +82,45 @@ pub fn create_private(path: &Path) -> Result<File, BackupError> {
 
 type Stored = HashingWriter<BufWriter<File>>;
 
+/// Hashes what passes on to the encryption, when there is encryption: the decrypted file's
+/// bytes, for `content_sha256`.
+pub struct PlainTap<W: Write> {
+    inner: W,
+    hasher: Option<Sha256>,
+}
+
+impl<W: Write> PlainTap<W> {
+    fn new(inner: W, hash: bool) -> Self {
+        PlainTap {
+            inner,
+            hasher: hash.then(Sha256::new),
+        }
+    }
+
+    fn finish(self) -> (W, Option<String>) {
+        (self.inner, self.hasher.map(|h| hex::encode(h.finalize())))
+    }
+}
+
+impl<W: Write> Write for PlainTap<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A backup file being written from its content (SQL, or a custom archive): compressed,
 /// encrypted and hashed as stored, in one pass (see [`codec`](super::codec)).
 pub struct FileWriter {
     path: PathBuf,
-    stack: Packed<Sealed<Stored>>,
-    content: Option<Sha256>,
+    stack: Packed<PlainTap<Sealed<Stored>>>,
     sql_bytes: u64,
     codec: FileCodec,
 }
@@ -108,11 +142,11 @@ impl FileWriter {
         let stored = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
         let enc = enc.filter(|_| codec.encrypted);
         let sealed = Sealed::new(stored, enc, assembly).map_err(werr)?;
-        let stack = Packed::new(sealed, codec.compression, level).map_err(werr)?;
+        let tap = PlainTap::new(sealed, enc.is_some());
+        let stack = Packed::new(tap, codec.compression, level).map_err(werr)?;
         Ok(FileWriter {
             path: path.to_path_buf(),
             stack,
-            content: enc.map(|_| Sha256::new()),
             sql_bytes: 0,
             codec,
         })
@@ -120,9 +154,6 @@ impl FileWriter {
 
     pub fn write(&mut self, content: &[u8]) -> Result<(), BackupError> {
         self.sql_bytes += content.len() as u64;
-        if let Some(h) = self.content.as_mut() {
-            h.update(content);
-        }
         self.stack
             .write_all(content)
             .map_err(|source| BackupError::Write {
@@ -141,7 +172,7 @@ impl FileWriter {
             path: self.path.clone(),
             source,
         };
-        let sealed = self.stack.finish().map_err(werr)?;
+        let (sealed, content_sha256) = self.stack.finish().map_err(werr)?.finish();
         let stored = sealed.finish().map_err(werr)?;
         let (buffered, sha256, bytes) = stored.finish();
         let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
@@ -151,7 +182,7 @@ impl FileWriter {
             bytes,
             sha256,
             sql_bytes: self.sql_bytes,
-            content_sha256: self.content.map(|h| hex::encode(h.finalize())),
+            content_sha256,
             codec: self.codec,
         })
     }
@@ -163,7 +194,7 @@ impl FileWriter {
 /// Concatenated members are one valid stream for `gunzip -c` and `zstd -dc`.
 pub struct AssembledFile {
     path: PathBuf,
-    out: Sealed<Stored>,
+    out: PlainTap<Sealed<Stored>>,
     codec: FileCodec,
     level: u32,
     sql_bytes: u64,
@@ -178,13 +209,12 @@ impl AssembledFile {
     ) -> Result<AssembledFile, BackupError> {
         let file = create_private(path)?;
         let stored = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
-        let out =
-            Sealed::new(stored, enc.filter(|_| codec.encrypted), false).map_err(|source| {
-                BackupError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let enc = enc.filter(|_| codec.encrypted);
+        let out = Sealed::new(stored, enc, false).map_err(|source| BackupError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let out = PlainTap::new(out, enc.is_some());
         Ok(AssembledFile {
             path: path.to_path_buf(),
             out,
@@ -246,7 +276,8 @@ impl AssembledFile {
             path: path.clone(),
             source,
         };
-        let stored = self.out.finish().map_err(werr)?;
+        let (sealed, content_sha256) = self.out.finish();
+        let stored = sealed.finish().map_err(werr)?;
         let (buffered, sha256, bytes) = stored.finish();
         let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all().map_err(werr)?;
@@ -255,9 +286,7 @@ impl AssembledFile {
             bytes,
             sha256,
             sql_bytes: self.sql_bytes,
-            // The SQL of the whole cluster is never in one piece here: a decrypting verify
-            // checks its gzip/zstd stream, completion line and content instead.
-            content_sha256: None,
+            content_sha256,
             codec: self.codec,
         })
     }
