@@ -52,6 +52,10 @@ pub struct Readers<'a> {
     pub keys: Option<&'a Decryption>,
     /// A pg_restore (at least as new as the pg_dump that made the archive).
     pub pg_restore: Option<&'a Path>,
+    /// Custom archives: `pg_restore --list` reads the table of contents (a restore, where
+    /// pg_restore itself then reads every block, and the SHA-256 already proves the bytes
+    /// are pg_dump's) instead of `pg_restore -f -` reading every block (`verify`).
+    pub archive_list_only: bool,
 }
 
 /// The line a complete dump of this kind of file ends with.
@@ -284,9 +288,14 @@ fn decode(
             check_content(name, content_sha256, hash)?;
             Ok(decoded)
         }
-        (Format::Custom, Some(pg_restore)) => {
-            scan_archive(content, name, codec, content_sha256, pg_restore)
-        }
+        (Format::Custom, Some(pg_restore)) => scan_archive(
+            content,
+            name,
+            codec,
+            content_sha256,
+            pg_restore,
+            readers.archive_list_only,
+        ),
         (Format::Custom, None) => Err(BackupError::Archive {
             file: name.to_string(),
             detail: "no pg_restore to read it with".into(),
@@ -314,20 +323,23 @@ fn check_content(
 
 /// A custom archive through `pg_restore -f -`: pg_restore reads every block (decompressing
 /// pg_dump's own compression) and writes the SQL it would run, which is checked like a plain
-/// dump. The archive bytes are hashed on their way in.
+/// dump. With `list_only`, `pg_restore --list` reads the header and table of contents only,
+/// and the listing must name entries. Either way the archive bytes are hashed to their end on
+/// their way in.
 fn scan_archive(
     mut content: Box<dyn Read + Send>,
     name: &str,
     codec: FileCodec,
     content_sha256: Option<&str>,
     pg_restore: &Path,
+    list_only: bool,
 ) -> Result<Decoded, BackupError> {
     let archive_error = |detail: String| BackupError::Archive {
         file: name.to_string(),
         detail,
     };
     let mut cmd = crate::process::ChildEnv::base().command(pg_restore);
-    cmd.args(["--file=-"]);
+    cmd.arg(if list_only { "--list" } else { "--file=-" });
     let mut child = crate::process::Running::spawn(
         cmd,
         "pg_restore",
@@ -373,7 +385,11 @@ fn scan_archive(
         }
         (hash, None, total)
     });
-    let decoded = scan_sql(Box::new(stdout), name, FileKind::Database, codec);
+    let decoded = if list_only {
+        read_listing(stdout, name)
+    } else {
+        scan_sql(Box::new(stdout), name, FileKind::Database, codec)
+    };
     let (hash, read_error, archive_bytes) = feeder
         .join()
         .map_err(|_| archive_error("the feeding thread panicked".into()))?;
@@ -398,6 +414,41 @@ fn scan_archive(
     let mut decoded = decoded?;
     decoded.sql_bytes = archive_bytes;
     Ok(decoded)
+}
+
+/// `pg_restore --list` output: a header naming the database, then at least one entry.
+fn read_listing(mut stdout: impl Read, name: &str) -> Result<Decoded, BackupError> {
+    let mut text = String::new();
+    // A listing is small (a line per object); bounded all the same.
+    let _ = (&mut stdout)
+        .take(64 * 1024 * 1024)
+        .read_to_string(&mut text);
+    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    let header = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(';')
+                .and_then(|l| l.trim().strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    let entries = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .count();
+    if header("Format:").as_deref() != Some("CUSTOM") || entries == 0 {
+        return Err(BackupError::Archive {
+            file: name.to_string(),
+            detail: "pg_restore --list found no table of contents".into(),
+        });
+    }
+    Ok(Decoded {
+        sql_bytes: 0,
+        header: DumpHeader {
+            server_version: header("Dumped from database version:"),
+            dump_version: header("Dumped by pg_dump version:"),
+            connect: header("dbname:"),
+        },
+    })
 }
 
 struct HashingRead<'a, R> {

@@ -226,9 +226,12 @@ pub fn run(cfg: &Config, args: &RestoreArgs) -> Result<Outcome> {
     // Stage and check every file before anything reaches the server.
     let verify_started = Instant::now();
     let work = private_dir(inputs.restore_dir.as_deref(), &folder)?;
+    // pg_restore reads every block of an archive as it restores it; before that, the
+    // SHA-256 and the table of contents are checked.
     let readers = Readers {
         keys: cfg.decryption.as_deref(),
         pg_restore: Some(&pg_restore),
+        archive_list_only: true,
     };
     let mut staged = Vec::new();
     for entry in &entries {

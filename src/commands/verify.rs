@@ -116,6 +116,7 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     let readers = Readers {
         keys: cfg.decryption.as_deref(),
         pg_restore: pg_restore.as_deref(),
+        archive_list_only: false,
     };
 
     // Two files at a time, largest first: the cluster file and the rest of the folder.
