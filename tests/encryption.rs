@@ -93,7 +93,11 @@ fn round_trip(version: u32) {
             .arg(e.dir.path().join(&e.folder).join(name))
             .output()
             .expect("age is not installed: run scripts/test.sh");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let digest = {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(&out.stdout))
