@@ -97,6 +97,13 @@ impl Counter {
             b.inc(n);
         }
     }
+
+    /// What is being worked on now (the file of a folder being shipped).
+    pub fn set_label(&self, label: &str) {
+        if let Some(b) = &self.0 {
+            b.set_message(crate::human::clean(label));
+        }
+    }
 }
 
 impl Drop for Bar {

@@ -219,6 +219,7 @@ impl Storage for LocalStorage {
             .map_err(werr(&work))?;
         let mut stats = PutStats::default();
         for entry in &manifest.files {
+            progress.set_label(&format!("{}/{}", source.folder.as_str(), entry.name));
             let from = source.path(&entry.name);
             let to = work.join(&entry.name);
             let mut input = std::fs::File::open(&from).map_err(Self::read_err(&from))?;

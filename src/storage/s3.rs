@@ -1056,6 +1056,7 @@ impl Storage for S3Storage {
                     });
                 }
                 let key = self.key(source.folder.as_str(), &file.name);
+                progress.set_label(&format!("{}/{}", source.folder.as_str(), file.name));
                 // Already there whole (an earlier, interrupted ship): not sent again.
                 if let Some((size, Some(sha))) = self.head(&key).await?
                     && size == file.bytes
