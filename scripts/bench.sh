@@ -2,7 +2,7 @@
 # Measures pg-backups against the pipelines a user would otherwise run, as ratios from the
 # same run, and peak memory with /usr/bin/time -v. A benchmark, not a test: it prints figures.
 #
-#   scripts/bench.sh [dump|ship|verify|prune|size|formats|encryption|all]
+#   scripts/bench.sh [dump|ship|verify|prune|size|formats[-dump|-restore]|encryption|all]
 #
 # Data sets (built once, kept in $BENCH_DIR between runs, on PostgreSQL 15):
 #   pgbench  pgbench -i -s 100 (~1.5 GB; its dump compresses ~35:1: shows the cost of reading)
@@ -327,7 +327,8 @@ PY
 # --- formats: zstd and custom (pg_restore -j) ----------------------------------------------
 folder_bytes() { du -sb "$1" | cut -f1; }
 mib() { python3 -c "import sys; print('%.0f' % (int(sys.argv[1]) / 1048576))" "$1"; }
-bench_formats() {
+bench_formats() { bench_formats_dump; bench_formats_restore; }
+bench_formats_dump() {
     local OUT=$BENCH_DIR/fmt
     for set in random pgbench; do
         use "$set"
@@ -362,7 +363,8 @@ bench_formats() {
         rm -rf "$OUT"
         unset BACKUP_COMPRESSION_LEVEL BACKUP_JOBS
     done
-
+}
+bench_formats_restore() {
     note "restore formats: multi (8 tables, indexes, foreign keys)"
     start_cluster target
     use multi
@@ -437,6 +439,8 @@ case $WHAT in
     prune|check) bench_prune ;;
     size) bench_size ;;
     formats) bench_formats ;;
+    formats-dump) bench_formats_dump ;;
+    formats-restore) bench_formats_restore ;;
     encryption) bench_encryption ;;
     all) bench_size; bench_dump; bench_ship; bench_verify_restore; bench_prune; bench_formats; bench_encryption ;;
     *) echo "unknown benchmark $WHAT" >&2; exit 64 ;;
