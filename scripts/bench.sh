@@ -16,6 +16,8 @@ ROOT=$PWD
 WHAT=${1:-all}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/pg-backups-bench}
 RUNS=${BENCH_RUNS:-3}
+# Verifies take a second or a few: more runs and a warm-up for a steadier ratio.
+VERIFY_RUNS=$(( RUNS < 5 ? 5 : RUNS ))
 PG15=/usr/lib/postgresql/15/bin
 PG17=${PGB_PG17_DIR:-/opt/pg-backups-test/pg17}/bin
 PASSWORD=bench-password
@@ -355,7 +357,7 @@ bench_formats_dump() {
         report "dump $set zstd: ${zs}s vs read floor ${floor}s: ratio $(ratio "$zs" "$floor") (target <= $([ "$set" = random ] && echo 1.15 || echo 1.05)); gzip-6 ${gz}s: ratio $(ratio "$gz" "$floor");" \
                "file $(mib "$(stat -c %s "$zf")") MiB zstd vs $(mib "$(stat -c %s "$gf")") MiB gzip-6; peak RSS ${rz} MiB (target <= 64)"
         report "dump $set custom: ${cu}s vs pg_dump -Fc alone ${alone}s: ratio $(ratio "$cu" "$alone") (target <= 1.1); peak RSS ${rc} MiB (target <= 64)"
-        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/fmt-verify-$set.json" \
+        hyperfine --warmup 1 --runs "$VERIFY_RUNS" --export-json "$BENCH_DIR/fmt-verify-$set.json" \
             -n "verify gzip folder" "BACKUP_DIR=$OUT/gzip $BIN verify latest >/dev/null 2>&1" \
             -n "verify zstd folder" "BACKUP_DIR=$OUT/zstd $BIN verify latest >/dev/null 2>&1"
         local vg vz; vg=$(mean "$BENCH_DIR/fmt-verify-$set.json" 0); vz=$(mean "$BENCH_DIR/fmt-verify-$set.json" 1)
@@ -414,7 +416,7 @@ bench_encryption() {
         rm -rf "$OUT"; mkdir -p "$OUT"
         local rss; rss=$(BACKUP_DIR=$OUT/age AGE_RECIPIENTS=$RECIPIENT peak_rss_mib "$BIN" dump)
         BACKUP_DIR=$OUT/clear "$BIN" dump >/dev/null 2>&1
-        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/enc-verify-$set.json" \
+        hyperfine --warmup 1 --runs "$VERIFY_RUNS" --export-json "$BENCH_DIR/enc-verify-$set.json" \
             -n "verify" "BACKUP_DIR=$OUT/clear $BIN verify latest >/dev/null 2>&1" \
             -n "verify with AGE_IDENTITY_FILE" "BACKUP_DIR=$OUT/age AGE_IDENTITY_FILE=$KEY $BIN verify latest >/dev/null 2>&1"
         local vc va; vc=$(mean "$BENCH_DIR/enc-verify-$set.json" 0); va=$(mean "$BENCH_DIR/enc-verify-$set.json" 1)

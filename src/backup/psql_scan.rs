@@ -202,16 +202,47 @@ impl Scanner {
                     line_len,
                     backslash: false,
                     marker: false,
-                } if *line_len > 0 => {
-                    if let Some(off) = memchr2(b'\\', b'\n', &bytes[i..]) {
-                        *line_len += off;
-                        self.note_snippet(&bytes[i..i + off]);
-                        self.column += off;
-                        i += off;
-                    } else {
-                        *line_len += bytes.len() - i;
-                        self.note_snippet(&bytes[i..]);
-                        self.column += bytes.len() - i;
+                } => {
+                    // Whole lines of COPY data at memchr speed (a dump is mostly millions
+                    // of short rows): only a backslash needs the state machine, and a line
+                    // that ends needs no snippet for messages.
+                    let mut len = *line_len;
+                    loop {
+                        match memchr2(b'\\', b'\n', &bytes[i..]) {
+                            Some(off) if bytes[i + off] == b'\n' => {
+                                self.line += 1;
+                                self.column = 0;
+                                self.snippet.clear();
+                                self.line_start = LineStart::Copy;
+                                len = 0;
+                                i += off + 1;
+                                if i == bytes.len() {
+                                    break;
+                                }
+                            }
+                            Some(off) => {
+                                // The backslash itself goes through `byte` below.
+                                len += off;
+                                self.note_snippet(&bytes[i..i + off]);
+                                self.column += off;
+                                i += off;
+                                break;
+                            }
+                            None => {
+                                len += bytes.len() - i;
+                                self.note_snippet(&bytes[i..]);
+                                self.column += bytes.len() - i;
+                                i = bytes.len();
+                                break;
+                            }
+                        }
+                    }
+                    self.state = State::Copy {
+                        line_len: len,
+                        backslash: false,
+                        marker: false,
+                    };
+                    if i == bytes.len() {
                         return Ok(());
                     }
                 }
@@ -750,6 +781,23 @@ mod tests {
 CREATE DATABASE \"my db\" WITH TEMPLATE = template0;\n\n\\unrestrict abcDEF123\n\\connect -reuse-previous=on \"dbname='my db'\"\n\\restrict abcDEF123\n\n\
 CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $_$\nSELECT '\\! not a command'\n\\connect evil\n$_$;\n\n\
 COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escaped, so just text\n\\.\n";
+
+    #[test]
+    fn violations_after_copy_rows_name_their_line_and_text() {
+        let rows: String = (1..=1000).map(|n| format!("{n}\tsome row\n")).collect();
+        let after = format!("COPY public.t (a, b) FROM stdin;\n{rows}\\.\n\\! echo pwned\n");
+        let inside = format!("COPY public.t (a, b) FROM stdin;\n{rows}7\tbad \\q here\n\\.\n");
+        for (text, line, snippet) in [
+            (after, 1003, "\\! echo pwned"),
+            (inside, 1002, "7\tbad \\q"),
+        ] {
+            for size in [1, 2, 3, 5, 7, 64, 4096, text.len()] {
+                let v = in_chunks(text.as_bytes(), size).unwrap_err();
+                assert_eq!(v.line, line, "chunk {size}: {v}");
+                assert!(v.text.starts_with(snippet), "chunk {size}: {v}");
+            }
+        }
+    }
 
     #[test]
     fn the_metas_pg_dump_writes_are_accepted() {
