@@ -17,7 +17,7 @@
 //! the replay therefore also runs psql in its own `\restrict` mode (see `backup::guard`), so a
 //! meta-command this scanner missed is refused by psql itself.
 
-use memchr::{memchr, memchr2};
+use memchr::{memchr, memchr_iter, memchr2, memrchr};
 
 /// Where a line starts, as psql will read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,38 +203,26 @@ impl Scanner {
                     backslash: false,
                     marker: false,
                 } => {
-                    // Whole lines of COPY data at memchr speed (a dump is mostly millions
-                    // of short rows): only a backslash needs the state machine, and a line
-                    // that ends needs no snippet for messages.
-                    let mut len = *line_len;
-                    loop {
-                        match memchr2(b'\\', b'\n', &bytes[i..]) {
-                            Some(off) if bytes[i + off] == b'\n' => {
-                                self.line += 1;
-                                self.column = 0;
-                                self.snippet.clear();
-                                self.line_start = LineStart::Copy;
-                                len = 0;
-                                i += off + 1;
-                                if i == bytes.len() {
-                                    break;
-                                }
-                            }
-                            Some(off) => {
-                                // The backslash itself goes through `byte` below.
-                                len += off;
-                                self.note_snippet(&bytes[i..i + off]);
-                                self.column += off;
-                                i += off;
-                                break;
-                            }
-                            None => {
-                                len += bytes.len() - i;
-                                self.note_snippet(&bytes[i..]);
-                                self.column += bytes.len() - i;
-                                i = bytes.len();
-                                break;
-                            }
+                    // COPY data is most of a dump, millions of short rows: only a backslash
+                    // needs the state machine (the `\.` that ends the data starts with one),
+                    // so the rows up to the next backslash are skipped with one search, their
+                    // lines counted with another, and only the last line kept for messages.
+                    let rest = &bytes[i..];
+                    let run = memchr(b'\\', rest).unwrap_or(rest.len());
+                    let rows = &rest[..run];
+                    let mut len = *line_len + run;
+                    match memrchr(b'\n', rows) {
+                        Some(last) => {
+                            self.line += memchr_iter(b'\n', rows).count() as u64;
+                            self.snippet.clear();
+                            self.line_start = LineStart::Copy;
+                            len = run - last - 1;
+                            self.column = len;
+                            self.note_snippet(&rows[last + 1..]);
+                        }
+                        None => {
+                            self.column += run;
+                            self.note_snippet(rows);
                         }
                     }
                     self.state = State::Copy {
@@ -242,9 +230,11 @@ impl Scanner {
                         backslash: false,
                         marker: false,
                     };
+                    i += run;
                     if i == bytes.len() {
                         return Ok(());
                     }
+                    // The backslash itself goes through `byte` below.
                 }
                 State::Dollar { matched: 0, .. } | State::LineComment => {
                     let target = if matches!(self.state, State::LineComment) {
