@@ -597,21 +597,22 @@ fn s3_uploads_carry_the_storage_class_and_server_side_encryption() {
         Some("STANDARD_IA")
     );
 
-    // Server-side encryption: SeaweedFS, as started here, has no SSE key and answers 500, so
-    // this test checks what reaches the server (the capture proxy) and that the refusal is
-    // reported (69), never ignored. AES256 on a multipart upload and on a single PUT:
+    // SSE-S3 (AES256): SeaweedFS encrypts under the key the harness gives it
+    // (WEED_S3_SSE_KEK) and says so on HEAD. A multipart upload and a single PUT both carry
+    // the header, the ship's own checks hold (they never rest on the ETag), and the bytes
+    // read back are the bytes shipped.
     for (folder, files) in [
         (
             "20250102_000000",
             vec![("postgres_db_big.sql.gz", 12 << 20)],
         ),
-        ("20250103_000000", vec![("postgres_globals.sql.gz", 1000)]),
+        // Longer than the first folder's file of the same seed: its tail is its own.
+        ("20250103_000000", vec![("postgres_globals.sql.gz", 2000)]),
     ] {
         let dir = tempfile::tempdir().unwrap();
         make_folder(dir.path(), folder, &files);
         let before = proxy.text().len();
-        let run = pgb_run(&with(&envs, "S3_SSE", "AES256"), dir.path(), &["ship"]);
-        assert_eq!(run.code, 69, "{}", run.stdout);
+        pgb_run(&with(&envs, "S3_SSE", "AES256"), dir.path(), &["ship"]).expect(0);
         let heads = creating_requests(&proxy.text()[before..]);
         assert!(!heads.is_empty());
         for head in &heads {
@@ -620,7 +621,30 @@ fn s3_uploads_carry_the_storage_class_and_server_side_encryption() {
                 "{head}"
             );
         }
+        let (name, _) = files[0];
+        let key = format!("{folder}/{name}");
+        let stored = s3
+            .rt
+            .block_on(s3.client().head_object().bucket(BUCKET).key(&key).send())
+            .unwrap();
+        assert_eq!(
+            stored.server_side_encryption().map(|e| e.as_str()),
+            Some("AES256"),
+            "{key}"
+        );
+        let shipped = std::fs::read(dir.path().join(folder).join(name)).unwrap();
+        assert!(
+            s3.get(BUCKET, &key) == shipped,
+            "{key} reads back as shipped"
+        );
+        assert!(
+            !s3.keeps_in_clear(&shipped[shipped.len() - 64..]),
+            "{key} is stored encrypted"
+        );
     }
+    // The search above can find what is kept in clear: the first folder, shipped without S3_SSE.
+    let clear = std::fs::read(dir.path().join("20250101_000000/postgres_globals.sql.gz")).unwrap();
+    assert!(s3.keeps_in_clear(&clear[clear.len() - 64..]));
     // SSE-KMS with a key id: both headers.
     let dir = tempfile::tempdir().unwrap();
     make_folder(
@@ -634,8 +658,10 @@ fn s3_uploads_carry_the_storage_class_and_server_side_encryption() {
         "arn:aws:kms:eu-west-1:111122223333:key/test",
     );
     let before = proxy.text().len();
+    // SeaweedFS has no KMS provider here: it refuses, and the refusal is reported, never
+    // ignored; what reached it is checked through the capture proxy.
     let run = pgb_run(&kms, dir.path(), &["ship"]);
-    assert_ne!(run.code, 0, "SeaweedFS has no KMS here: {}", run.stdout);
+    assert_eq!(run.code, 69, "SeaweedFS has no KMS here: {}", run.stdout);
     let heads = creating_requests(&proxy.text()[before..]);
     assert!(heads.iter().all(|h| h.contains("x-amz-server-side-encryption: aws:kms")
         && h.contains("x-amz-server-side-encryption-aws-kms-key-id: arn:aws:kms:eu-west-1:111122223333:key/test")));

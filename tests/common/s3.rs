@@ -15,6 +15,8 @@ pub const ACCESS_KEY: &str = "AKIDPGBACKUPSTEST";
 pub const SECRET_KEY: &str = "s3-Secret/Key+For=Tests-0123456789";
 pub const READONLY_ACCESS_KEY: &str = "AKIDREADONLYTEST";
 pub const READONLY_SECRET_KEY: &str = "read-only-secret-0123456789";
+/// The key SeaweedFS encrypts SSE-S3 objects under (a test value, 32 bytes in hex).
+const SSE_KEK: &str = "5f0c3a1e9b7d2c4e6a8f1b3d5c7e9a0b2d4f6e8a1c3b5d7f9e0a2c4b6d8f1e3a";
 
 pub fn weed() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -108,6 +110,9 @@ impl S3Server {
                 "-s3.config={}",
                 self.dir.path().join("s3.json").display()
             ))
+            // Server-side encryption (S3_SSE=AES256) is real: SeaweedFS encrypts what it
+            // stores under this key encryption key.
+            .env("WEED_S3_SSE_KEK", SSE_KEK)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -130,6 +135,25 @@ impl S3Server {
         }
         self.kill();
         false
+    }
+
+    /// Whether `needle` is anywhere in the server's own files (volumes, filer store): what
+    /// it keeps in clear, to tell stored-encrypted from stored-as-sent.
+    #[allow(dead_code)]
+    pub fn keeps_in_clear(&self, needle: &[u8]) -> bool {
+        fn walk(dir: &std::path::Path, needle: &[u8]) -> bool {
+            std::fs::read_dir(dir).unwrap().any(|e| {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, needle)
+                } else {
+                    std::fs::read(&path)
+                        .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                        .unwrap_or(false)
+                }
+            })
+        }
+        walk(&self.dir.path().join("data"), needle)
     }
 
     pub fn endpoint(&self) -> String {
