@@ -446,7 +446,9 @@ fn settings_read_by(command: &str) -> String {
              BACKUP_COMPRESSION(_LEVEL) AGE_RECIPIENTS(_FILE) {TELL}"
         ),
         "ship" => {
-            format!("BACKUP_DIR {DEST} S3_PART_SIZE S3_MAX_PARTS S3_SSE S3_STORAGE_CLASS {TELL}")
+            format!(
+                "BACKUP_DIR {DEST} S3_PART_SIZE S3_MAX_PARTS S3_SSE S3_SSE_KMS_KEY_ID S3_STORAGE_CLASS {TELL}"
+            )
         }
         "prune" => format!(
             "BACKUP_DIR LOCAL_* {DEST} S3_RETENTION_DAYS S3_KEEP_* RSYNC_RETENTION_DAYS \
