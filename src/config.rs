@@ -83,8 +83,9 @@ pub fn redact_userinfo(text: &str) -> String {
 /// A setting that cannot be used as given.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// The value is present but malformed or out of range.
-    #[error("{var}={value}: {reason}")]
+    /// The value is present but malformed or out of range (an empty `value` is one not
+    /// worth repeating, such as a list of keys: the reason names the bad entry).
+    #[error("{var}{}: {reason}", shown_value(.value))]
     Invalid {
         var: &'static str,
         value: String,
@@ -106,6 +107,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+fn shown_value(value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!("={value}")
+    }
 }
 
 impl ConfigError {
@@ -427,18 +436,17 @@ fn encryption(args: &GlobalArgs) -> Result<Option<Arc<Encryption>>, ConfigError>
             source,
         })?,
     };
-    let var = if list.trim().is_empty() {
-        "AGE_RECIPIENTS_FILE"
-    } else {
-        "AGE_RECIPIENTS"
+    let invalid = |var, e: crate::backup::codec::KeyError| ConfigError::Invalid {
+        var,
+        value: String::new(),
+        reason: e.to_string(),
     };
+    // Each source on its own first, so that a bad key is blamed on the setting it is in.
+    Encryption::parse(&list, "").map_err(|e| invalid("AGE_RECIPIENTS", e))?;
+    Encryption::parse("", &file_lines).map_err(|e| invalid("AGE_RECIPIENTS_FILE", e))?;
     Encryption::parse(&list, &file_lines)
         .map(|e| e.map(Arc::new))
-        .map_err(|e| ConfigError::Invalid {
-            var,
-            value: String::new(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| invalid("AGE_RECIPIENTS", e))
 }
 
 /// Server-side encryption of S3 objects.

@@ -328,6 +328,20 @@ fn ssh_keys_and_two_recipients_each_open_the_backup() {
     );
     pgb_run(&envs, dir.path(), &["dump"]).expect(0);
     let folder = folder_of(dir.path());
+    // A bad entry is blamed on the setting that holds it, before any work.
+    let bad = keys.path().join("bad-recipients.txt");
+    std::fs::write(&bad, "age1notakey\n").unwrap();
+    let both = with(
+        &with(&envs, "AGE_RECIPIENTS_FILE", bad.to_str().unwrap()),
+        "AGE_RECIPIENTS",
+        &age_recipient,
+    );
+    let run = pgb_run(&both, dir.path(), &["dump"]).expect(64);
+    assert!(
+        run.stderr.contains("AGE_RECIPIENTS_FILE: \"age1notakey\""),
+        "{}",
+        run.stderr
+    );
     let m = manifest(dir.path(), &folder);
     let kinds: Vec<&str> = m["encryption"]["recipients"]
         .as_array()
