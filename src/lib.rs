@@ -157,11 +157,18 @@ pub fn run(args: Vec<OsString>) -> Exit {
         ping_logged(&notifier, notify::Signal::Start, "");
     }
 
+    // A usage error found by the command itself (`check --max-age 5`) reads like one found
+    // before it: one line for the person, not a log record.
+    let mut usage_line = None;
     let outcome = match dispatch(&config, &cli.command) {
         Ok(o) => o,
         Err(e) => {
             if output != Output::Text {
-                tracing::error!("{e}");
+                if e.exit_code() == exitcode::USAGE {
+                    usage_line = Some(format!("pg-backups {command}: {e}"));
+                } else {
+                    tracing::error!("{e}");
+                }
             }
             Outcome::from(e)
         }
@@ -179,7 +186,7 @@ pub fn run(args: Vec<OsString>) -> Exit {
     tell(&notifier, &report, pings, notify::notifies(command));
     Exit::Report {
         stdout: output.show(&report),
-        stderr: None,
+        stderr: usage_line,
         exit_code: report.exit_code,
     }
 }

@@ -106,9 +106,14 @@ fn usage_and_setting_errors_are_one_human_line_on_stderr_with_clap_tips() {
         "{stderr}"
     );
 
+    // Found by the command rather than before it: the same one line.
     let (code, _, stderr) = raw(&[], &["check", "--max-age", "26"]);
     assert_eq!(code, 64);
-    assert!(stderr.contains("with a unit"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("pg-backups check: --max-age=26: expected a duration with a unit"),
+        "{stderr}"
+    );
 }
 
 #[test]
