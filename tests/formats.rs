@@ -57,6 +57,9 @@ struct Case {
 fn round_trip(case: Case) {
     let source = PgServer::start(case.version);
     fixture::create(&source);
+    // A database with nothing in it (template1 has a table here): its archive lists only
+    // database-level entries.
+    source.psql("postgres", "CREATE DATABASE nothing_yet TEMPLATE template0");
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
     let ssh = SshServer::start();
@@ -176,6 +179,15 @@ fn round_trip(case: Case) {
             &format!("{db} after a cluster restore"),
         );
     }
+    let exists = fresh.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = 'nothing_yet'",
+    );
+    assert_eq!(
+        exists.trim(),
+        "1",
+        "the empty database after a cluster restore"
+    );
     // And the restore test uses the same path.
     let run = pgb_run(
         &with(&envs, "PGPORT", &source.port.to_string()),
@@ -251,6 +263,9 @@ fn zstd_with_age_round_trips_on_15() {
 fn custom_restores_follow_the_consent_and_error_rules() {
     let source = PgServer::start(17);
     fixture::create(&source);
+    // A database with nothing in it (template1 has a table here): its archive lists only
+    // database-level entries.
+    source.psql("postgres", "CREATE DATABASE nothing_yet TEMPLATE template0");
     let dir = tempfile::tempdir().unwrap();
     let envs = with(&source.env(), "BACKUP_FORMAT", "custom");
     pgb_run(&envs, dir.path(), &["dump"]).expect(0);
@@ -296,6 +311,18 @@ fn custom_restores_follow_the_consent_and_error_rules() {
         "{}",
         run.stdout
     );
+    // The empty database restores (and verifies below) like any other.
+    let empty = restore_env(
+        &with(&restore, "PGPORT", &target.port.to_string()),
+        &[("RESTORE_DATABASE", "nothing_yet")],
+    );
+    pgb_run(&empty, dir.path(), &["restore"]).expect(0);
+    let exists = target.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = 'nothing_yet'",
+    );
+    assert_eq!(exists.trim(), "1");
+    pgb_run(&envs, dir.path(), &["verify", "latest"]).expect(0);
     // A damaged archive whose manifest matches it is caught before any SQL.
     let folder = folder_of(dir.path());
     let file = dir

@@ -339,7 +339,12 @@ fn scan_archive(
         detail,
     };
     let mut cmd = crate::process::ChildEnv::base().command(pg_restore);
-    cmd.arg(if list_only { "--list" } else { "--file=-" });
+    if list_only {
+        // `--create` lists the database-level entries too: an empty database has no others.
+        cmd.args(["--list", "--create"]);
+    } else {
+        cmd.arg("--file=-");
+    }
     let mut child = crate::process::Running::spawn(
         cmd,
         "pg_restore",
