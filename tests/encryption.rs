@@ -16,22 +16,6 @@ use serde_json::Value;
 
 const BUCKET: &str = "pg-backups-enc";
 
-fn restore_env(envs: &[(String, String)], pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut out = envs.to_vec();
-    for (k, v) in pairs {
-        out = with(&out, k, v);
-    }
-    out
-}
-
-fn folder_of(dir: &Path) -> String {
-    only_folder(dir)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn manifest(dir: &Path, folder: &str) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join(folder).join("manifest.json")).unwrap()).unwrap()
 }

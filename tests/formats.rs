@@ -15,22 +15,6 @@ use serde_json::Value;
 
 const BUCKET: &str = "pg-backups-formats";
 
-fn restore_env(envs: &[(String, String)], pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut out = envs.to_vec();
-    for (k, v) in pairs {
-        out = with(&out, k, v);
-    }
-    out
-}
-
-fn folder_of(dir: &Path) -> String {
-    only_folder(dir)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn files_of(dir: &Path, folder: &str) -> Vec<String> {
     let m: Value =
         serde_json::from_slice(&std::fs::read(dir.join(folder).join("manifest.json")).unwrap())

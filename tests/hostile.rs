@@ -18,14 +18,6 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn restore_env(envs: &[(String, String)], pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut out = envs.to_vec();
-    for (k, v) in pairs {
-        out = with(&out, k, v);
-    }
-    out
-}
-
 fn folder_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }

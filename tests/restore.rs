@@ -14,14 +14,6 @@ use serde_json::Value;
 
 const BUCKET: &str = "pg-backups-test";
 
-fn restore_env(envs: &[(String, String)], pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut out = envs.to_vec();
-    for (k, v) in pairs {
-        out = with(&out, k, v);
-    }
-    out
-}
-
 /// Dumps of the same data from servers of different versions differ in their headers.
 fn normalize_versions(text: &str) -> String {
     text.lines()

@@ -545,6 +545,24 @@ pub fn with(envs: &[(String, String)], key: &str, value: &str) -> Vec<(String, S
     v
 }
 
+/// `envs` with each of `pairs` set (the `RESTORE_*` inputs of a restore, typically).
+pub fn restore_env(envs: &[(String, String)], pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out = envs.to_vec();
+    for (k, v) in pairs {
+        out = with(&out, k, v);
+    }
+    out
+}
+
+/// The name of the one complete folder under `dir`.
+pub fn folder_of(dir: &Path) -> String {
+    only_folder(dir)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The one complete folder under `dir` (panics unless there is exactly one).
 pub fn only_folder(dir: &Path) -> PathBuf {
     let folders: Vec<PathBuf> = std::fs::read_dir(dir)
