@@ -441,12 +441,12 @@ fn encryption(args: &GlobalArgs) -> Result<Option<Arc<Encryption>>, ConfigError>
         value: String::new(),
         reason: e.to_string(),
     };
-    // Each source on its own first, so that a bad key is blamed on the setting it is in.
+    // The list on its own first: once it is good, a bad key can only be in the file, and
+    // each is blamed on the setting that holds it.
     Encryption::parse(&list, "").map_err(|e| invalid("AGE_RECIPIENTS", e))?;
-    Encryption::parse("", &file_lines).map_err(|e| invalid("AGE_RECIPIENTS_FILE", e))?;
     Encryption::parse(&list, &file_lines)
         .map(|e| e.map(Arc::new))
-        .map_err(|e| invalid("AGE_RECIPIENTS", e))
+        .map_err(|e| invalid("AGE_RECIPIENTS_FILE", e))
 }
 
 /// Server-side encryption of S3 objects.
