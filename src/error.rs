@@ -89,4 +89,10 @@ pub struct ErrorInfo {
     pub exit_code: i32,
 }
 
+impl From<crate::signals::Interrupted> for Error {
+    fn from(_: crate::signals::Interrupted) -> Error {
+        Error::Interrupted
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,7 +20,6 @@ pub mod notify;
 pub mod pg;
 pub mod process;
 pub mod progress;
-pub mod prompt;
 pub mod random;
 pub mod report;
 pub mod restore;

@@ -60,10 +60,16 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// SIGINT or SIGTERM arrived. A leaf error of its own (this module imports nothing of ours),
+/// which the top-level error turns into exit 75.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted by a signal; child processes were stopped")]
+pub struct Interrupted;
+
 /// Returns `Err(Interrupted)` once a signal arrived, for loops to bail out with `?`.
-pub fn check() -> Result<(), crate::error::Error> {
+pub fn check() -> Result<(), Interrupted> {
     if interrupted() {
-        Err(crate::error::Error::Interrupted)
+        Err(Interrupted)
     } else {
         Ok(())
     }

@@ -12,8 +12,6 @@ pub mod cluster;
 pub mod codec;
 mod manifest;
 pub mod psql_scan;
-pub mod rename;
-pub mod replay;
 pub mod sql_lines;
 pub mod verify;
 pub mod writer;

@@ -124,6 +124,35 @@ pub struct Scanner {
     snippet: Vec<u8>,
     line_start: LineStart,
     metas: Vec<Meta>,
+    /// Where a `\connect` may go (guarantee 11); `None`: anywhere by name.
+    targets: Option<ConnectTargets>,
+}
+
+/// The databases a file may `\connect` to: a database's own file only to that database, a
+/// cluster file only to the databases its manifest lists plus `postgres` and `template1`
+/// (which `pg_dumpall` fills in place). A `\connect` elsewhere would write into a database
+/// that the operator did not agree to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTargets(std::collections::BTreeSet<String>);
+
+impl ConnectTargets {
+    /// One database's file: only that database.
+    pub fn only(database: &str) -> ConnectTargets {
+        ConnectTargets([database.to_string()].into())
+    }
+
+    /// A cluster or globals file: these databases, plus the two that every server has.
+    pub fn cluster<'a>(databases: impl IntoIterator<Item = &'a str>) -> ConnectTargets {
+        let mut set: std::collections::BTreeSet<String> =
+            databases.into_iter().map(str::to_string).collect();
+        set.insert("postgres".into());
+        set.insert("template1".into());
+        ConnectTargets(set)
+    }
+
+    pub fn allows(&self, database: &str) -> bool {
+        self.0.contains(database)
+    }
 }
 
 impl Default for Scanner {
@@ -165,7 +194,14 @@ impl Scanner {
                 statement_start: true,
             },
             metas: Vec::new(),
+            targets: None,
         }
+    }
+
+    /// A scanner that also refuses a `\connect` to any database but `targets`.
+    pub fn with_targets(mut self, targets: Option<ConnectTargets>) -> Scanner {
+        self.targets = targets;
+        self
     }
 
     /// How the line that starts at the current position will be read. Meaningful right
@@ -584,6 +620,13 @@ impl Scanner {
     fn end_meta(&mut self) -> Result<(), Violation> {
         let meta = std::mem::take(&mut self.meta);
         match check_meta(&meta) {
+            Ok(Meta::Connect(db)) if self.targets.as_ref().is_some_and(|t| !t.allows(&db)) => {
+                Err(self.violation(
+                    "a \\connect to a database this file may not write to (a database's file \
+                     connects only to that database, a cluster file only to the databases of its \
+                     manifest)",
+                ))
+            }
             Ok(m) => {
                 self.metas.push(m);
                 Ok(())
@@ -659,9 +702,20 @@ pub fn check_meta(line: &[u8]) -> Result<Meta, &'static str> {
             "a psql meta-command other than \\connect, \\restrict, \\unrestrict (and pg_dump's \\encoding SQL_ASCII)",
         );
     };
-    if !arg.is_empty() && arg.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+    // pg_dump's first form, for a name of letters, digits, `_` and `.`: the name as an SQL
+    // identifier, bare (`\connect app`) or quoted (`\connect "MyApp"`, `\connect "my.db"`,
+    // `\connect "user"`); psql strips the quotes and keeps the case.
+    if !arg.is_empty() && arg.iter().all(|b| is_connect_name_byte(*b)) {
         return Ok(Meta::Connect(String::from_utf8_lossy(arg).into_owned()));
     }
+    if arg.first() == Some(&b'"')
+        && let Some(name) = psql_quoted(arg)
+        && !name.is_empty()
+        && name.iter().all(|b| is_connect_name_byte(*b))
+    {
+        return Ok(Meta::Connect(String::from_utf8_lossy(&name).into_owned()));
+    }
+    // The second form, for every other name: a connection string of `dbname` alone.
     let Some(quoted) = arg.strip_prefix(b"-reuse-previous=on ") else {
         return Err("a \\connect that is not to a database by name");
     };
@@ -669,6 +723,13 @@ pub fn check_meta(line: &[u8]) -> Result<Meta, &'static str> {
     let name = dbname_only(&conninfo)
         .ok_or("a \\connect that names more than a database (host, user, port…)")?;
     Ok(Meta::Connect(name))
+}
+
+/// The bytes of a name that pg_dump writes as an identifier after `\connect` (its
+/// `appendPsqlMetaConnect`); any other name goes in a `dbname='…'` connection string. No `=`:
+/// psql would take the argument for a connection string (`host=…`).
+fn is_connect_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
 }
 
 fn plain_key(key: &[u8]) -> Result<(), &'static str> {

@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::psql_scan::{LineStart, Scanner, Violation};
+use super::psql_scan::{ConnectTargets, LineStart, Scanner, Violation};
 
 /// Where the lines of the input went in the output, when a rewrite adds or drops lines (the
 /// `\restrict` guard does): psql reports errors by the line it read, the operator wants the
@@ -85,6 +85,12 @@ impl<R: LineRewriter> SqlLines<R> {
             delta: 0,
             map: None,
         }
+    }
+
+    /// Refuses a `\connect` to any database but `targets` (guarantee 11).
+    pub fn with_targets(mut self, targets: Option<ConnectTargets>) -> SqlLines<R> {
+        self.scanner = std::mem::take(&mut self.scanner).with_targets(targets);
+        self
     }
 
     /// Keeps `map` up to date with where input lines end up in the output.

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use sha2::{Digest, Sha256};
 
 use super::codec::{CipherError, Decryption, FileCodec, Format, PlainHash, open_content_tapped};
-use super::psql_scan::{Meta, Scanner};
+use super::psql_scan::{ConnectTargets, Meta, Scanner};
 use super::{BackupError, FileEntry, FileKind};
 
 const CHUNK: usize = 256 * 1024;
@@ -56,6 +56,25 @@ pub struct Readers<'a> {
     /// pg_restore itself then reads every block, and the SHA-256 already proves the bytes
     /// are pg_dump's) instead of `pg_restore -f -` reading every block (`verify`).
     pub archive_list_only: bool,
+    /// The databases of the backup (its manifest's list): when given, every `\connect` must
+    /// go where a restore may write (guarantee 11), and an archive must be of its own
+    /// database. `None` (adopt, which learns the database from the file) checks no target.
+    pub databases: Option<&'a [String]>,
+}
+
+impl Readers<'_> {
+    /// Where a file of this kind may `\connect`, when targets are checked.
+    fn targets(&self, kind: FileKind, database: Option<&str>) -> Option<ConnectTargets> {
+        let databases = self.databases?;
+        Some(match (kind, database) {
+            (FileKind::Database, Some(db)) => ConnectTargets::only(db),
+            // A database file without its name in the manifest may connect nowhere.
+            (FileKind::Database, None) => ConnectTargets::only(""),
+            (FileKind::Cluster | FileKind::Globals, _) => {
+                ConnectTargets::cluster(databases.iter().map(String::as_str))
+            }
+        })
+    }
 }
 
 /// The line a complete dump of this kind of file ends with.
@@ -94,7 +113,8 @@ pub fn scan_stream(
     name: &str,
     kind: FileKind,
 ) -> Result<Scanned, BackupError> {
-    let (bytes, sha256, decoded) = read_through(source, name, kind, None, Readers::default())?;
+    let (bytes, sha256, decoded) =
+        read_through(source, name, kind, None, None, Readers::default())?;
     let decoded = decoded?.ok_or_else(|| BackupError::Manifest {
         folder: name.to_string(),
         reason: "the content could not be read".into(),
@@ -117,6 +137,7 @@ pub fn check_stream(
         source,
         &entry.name,
         entry.kind,
+        entry.database.as_deref(),
         entry.content_sha256.as_deref(),
         readers,
     )?;
@@ -168,6 +189,7 @@ fn read_through(
     source: Box<dyn Read + Send>,
     name: &str,
     kind: FileKind,
+    database: Option<&str>,
     content_sha256: Option<&str>,
     readers: Readers<'_>,
 ) -> Result<(u64, String, Result<Option<Decoded>, BackupError>), BackupError> {
@@ -181,7 +203,9 @@ fn read_through(
     let readable = (!codec.encrypted || readers.keys.is_some())
         && (codec.format == Format::Plain || readers.pg_restore.is_some());
     let decoded = if readable {
-        decode(input, name, kind, codec, content_sha256, readers).map(Some)
+        let targets = readers.targets(kind, database);
+        let file = FileRef { name, kind, codec };
+        decode(input, file, targets, content_sha256, readers).map(Some)
     } else {
         // The stored bytes are still read to their end (and hashed on the other thread).
         let mut sink = input;
@@ -269,12 +293,12 @@ fn content_error(name: &str, codec: FileCodec, e: std::io::Error) -> BackupError
 
 fn decode(
     input: ChannelReader,
-    name: &str,
-    kind: FileKind,
-    codec: FileCodec,
+    file: FileRef<'_>,
+    targets: Option<ConnectTargets>,
     content_sha256: Option<&str>,
     readers: Readers<'_>,
 ) -> Result<Decoded, BackupError> {
+    let FileRef { name, codec, .. } = file;
     // Plain files: the decrypted bytes are hashed as they are decompressed. Custom
     // archives are not compressed by us: scan_archive hashes what it feeds pg_restore.
     let tap: Option<PlainHash> =
@@ -283,15 +307,15 @@ fn decode(
         .map_err(|e| content_error(name, codec, e))?;
     match (codec.format, readers.pg_restore) {
         (Format::Plain, _) => {
-            let decoded = scan_sql(content, name, kind, codec)?;
+            let decoded = scan_sql(content, file, targets)?;
             let hash = tap.and_then(|t| t.lock().ok().map(|h| h.clone()));
             check_content(name, content_sha256, hash)?;
             Ok(decoded)
         }
         (Format::Custom, Some(pg_restore)) => scan_archive(
             content,
-            name,
-            codec,
+            file,
+            targets,
             content_sha256,
             pg_restore,
             readers.archive_list_only,
@@ -301,6 +325,14 @@ fn decode(
             detail: "no pg_restore to read it with".into(),
         }),
     }
+}
+
+/// The file being read: its name (for messages), kind (which completion line) and codec.
+#[derive(Debug, Clone, Copy)]
+struct FileRef<'a> {
+    name: &'a str,
+    kind: FileKind,
+    codec: FileCodec,
 }
 
 fn check_content(
@@ -328,12 +360,13 @@ fn check_content(
 /// their way in.
 fn scan_archive(
     mut content: Box<dyn Read + Send>,
-    name: &str,
-    codec: FileCodec,
+    file: FileRef<'_>,
+    targets: Option<ConnectTargets>,
     content_sha256: Option<&str>,
     pg_restore: &Path,
     list_only: bool,
 ) -> Result<Decoded, BackupError> {
+    let FileRef { name, codec, .. } = file;
     let archive_error = |detail: String| BackupError::Archive {
         file: name.to_string(),
         detail,
@@ -343,7 +376,9 @@ fn scan_archive(
         // `--create` lists the database-level entries too: an empty database has no others.
         cmd.args(["--list", "--create"]);
     } else {
-        cmd.arg("--file=-");
+        // `--create`: the SQL then holds the archive's CREATE DATABASE and its `\connect`,
+        // which must go to the archive's own database.
+        cmd.args(["--create", "--file=-"]);
     }
     let mut child = crate::process::Running::spawn(
         cmd,
@@ -393,7 +428,11 @@ fn scan_archive(
     let decoded = if list_only {
         read_listing(stdout, name)
     } else {
-        scan_sql(Box::new(stdout), name, FileKind::Database, codec)
+        let sql = FileRef {
+            kind: FileKind::Database,
+            ..file
+        };
+        scan_sql(Box::new(stdout), sql, targets.clone())
     };
     let (hash, read_error, archive_bytes) = feeder
         .join()
@@ -418,7 +457,31 @@ fn scan_archive(
     check_content(name, content_sha256, hash)?;
     let mut decoded = decoded?;
     decoded.sql_bytes = archive_bytes;
+    archive_of_its_database(name, &decoded, targets.as_ref())?;
     Ok(decoded)
+}
+
+/// The archive's own database (its header, and its `\connect` with `--create`) must be one
+/// the file may write to: a genuine archive of another database listed under this name
+/// would otherwise be restored into that other database.
+fn archive_of_its_database(
+    name: &str,
+    decoded: &Decoded,
+    targets: Option<&ConnectTargets>,
+) -> Result<(), BackupError> {
+    let (Some(targets), Some(db)) = (targets, decoded.header.connect.as_deref()) else {
+        return Ok(());
+    };
+    if targets.allows(db) {
+        return Ok(());
+    }
+    Err(BackupError::Archive {
+        file: name.to_string(),
+        detail: format!(
+            "it is an archive of database {db:?}, not of the database the manifest lists it \
+             for; it is not restored"
+        ),
+    })
 }
 
 /// `pg_restore --list` output: a header naming the database, then at least one entry.
@@ -451,7 +514,15 @@ fn read_listing(mut stdout: impl Read, name: &str) -> Result<Decoded, BackupErro
         header: DumpHeader {
             server_version: header("Dumped from database version:"),
             dump_version: header("Dumped by pg_dump version:"),
-            connect: header("dbname:"),
+            connect: text
+                .lines()
+                .find_map(|l| {
+                    // The name as pg_restore prints it, trailing spaces included.
+                    l.strip_prefix(';')
+                        .map(str::trim_start)
+                        .and_then(|l| l.strip_prefix("dbname: "))
+                })
+                .map(str::to_string),
         },
     })
 }
@@ -474,16 +545,16 @@ impl<R: Read> Read for HashingRead<'_, R> {
 /// Reads SQL to its end: the scan, the completion line, the header; hashes it when asked.
 fn scan_sql(
     mut content: Box<dyn Read + Send>,
-    name: &str,
-    kind: FileKind,
-    codec: FileCodec,
+    file: FileRef<'_>,
+    targets: Option<ConnectTargets>,
 ) -> Result<Decoded, BackupError> {
+    let FileRef { name, kind, codec } = file;
     let mut head: Vec<u8> = Vec::new();
     let mut connect = None;
     let mut buf = vec![0u8; CHUNK];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL);
     let mut total = 0u64;
-    let mut scanner = Scanner::new();
+    let mut scanner = Scanner::new().with_targets(targets);
     // The first thing pg_dump would never write; decoding goes on to the end so that a
     // file cut off in the middle of a line is reported as cut off, which is what it is.
     let mut violation = None;

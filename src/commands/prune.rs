@@ -105,14 +105,18 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
     if let Some(s3) = cfg.s3.get()? {
         destinations.push((
             SourceKind::S3,
-            crate::storage::open(cfg, SourceKind::S3, true).and_then(required),
+            crate::storage::open(cfg, SourceKind::S3, true)
+                .map_err(Error::from)
+                .and_then(required),
             s3.retention,
         ));
     }
     if let Some(r) = cfg.rsync.get()? {
         destinations.push((
             SourceKind::Remote,
-            crate::storage::open(cfg, SourceKind::Remote, true).and_then(required),
+            crate::storage::open(cfg, SourceKind::Remote, true)
+                .map_err(Error::from)
+                .and_then(required),
             r.retention,
         ));
     }

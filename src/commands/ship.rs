@@ -87,7 +87,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             Ok(Some(d)) => d,
             Ok(None) => continue,
             Err(e) => {
-                let info = e.info();
+                let info = Error::from(e).info();
                 errors.push(info.clone());
                 details
                     .destinations

@@ -18,7 +18,9 @@ use crate::config::{Config, SourceKind, validate_folder_arg};
 use crate::error::{Error, ErrorInfo, Result};
 use crate::pg::PgTools;
 use crate::report::Outcome;
-use crate::restore::{SqlErrors, restore_database_file};
+use crate::restore::drill::{Drill, RestoreTest};
+use crate::restore::plan::archive_major;
+use crate::restore::source::resolve;
 use crate::storage::Storage;
 
 #[derive(Debug, Serialize)]
@@ -33,20 +35,6 @@ struct FileCheck {
     /// How far the content was checked: `checked`, `not_decrypted`, `no_pg_restore`.
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<Content>,
-    seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorInfo>,
-}
-
-#[derive(Debug, Serialize)]
-struct RestoreTest {
-    database: String,
-    scratch_database: String,
-    tables: u64,
-    rows: u64,
-    errors: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    first_errors: Vec<String>,
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorInfo>,
@@ -71,33 +59,6 @@ struct VerifyDetails {
     psql: Option<String>,
 }
 
-/// Finds the folder (`latest` = the newest complete one) and its manifest at a source.
-pub fn resolve(storage: &dyn Storage, folder: &str) -> Result<(FolderName, Manifest)> {
-    let folder = if folder == "latest" {
-        let entries = storage.list()?;
-        crate::storage::newest_complete(&entries, chrono::Utc::now())
-            .and_then(|e| e.folder.clone())
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "there is no complete backup at {} ({})",
-                    storage.kind(),
-                    storage.location()
-                ))
-            })?
-    } else {
-        FolderName::parse(folder)
-            .ok_or_else(|| Error::Internal(format!("unvalidated folder {folder}")))?
-    };
-    let manifest = storage.manifest(&folder)?.ok_or_else(|| {
-        Error::NotFound(format!(
-            "{} holds no backup {folder} (no manifest.json there); `pg-backups list --source {}` shows what it has",
-            storage.location(),
-            storage.kind()
-        ))
-    })?;
-    Ok((folder, manifest))
-}
-
 pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     let jobs = crate::config::parse_jobs("RESTORE_JOBS", &args.jobs)?;
     let folder_arg = validate_folder_arg("FOLDER", &args.folder)?;
@@ -117,6 +78,7 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
         keys: cfg.decryption.as_deref(),
         pg_restore: pg_restore.as_deref(),
         archive_list_only: false,
+        databases: Some(&manifest.databases),
     };
 
     // Two files at a time, largest first: the cluster file and the rest of the folder.
@@ -175,24 +137,28 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
         }
         .into());
     }
-    let archive_major = if manifest.backup_format == crate::backup::codec::Format::Custom {
-        crate::pg::ToolVersion::parse(&format!(
-            "pg_dump (PostgreSQL) {}",
-            manifest.pg_dump_version
-        ))
-        .map(|v| v.major)
-        .unwrap_or(0)
-    } else {
-        0
-    };
     let mut tools = PgTools::new(&cfg.pg)?;
     let server = tools.server_version()?;
+    // A custom archive needs a pg_restore at least as new as the pg_dump that made it.
+    let archive_major = match manifest.backup_format {
+        crate::backup::codec::Format::Custom => archive_major(&manifest),
+        crate::backup::codec::Format::Plain => 0,
+    };
     let psql = tools.use_for_restore(&server, archive_major)?;
+    tools.require_restrict()?;
     details.psql = Some(format!(
         "{} ({})",
         psql.text,
-        tools.current().map(|t| t.path("psql")).unwrap_or_default()
+        tools.program("psql").display()
     ));
+    let drill = Drill {
+        tools: &tools,
+        storage: storage.as_ref(),
+        folder: &folder,
+        keys: cfg.decryption.as_deref(),
+        server_major: server.major(),
+        jobs,
+    };
     let mut tests = Vec::new();
     let mut test_errors = Vec::new();
     for entry in manifest
@@ -201,15 +167,7 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
         .filter(|f| f.kind == FileKind::Database)
     {
         crate::signals::check()?;
-        let t = restore_test(
-            storage.as_ref(),
-            &tools,
-            &folder,
-            entry,
-            server.major(),
-            cfg,
-            jobs,
-        );
+        let t = drill.database(entry);
         if let Some(e) = &t.error {
             test_errors.push(e.clone());
         }
@@ -279,152 +237,4 @@ fn check_file(
             }
         }
     }
-}
-
-/// A scratch name for a restore test: recognisable, unique, and within 63 bytes.
-fn scratch_name(database: &str) -> String {
-    let mut clean: String = database
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    clean.truncate(30);
-    let random: u32 = {
-        let mut bytes = [0u8; 4];
-        let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| {
-            use std::io::Read;
-            f.read_exact(&mut bytes)
-        });
-        u32::from_le_bytes(bytes) ^ std::process::id()
-    };
-    format!("pgb_verify_{clean}_{random:08x}")
-}
-
-fn restore_test(
-    storage: &dyn Storage,
-    tools: &PgTools,
-    folder: &FolderName,
-    entry: &FileEntry,
-    server_major: u32,
-    cfg: &Config,
-    jobs: u32,
-) -> RestoreTest {
-    let database = entry.database.clone().unwrap_or_default();
-    let scratch = scratch_name(&database);
-    let started = Instant::now();
-    let mut test = RestoreTest {
-        database: database.clone(),
-        scratch_database: scratch.clone(),
-        tables: 0,
-        rows: 0,
-        errors: 0,
-        first_errors: Vec::new(),
-        seconds: 0.0,
-        error: None,
-    };
-    // Dropped when this function returns, whatever happened (a signal included).
-    let guard = crate::restore::ScratchDatabase::new(tools, &scratch, server_major);
-    let result = (|| -> Result<SqlErrors> {
-        let work = tempfile::Builder::new()
-            .prefix("pg-backups-verify-")
-            .tempdir()
-            .map_err(|e| crate::backup::BackupError::CreateFolder {
-                path: std::env::temp_dir(),
-                source: e,
-            })?;
-        let file = open_as_file(storage, folder, &entry.name, work.path())?;
-        let codec = FileCodec::of_name(&entry.name)
-            .ok_or_else(|| Error::Internal(format!("{} is not a backup file", entry.name)))?;
-        let expected = crate::restore::Expected {
-            existing_roles: false,
-            server_major,
-        };
-        restore_database_file(
-            tools,
-            file,
-            codec,
-            cfg.decryption.as_deref(),
-            &database,
-            crate::restore::Destination::Rename(&scratch),
-            jobs,
-            expected,
-            work.path(),
-            &crate::progress::Bar::default(),
-        )
-    })();
-    match result {
-        Ok(errors) => {
-            test.errors = errors.count;
-            test.first_errors = errors.first.clone();
-            match count_tables_and_rows(tools, &scratch) {
-                Ok((tables, rows)) => {
-                    test.tables = tables;
-                    test.rows = rows;
-                }
-                Err(e) => test.error = Some(e.info()),
-            }
-            if errors.count > 0 && test.error.is_none() {
-                test.error = Some(
-                    Error::Data(format!(
-                        "restoring {} into {scratch} gave {} SQL errors; first: {}",
-                        entry.name,
-                        errors.count,
-                        errors.first.first().cloned().unwrap_or_default()
-                    ))
-                    .info(),
-                );
-            }
-        }
-        Err(e) => test.error = Some(e.info()),
-    }
-    drop(guard);
-    test.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-    test
-}
-
-/// A file of the folder as a local file: the local one itself, or a private copy.
-fn open_as_file(
-    storage: &dyn Storage,
-    folder: &FolderName,
-    name: &str,
-    work: &std::path::Path,
-) -> Result<std::fs::File> {
-    if let Some(local) = storage.as_local() {
-        return Ok(local.open_file(folder, name)?);
-    }
-    let path = work.join(name);
-    let werr = |e| crate::backup::BackupError::Write {
-        path: path.clone(),
-        source: e,
-    };
-    let mut out = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(werr)?;
-    let mut input = storage.open(folder, name)?;
-    std::io::copy(&mut input, &mut out).map_err(werr)?;
-    use std::io::Seek;
-    out.seek(std::io::SeekFrom::Start(0)).map_err(werr)?;
-    Ok(out)
-}
-
-/// Tables and exact row counts of every user table, in one query.
-fn count_tables_and_rows(tools: &PgTools, database: &str) -> Result<(u64, u64)> {
-    let sql = "SELECT count(*), coalesce(sum((xpath('/row/c/text()', \
-               query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint), 0) \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-               WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname NOT LIKE 'pg_toast%'";
-    let rows = tools.query(database, sql, 2)?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Error::Internal("no answer to the table count".into()))?;
-    Ok((row[0].parse().unwrap_or(0), row[1].parse().unwrap_or(0)))
 }

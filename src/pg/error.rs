@@ -97,6 +97,12 @@ pub enum PgError {
         server_version: String,
         server_major: u32,
     },
+    /// Replays need psql's `\restrict` mode: without it a backup file could run a shell
+    /// command on this host through a meta-command that slipped past the screening.
+    #[error(
+        "{psql_path} is psql {version}, which lacks \\restrict: restores and restore tests need          psql 17.6, 16.10, 15.14, 14.19, 13.22 or newer (any 18): upgrade the client tools, or          set PG_BIN_DIR to the directory of newer ones"
+    )]
+    PsqlWithoutRestrict { version: String, psql_path: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -123,7 +129,9 @@ fn class_hint(class: FailureClass) -> &'static str {
 impl PgError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            PgError::Spawn { .. } | PgError::ToolTooOld { .. } => exitcode::CONFIG,
+            PgError::Spawn { .. }
+            | PgError::ToolTooOld { .. }
+            | PgError::PsqlWithoutRestrict { .. } => exitcode::CONFIG,
             PgError::Failed { class, .. } => match class {
                 FailureClass::Unreachable | FailureClass::Other => exitcode::UNAVAILABLE,
                 FailureClass::Auth | FailureClass::Permission => exitcode::NOPERM,
@@ -138,6 +146,7 @@ impl PgError {
         match self {
             PgError::Spawn { .. } => "pg_tool_missing",
             PgError::ToolTooOld { .. } => "pg_tool_too_old",
+            PgError::PsqlWithoutRestrict { .. } => "psql_without_restrict",
             PgError::Failed { class, .. } => match class {
                 FailureClass::Unreachable => "pg_unreachable",
                 FailureClass::Auth => "pg_auth",

@@ -10,7 +10,6 @@ pub mod toolset;
 pub use error::{FailureClass, PgError};
 pub use toolset::Toolset;
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -165,10 +164,7 @@ impl PgTools {
     /// A command for `tool` that sees the connection settings and nothing else of ours: no S3
     /// key, no token; the password only through the in-memory PGPASSFILE.
     pub fn command(&self, tool: &str) -> Command {
-        let program: OsString = match self.bin_dir() {
-            Some(dir) => dir.join(tool).into_os_string(),
-            None => tool.into(),
-        };
+        let program = self.program(tool).into_os_string();
         let mut env = ChildEnv::base();
         for name in LIBPQ_PASS_THROUGH {
             env = env.pass(name);
@@ -193,6 +189,14 @@ impl PgTools {
             env = env.set("PGPASSWORD", pw.expose());
         }
         env.command(program)
+    }
+
+    /// The tool of the set in use (from PATH when none was found).
+    pub fn program(&self, tool: &str) -> PathBuf {
+        match self.bin_dir() {
+            Some(dir) => dir.join(tool),
+            None => PathBuf::from(tool),
+        }
     }
 
     fn bin_dir(&self) -> Option<&std::path::Path> {
@@ -250,15 +254,31 @@ impl PgTools {
         self.tool_version("psql")
     }
 
-    /// Whether this psql has `\restrict` (see `backup::replay`), asked once.
+    /// Whether this psql has `\restrict` (see `restore::filter`), asked once.
     pub fn psql_has_restrict(&self) -> Result<bool, PgError> {
         if let Some(known) = self.restrict.get() {
             return Ok(*known);
         }
         let v = self.tool_version("psql")?;
-        let has = crate::backup::replay::psql_has_restrict(v.major, v.minor);
+        let has = psql_has_restrict(v.major, v.minor);
         let _ = self.restrict.set(has);
         Ok(has)
+    }
+
+    /// Refuses a psql without `\restrict`: replays run only in its restricted mode.
+    pub fn require_restrict(&self) -> Result<(), PgError> {
+        if self.psql_has_restrict()? {
+            return Ok(());
+        }
+        let v = self.tool_version("psql")?;
+        Err(PgError::PsqlWithoutRestrict {
+            version: v.text,
+            psql_path: self
+                .current
+                .as_ref()
+                .map(|s| s.path("psql"))
+                .unwrap_or_else(|| "psql".to_string()),
+        })
     }
 
     /// The secrets to redact from anything a tool printed.
@@ -489,9 +509,31 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// Whether a psql of this version has `\restrict` (added in the August 2025 minor releases).
+pub fn psql_has_restrict(major: u32, minor: u32) -> bool {
+    match major {
+        0..=12 => false,
+        13 => minor >= 22,
+        14 => minor >= 19,
+        15 => minor >= 14,
+        16 => minor >= 10,
+        17 => minor >= 6,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restrict_support_follows_the_minor_releases() {
+        assert!(!psql_has_restrict(15, 13));
+        assert!(psql_has_restrict(15, 14));
+        assert!(psql_has_restrict(17, 10));
+        assert!(!psql_has_restrict(12, 30));
+        assert!(psql_has_restrict(18, 0));
+    }
 
     #[test]
     fn tool_versions_parse_with_and_without_distribution_suffix() {

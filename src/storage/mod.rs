@@ -240,6 +240,9 @@ pub enum StorageError {
     Failed { destination: String, detail: String },
     #[error(transparent)]
     Backup(#[from] BackupError),
+    /// A destination asked for that is not enabled or not fully set.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -253,6 +256,7 @@ impl StorageError {
             StorageError::CannotCreate { .. } => exitcode::CANTCREAT,
             StorageError::Io { source, .. } => crate::exit::io_exit_code(source),
             StorageError::Backup(e) => e.exit_code(),
+            StorageError::Config(e) => e.exit_code(),
             StorageError::Invalid(_) => exitcode::USAGE,
         }
     }
@@ -266,6 +270,7 @@ impl StorageError {
             StorageError::Io { .. } => "io",
             StorageError::Failed { .. } => "storage_failed",
             StorageError::Backup(e) => e.kind(),
+            StorageError::Config(e) => e.kind(),
             StorageError::Invalid(_) => "invalid_name",
         }
     }
@@ -297,7 +302,7 @@ pub fn newest_complete(entries: &[FolderEntry], now: DateTime<Utc>) -> Option<&F
 pub fn open_all(
     cfg: &crate::config::Config,
     only: Option<SourceKind>,
-) -> Result<Vec<Box<dyn Storage>>, crate::error::Error> {
+) -> Result<Vec<Box<dyn Storage>>, StorageError> {
     let mut out: Vec<Box<dyn Storage>> = Vec::new();
     if only.is_none() || only == Some(SourceKind::Local) {
         out.push(Box::new(local::LocalStorage::new(&cfg.backup_dir)));
@@ -318,7 +323,7 @@ pub fn open(
     cfg: &crate::config::Config,
     kind: SourceKind,
     required: bool,
-) -> Result<Option<Box<dyn Storage>>, crate::error::Error> {
+) -> Result<Option<Box<dyn Storage>>, StorageError> {
     use crate::config::ConfigError;
     let not_enabled = |var: &str| {
         ConfigError::Incomplete(format!(

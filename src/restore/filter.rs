@@ -2,40 +2,39 @@
 //! own `\restrict`/`\unrestrict`/`\encoding` lines replaced by ours: the only meta-command of
 //! the file that psql runs is a checked `\connect` to a database by name.
 //!
-//! When psql knows `\restrict` (PostgreSQL 13.22, 14.19, 15.14, 16.10, 17.6 and later), the
-//! whole replay runs in psql's restricted mode under a key that only this run knows: psql then
-//! refuses every meta-command, so even one that the pre-replay scan could not see (a file that
-//! turns `standard_conforming_strings` off to hide a string's end) never runs. Each checked
-//! `\connect` line is let through by lifting the restriction for that one line.
+//! The whole replay runs in psql's restricted mode (`\restrict`, PostgreSQL 13.22, 14.19,
+//! 15.14, 16.10, 17.6 and later; an older psql is refused before any replay) under a key that
+//! only this run knows: psql then refuses every meta-command, so even one that the pre-replay
+//! scan could not see (a file that turns `standard_conforming_strings` off to hide a string's
+//! end) never runs. Each checked `\connect` line is let through by lifting the restriction
+//! for that one line.
 
-use super::psql_scan::{LineStart, Meta, check_meta};
+use crate::backup::psql_scan::{LineStart, Meta, check_meta};
+use crate::backup::sql_lines::{LineRewriter, SqlLines};
+
 use super::rename::RenameDatabase;
-use super::sql_lines::{LineRewriter, SqlLines};
 
 #[derive(Debug)]
 pub struct ReplayRewriter {
     rename: Option<RenameDatabase>,
-    /// The `\restrict` key, when psql supports it.
-    key: Option<String>,
+    /// The `\restrict` key of this run.
+    key: String,
 }
 
 /// The filter between the decoded file and psql's stdin.
 pub type ReplayFilter = SqlLines<ReplayRewriter>;
 
-/// `rename` is `(old, new)` for a database restored under another name; `restrict` is
-/// whether the psql that replays supports `\restrict`.
-pub fn replay_filter(rename: Option<(&str, &str)>, restrict: bool) -> ReplayFilter {
+/// `rename` is `(old, new)` for a database restored under another name.
+pub fn replay_filter(rename: Option<(&str, &str)>) -> ReplayFilter {
     SqlLines::new(ReplayRewriter {
         rename: rename.map(|(old, new)| RenameDatabase::new(old, new)),
-        key: restrict.then(|| crate::random::token(48)),
+        key: crate::random::token(48),
     })
 }
 
 impl LineRewriter for ReplayRewriter {
     fn start(&mut self, out: &mut Vec<u8>) {
-        if let Some(key) = &self.key {
-            out.extend_from_slice(format!("\\restrict {key}\n").as_bytes());
-        }
+        out.extend_from_slice(format!("\\restrict {}\n", self.key).as_bytes());
     }
 
     fn line(&mut self, line: &[u8], start: LineStart, out: &mut Vec<u8>) {
@@ -47,18 +46,14 @@ impl LineRewriter for ReplayRewriter {
             // The scanner let only checked meta-commands through; check again all the same.
             match check_meta(&line) {
                 Ok(Meta::Connect(_)) => {
-                    if let Some(key) = &self.key {
-                        out.extend_from_slice(format!("\\unrestrict {key}\n").as_bytes());
-                    }
+                    out.extend_from_slice(format!("\\unrestrict {}\n", self.key).as_bytes());
                     // As pg_dump does: psql reads a quoted connection string byte for byte.
                     if line.starts_with(b"\\connect -reuse-previous=on ") {
                         out.extend_from_slice(b"\\encoding SQL_ASCII\n");
                     }
                     out.extend_from_slice(&line);
                     out.push(b'\n');
-                    if let Some(key) = &self.key {
-                        out.extend_from_slice(format!("\\restrict {key}\n").as_bytes());
-                    }
+                    out.extend_from_slice(format!("\\restrict {}\n", self.key).as_bytes());
                 }
                 // The file's own restriction keys mean nothing to our psql session, and its
                 // `\encoding` is ours to write (just above).
@@ -71,22 +66,7 @@ impl LineRewriter for ReplayRewriter {
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        if let Some(key) = &self.key {
-            out.extend_from_slice(format!("\n\\unrestrict {key}\n").as_bytes());
-        }
-    }
-}
-
-/// Whether a psql of this version has `\restrict` (added in the August 2025 minor releases).
-pub fn psql_has_restrict(major: u32, minor: u32) -> bool {
-    match major {
-        0..=12 => false,
-        13 => minor >= 22,
-        14 => minor >= 19,
-        15 => minor >= 14,
-        16 => minor >= 10,
-        17 => minor >= 6,
-        _ => true,
+        out.extend_from_slice(format!("\n\\unrestrict {}\n", self.key).as_bytes());
     }
 }
 
@@ -95,8 +75,8 @@ mod tests {
     use super::*;
 
     fn replay(input: &str, rename: Option<(&str, &str)>) -> String {
-        let mut f = replay_filter(rename, true);
-        let key = f.rewriter.key.clone().unwrap();
+        let mut f = replay_filter(rename);
+        let key = f.rewriter.key.clone();
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(3) {
             f.push(c, &mut out).unwrap();
@@ -124,14 +104,5 @@ mod tests {
             out.contains("\\unrestrict KEY\n\\encoding SQL_ASCII\n\\connect -reuse-previous=on \"dbname='b'\"\n\\restrict KEY\n"),
             "{out}"
         );
-    }
-
-    #[test]
-    fn restrict_support_follows_the_minor_releases() {
-        assert!(!psql_has_restrict(15, 13));
-        assert!(psql_has_restrict(15, 14));
-        assert!(psql_has_restrict(17, 10));
-        assert!(!psql_has_restrict(12, 30));
-        assert!(psql_has_restrict(18, 0));
     }
 }

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use super::psql_scan::LineStart;
+use crate::backup::psql_scan::LineStart;
 
 #[derive(Debug)]
 pub struct RenameDatabase {
