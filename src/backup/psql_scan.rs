@@ -793,6 +793,62 @@ pub fn scan_all(text: &[u8]) -> Result<Vec<Meta>, Violation> {
     Ok(s.take_metas())
 }
 
+/// How pg_dump and pg_dumpall write a `\connect` (their `appendPsqlMetaConnect`, `fmtId`
+/// and `appendConnStrVal`), for tests that feed the screening what the real tools write.
+#[cfg(test)]
+pub(crate) mod pg_dump_forms {
+    /// `fmtId`: bare only for a lowercase identifier that is not a keyword; `quote` stands
+    /// for "is a keyword" or `--quote-all-identifiers`.
+    pub fn fmt_id(name: &str, quote: bool) -> String {
+        let bare = !quote
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if bare {
+            name.to_string()
+        } else {
+            format!("\"{}\"", name.replace('"', "\"\""))
+        }
+    }
+
+    /// `appendConnStrVal`.
+    fn conn_str_val(value: &str) -> String {
+        let plain = !value.is_empty()
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if plain {
+            return value.to_string();
+        }
+        let mut out = String::from("'");
+        for c in value.chars() {
+            if c == '\'' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('\'');
+        out
+    }
+
+    /// `appendPsqlMetaConnect`: the lines pg_dump writes to connect to `name`.
+    pub fn connect(name: &str, quote: bool) -> String {
+        let simple = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if simple {
+            format!("\\connect {}\n", fmt_id(name, quote))
+        } else {
+            let conninfo = format!("dbname={}", conn_str_val(name));
+            format!(
+                "\\encoding SQL_ASCII\n\\connect -reuse-previous=on {}\n",
+                fmt_id(&conninfo, true)
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -998,5 +1054,88 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
                 statement_start: false
             }
         );
+    }
+
+    /// A database name PostgreSQL accepts and pg_dump writes: no NUL, no line break.
+    fn any_name() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex("[^\\x00\\n\\r]{1,40}").expect("a valid pattern")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_connect_pg_dump_writes_is_accepted_as_its_own_name(
+            name in any_name(),
+            quote in proptest::bool::ANY,
+        ) {
+            let text = pg_dump_forms::connect(&name, quote);
+            let metas = scan_all(text.as_bytes()).map_err(|v| {
+                proptest::test_runner::TestCaseError::fail(format!("{v} in {text:?}"))
+            })?;
+            let connects: Vec<Meta> =
+                metas.into_iter().filter(|m| matches!(m, Meta::Connect(_))).collect();
+            proptest::prop_assert_eq!(connects, vec![Meta::Connect(name.clone())]);
+            // And only there: a file may not connect to any other database.
+            let scanned = {
+                let mut s = Scanner::new().with_targets(Some(ConnectTargets::only(&name)));
+                s.feed(text.as_bytes()).and_then(|()| s.finish())
+            };
+            proptest::prop_assert!(scanned.is_ok());
+            let mut elsewhere = Scanner::new().with_targets(Some(ConnectTargets::only("other")));
+            let refused = elsewhere.feed(text.as_bytes()).and_then(|()| elsewhere.finish());
+            proptest::prop_assert!(refused.is_err() || name == "other");
+        }
+    }
+
+    #[test]
+    fn the_connect_forms_of_the_name_corpus_are_read_back_exactly() {
+        for (line, name) in [
+            ("\\connect app", "app"),
+            ("\\connect \"MyApp\"", "MyApp"),
+            ("\\connect \"my.db\"", "my.db"),
+            ("\\connect \"2024data\"", "2024data"),
+            ("\\connect \"user\"", "user"),
+            ("\\connect -reuse-previous=on \"dbname='a=b'\"", "a=b"),
+            (
+                "\\connect -reuse-previous=on \"dbname='host=x dbname=postgres'\"",
+                "host=x dbname=postgres",
+            ),
+            (
+                "\\connect -reuse-previous=on \"dbname='trailing '\"",
+                "trailing ",
+            ),
+        ] {
+            assert_eq!(
+                check_meta(line.as_bytes()),
+                Ok(Meta::Connect(name.into())),
+                "{line}"
+            );
+        }
+        // A quoted argument that psql would read as a connection string is not a name.
+        for line in [
+            "\\connect \"host=evil dbname=x\"",
+            "\\connect \"a b\"",
+            "\\connect \"\"",
+            "\\connect \"MyApp\" extra",
+            "\\connect \"My\"App",
+        ] {
+            assert!(check_meta(line.as_bytes()).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_connect_to_a_database_the_file_may_not_write_is_refused_with_its_line() {
+        let text = "SELECT 1;\n\\connect victim\nCREATE TABLE t();\n";
+        let mut s = Scanner::new().with_targets(Some(ConnectTargets::only("app")));
+        let v = s
+            .feed(text.as_bytes())
+            .and_then(|()| s.finish())
+            .unwrap_err();
+        assert_eq!(v.line, 2);
+        assert!(v.reason.contains("may not write"), "{v}");
+        let mut cluster = Scanner::new().with_targets(Some(ConnectTargets::cluster(["app"])));
+        cluster
+            .feed(b"\\connect template1\n\\connect postgres\n\\connect app\n")
+            .unwrap();
+        assert!(cluster.feed(b"\\connect victim\n").is_err());
     }
 }

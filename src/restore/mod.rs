@@ -84,6 +84,7 @@ pub fn execute(
     }
 
     let restore_started = Instant::now();
+    let databases = plan.databases();
     for (entry, file) in plan.entries.iter().zip(staged) {
         let progress =
             crate::progress::Bar::bytes(&entry.name, Some(entry.bytes)).with_prefix("restoring");
@@ -106,7 +107,7 @@ pub fn execute(
                 replayer.database_file(file.file, codec, name, into, &progress)?
             }
             (kind, database) => {
-                let targets = connect_targets(kind, database, &plan.manifest.databases);
+                let targets = connect_targets(kind, database, &databases);
                 replayer.cluster_file(Box::new(file.file), codec, targets, &progress)?
             }
         };
@@ -128,11 +129,12 @@ fn stage_all(
     // pg_restore reads every block of an archive as it restores it; before that, the
     // SHA-256 and the table of contents are checked.
     let pg_restore = tools.program("pg_restore");
+    let databases = plan.databases();
     let readers = Readers {
         keys: settings.keys,
         pg_restore: Some(&pg_restore),
         archive_list_only: true,
-        databases: Some(&plan.manifest.databases),
+        databases: Some(&databases),
     };
     let mut staged = Vec::new();
     for entry in &plan.entries {

@@ -71,6 +71,23 @@ impl Plan {
         archive_major(&self.manifest)
     }
 
+    /// Every database of the backup: the manifest's list (a plain backup's cluster file) and
+    /// the databases that have their own file (a custom backup lists only these).
+    pub fn databases(&self) -> Vec<String> {
+        let mut all = self.manifest.databases.clone();
+        for db in self
+            .manifest
+            .files
+            .iter()
+            .filter_map(|f| f.database.as_ref())
+        {
+            if !all.contains(db) {
+                all.push(db.clone());
+            }
+        }
+        all
+    }
+
     /// Existing databases this restore would replace: they need consent.
     pub fn in_the_way(&self, tools: &PgTools) -> Result<Vec<String>> {
         Ok(match self.restore_type {
@@ -84,11 +101,9 @@ impl Plan {
             }
             RestoreType::Cluster => {
                 let existing = user_databases(tools)?;
-                self.manifest
-                    .databases
-                    .iter()
+                self.databases()
+                    .into_iter()
                     .filter(|d| existing.contains(d))
-                    .cloned()
                     .collect()
             }
             RestoreType::Globals => Vec::new(),

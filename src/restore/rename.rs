@@ -229,4 +229,37 @@ ALTER DATABASE \"my db\" OWNER TO app_owner;
         );
         assert_eq!(out, expected);
     }
+
+    proptest::proptest! {
+        /// What pg_dump writes for a database of any name, restored under any other name:
+        /// every statement about the database and its `\connect` follow the new name, and
+        /// the screening reads that `\connect` back as exactly the new name.
+        #[test]
+        fn any_name_renamed_to_any_name_connects_to_exactly_the_new_one(
+            old in "[^\\x00\\n\\r]{1,30}",
+            new in "[^\\x00\\n\\r]{1,30}",
+            quote in proptest::bool::ANY,
+        ) {
+            use crate::backup::psql_scan::{Meta, pg_dump_forms, scan_all};
+            let id = pg_dump_forms::fmt_id(&old, quote);
+            let input = format!(
+                "CREATE DATABASE {id} WITH TEMPLATE = template0;\nALTER DATABASE {id} OWNER TO o;\n{}COMMENT ON DATABASE {id} IS 'c';\n",
+                pg_dump_forms::connect(&old, quote)
+            );
+            let out = rename(&input, &old, &new);
+            let new_id = crate::pg::quote_ident(&new);
+            let created = format!("CREATE DATABASE {new_id} WITH TEMPLATE");
+            proptest::prop_assert!(out.starts_with(&created), "{}", out);
+            let altered = format!("ALTER DATABASE {new_id} OWNER TO o;");
+            let commented = format!("COMMENT ON DATABASE {new_id} IS 'c';");
+            proptest::prop_assert!(out.contains(&altered), "{}", out);
+            proptest::prop_assert!(out.contains(&commented), "{}", out);
+            let metas = scan_all(out.as_bytes()).map_err(|v| {
+                proptest::test_runner::TestCaseError::fail(format!("{v} in {out:?}"))
+            })?;
+            let connects: Vec<Meta> =
+                metas.into_iter().filter(|m| matches!(m, Meta::Connect(_))).collect();
+            proptest::prop_assert_eq!(connects, vec![Meta::Connect(new.clone())]);
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod fixture;
 pub mod http;
+pub mod names;
 pub mod s3;
 pub mod ssh;
 
