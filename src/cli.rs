@@ -1,5 +1,5 @@
 //! Command-line surface. This module only parses: every value stays a raw string so that
-//! `config.rs` can validate it once and name the offending variable in its message.
+//! `config/` can validate it once and name the offending variable in its message.
 //!
 //! Every setting is a flag with an environment fallback, so `.env` files, systemd
 //! `EnvironmentFile=`, compose `env_file:` and `docker run -e` all configure the same thing.
