@@ -1,5 +1,5 @@
 //! Command-line surface. This module only parses: every value stays a raw string so that
-//! `config.rs` can validate it once and name the offending variable in its message.
+//! `config/` can validate it once and name the offending variable in its message.
 //!
 //! Every setting is a flag with an environment fallback, so `.env` files, systemd
 //! `EnvironmentFile=`, compose `env_file:` and `docker run -e` all configure the same thing.
@@ -508,6 +508,19 @@ pub fn command() -> clap::Command {
     cmd
 }
 
+/// Every variable a flag falls back to (`env = ...`), of every command: the settings for
+/// which an empty value means "not set" (see `envfile`). Read from the parser itself, so a new
+/// setting is covered the day its flag is added.
+pub fn env_names() -> std::collections::BTreeSet<String> {
+    let cmd = command();
+    std::iter::once(&cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .filter_map(|a| a.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Parses a command line with [`command`].
 pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
     use clap::FromArgMatches;
@@ -616,6 +629,22 @@ mod tests {
             command_word(&args(&["pg-backups", "--bogus"])),
             "pg-backups"
         );
+    }
+
+    #[test]
+    fn env_names_come_from_every_command() {
+        let names = env_names();
+        for name in [
+            "PGHOST",
+            "BACKUP_JOBS",
+            "LOG_FORMAT",
+            "PG_BACKUPS_ENV_FILE",
+            "RESTORE_SOURCE",
+            "RESTORE_JOBS",
+        ] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        assert!(names.len() > 60, "{names:?}");
     }
 
     #[test]

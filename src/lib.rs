@@ -88,19 +88,11 @@ pub fn run(args: Vec<OsString>) -> Exit {
         refused(&Report::new(command, started_at, Outcome::from(e)), output)
     };
 
-    let env_file = cli::env_file_from_args(&args).or_else(|| {
-        std::env::var_os("PG_BACKUPS_ENV_FILE")
-            .filter(|v| !v.is_empty())
-            .map(std::path::PathBuf::from)
-    });
-    let secrets = match env_file {
-        Some(path) => match envfile::load(&path) {
-            Ok(s) => s,
-            Err(e) => return refuse(&word, e.into()),
-        },
-        None => config::Secrets::default(),
+    // The env file, and "an empty variable means not set", before clap reads the environment.
+    let secrets = match envfile::prepare(&args) {
+        Ok(s) => s,
+        Err(e) => return refuse(&word, e.into()),
     };
-    envfile::drop_empty_aws_variables();
     let cli = match cli::parse(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, &word, started_at, output),

@@ -20,19 +20,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::cli::GlobalArgs;
-use crate::config::{ConfigError, Secrets, parse_duration, path_setting, secret_with_file};
-use crate::secret::Secret;
+/// The settings are resolved with every other setting, in `config/notify.rs`.
+pub use crate::config::notify::{NotifyOn, SecretUrl, Settings};
 
 /// Attempts per request: one, then two retries after 1 s and 2 s.
 const ATTEMPTS: u32 = 3;
-
-/// When `NOTIFY_URL` is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifyOn {
-    Failure,
-    Always,
-}
 
 /// What a healthcheck ping says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,119 +50,6 @@ impl Signal {
             Signal::Success => "success",
             Signal::Fail => "fail",
         }
-    }
-}
-
-/// A URL that holds a token.
-#[derive(Clone)]
-pub struct SecretUrl {
-    url: Secret,
-    /// `https://hc-ping.com/…`: what messages may show.
-    shown: String,
-}
-
-impl std::fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.shown)
-    }
-}
-
-impl SecretUrl {
-    fn parse(var: &'static str, value: Secret) -> Result<SecretUrl, ConfigError> {
-        let text = value.expose().trim();
-        let uri: http::Uri = text
-            .parse()
-            .map_err(|_| invalid(var, "is not a URL (expected http://… or https://…)"))?;
-        let scheme = uri.scheme_str().unwrap_or_default();
-        if scheme != "http" && scheme != "https" {
-            return Err(invalid(var, "must start with http:// or https://"));
-        }
-        let Some(authority) = uri.authority() else {
-            return Err(invalid(var, "has no host"));
-        };
-        // The host without any user:password@.
-        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
-        Ok(SecretUrl {
-            url: Secret::new(text.trim_end_matches('/').to_string()),
-            shown: format!("{scheme}://{host}/…"),
-        })
-    }
-
-    /// The URL with `/start` or `/fail` added to its path (before any `?query`).
-    fn with_suffix(&self, suffix: &str) -> String {
-        let url = self.url.expose();
-        match url.split_once('?') {
-            Some((path, query)) => format!("{}{suffix}?{query}", path.trim_end_matches('/')),
-            None => format!("{url}{suffix}"),
-        }
-    }
-
-    /// What messages show.
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-}
-
-/// The value is not echoed back: it is a secret.
-fn invalid(var: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        value: "(hidden)".into(),
-        reason: reason.to_string(),
-    }
-}
-
-/// The notification settings, resolved apart from the rest so that a run whose other
-/// settings are wrong still reports its failure.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub notify_url: Option<SecretUrl>,
-    pub notify_on: NotifyOn,
-    pub healthcheck_url: Option<SecretUrl>,
-    pub timeout: Duration,
-}
-
-impl Settings {
-    pub fn from_args(args: &GlobalArgs, secrets: &Secrets) -> Result<Settings, ConfigError> {
-        let url = |var: &'static str, file: &Option<String>| -> Result<_, ConfigError> {
-            secret_with_file(
-                var,
-                secrets.get(var).as_deref(),
-                path_setting(file).as_deref(),
-            )?
-            .map(|s| SecretUrl::parse(var, s))
-            .transpose()
-        };
-        let notify_on = match args.notify_on.trim().to_ascii_lowercase().as_str() {
-            "failure" | "" => NotifyOn::Failure,
-            "always" => NotifyOn::Always,
-            _ => {
-                return Err(ConfigError::invalid(
-                    "NOTIFY_ON",
-                    &args.notify_on,
-                    "expected failure or always",
-                ));
-            }
-        };
-        let timeout = parse_duration("NOTIFY_TIMEOUT", &args.notify_timeout)?;
-        if timeout.is_zero() || timeout > Duration::from_secs(120) {
-            return Err(ConfigError::invalid(
-                "NOTIFY_TIMEOUT",
-                &args.notify_timeout,
-                "expected between 1s and 2m",
-            ));
-        }
-        Ok(Settings {
-            notify_url: url("NOTIFY_URL", &args.notify_url_file)?,
-            notify_on,
-            healthcheck_url: url("HEALTHCHECK_URL", &args.healthcheck_url_file)?,
-            timeout,
-        })
-    }
-
-    /// Nothing to tell anyone.
-    pub fn is_empty(&self) -> bool {
-        self.notify_url.is_none() && self.healthcheck_url.is_none()
     }
 }
 
@@ -326,31 +205,4 @@ fn one_line_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
     let text = cause.to_string();
     if text.is_empty() { e.to_string() } else { text }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_checked_and_shown_without_their_token() {
-        let u = SecretUrl::parse(
-            "HEALTHCHECK_URL",
-            Secret::new("https://hc-ping.com/5f1e-token/".into()),
-        )
-        .unwrap();
-        assert_eq!(u.shown(), "https://hc-ping.com/…");
-        assert_eq!(
-            u.with_suffix("/start"),
-            "https://hc-ping.com/5f1e-token/start"
-        );
-        assert!(!format!("{u:?}").contains("token"));
-        let e = SecretUrl::parse("NOTIFY_URL", Secret::new("ftp://x/secret".into())).unwrap_err();
-        assert!(!e.to_string().contains("secret"), "{e}");
-        let q =
-            SecretUrl::parse("HEALTHCHECK_URL", Secret::new("https://h/p/?k=v".into())).unwrap();
-        assert_eq!(q.with_suffix("/fail"), "https://h/p/fail?k=v");
-        let u = SecretUrl::parse("NOTIFY_URL", Secret::new("http://u:pw@h:8080/x".into())).unwrap();
-        assert_eq!(u.shown(), "http://h:8080/…");
-    }
 }
