@@ -336,7 +336,9 @@ fn no_child_process_sees_a_secret() {
         &log,
     );
     let ssh_wrappers = work.path().join("sshbin");
-    logging_wrappers(&ssh_wrappers, &["ssh", "rsync"], None, &log);
+    // ssh and rsync also log what their inherited descriptors hold: an in-memory password
+    // file that is not close-on-exec would be read here.
+    fd_reading_wrappers(&ssh_wrappers, &["ssh", "rsync"], None, &log);
     let path = format!(
         "{}:{}",
         ssh_wrappers.display(),
@@ -377,6 +379,18 @@ fn no_child_process_sees_a_secret() {
         ],
     );
     run_with(&["restore"], &restore).expect(0);
+    // From the remote host, ssh and rsync run while the PostgreSQL tools are set up.
+    run_with(
+        &["restore"],
+        &restore_env(
+            &restore,
+            &[
+                ("RESTORE_SOURCE", "remote"),
+                ("RESTORE_DROP_EXISTING", "true"),
+            ],
+        ),
+    )
+    .expect(0);
     let text = std::fs::read_to_string(&log).unwrap();
     for tool in ["pg_dump", "pg_dumpall", "psql", "ssh", "rsync"] {
         assert!(text.contains(&format!("== {tool} ")), "{tool} never ran");
@@ -384,6 +398,11 @@ fn no_child_process_sees_a_secret() {
     for secret in [PASSWORD, SECRET_KEY, "aws-secret-that-must-not-leak"] {
         assert!(!text.contains(secret), "a child saw {secret:?}");
     }
+    // The in-memory password file (`*:*:*:*:<escaped password>`) is not inherited by them.
+    assert!(
+        !text.contains("*:*:*:*:"),
+        "ssh or rsync could read the password file"
+    );
     // The password reaches the PostgreSQL tools only through the in-memory passfile.
     assert!(
         text.contains("PGPASSFILE=/proc/self/fd/"),

@@ -51,14 +51,15 @@ const LIBPQ_PASS_THROUGH: &[&str] = &[
 use crate::secret::Secret;
 
 /// A PGPASSFILE that exists only in memory (`memfd`), so nothing with the password is ever
-/// on disk and a `kill -9` leaves nothing behind. The descriptor is inherited by the tools
-/// (no close-on-exec) and named by its `/proc/self/fd` path, which libpq opens afresh on
-/// every (re)connection.
+/// on disk and a `kill -9` leaves nothing behind. It is named by its `/proc/self/fd` path,
+/// which libpq opens afresh on every (re)connection. The descriptor is close-on-exec: only the
+/// PostgreSQL tools inherit it (see [`PgTools::command`]), never ssh, rsync or anything else
+/// started while a dump runs.
 fn memory_passfile(line: &str) -> std::io::Result<(std::os::fd::OwnedFd, PathBuf)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let name = c"pg-backups-pgpass";
     // SAFETY: memfd_create with a valid C string; the fd is owned right after.
-    let raw = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if raw < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -75,6 +76,23 @@ fn memory_passfile(line: &str) -> std::io::Result<(std::os::fd::OwnedFd, PathBuf
         return Err(std::io::Error::other("/proc is not mounted"));
     }
     Ok((fd, path))
+}
+
+/// Lets the child of `cmd` (and its own children: pg_dumpall's pg_dump) inherit `fd`, which
+/// stays close-on-exec in this process so that no other child does.
+fn inherit_in_child(cmd: &mut Command, fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl is async-signal-safe; it changes the flags of the child's copy only.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The fallback: a 0600 file in a private temporary folder, removed when the run ends.
@@ -188,7 +206,11 @@ impl PgTools {
         {
             env = env.set("PGPASSWORD", pw.expose());
         }
-        env.command(program)
+        let mut cmd = env.command(program);
+        if let Some(fd) = &self._passfile_fd {
+            inherit_in_child(&mut cmd, fd);
+        }
+        cmd
     }
 
     /// The tool of the set in use (from PATH when none was found).

@@ -804,6 +804,18 @@ pub fn folder_hours_ago(hours: i64) -> String {
 /// `log`, then run the real tool (`real_dir/tool`, or the one on PATH when `real_dir` is
 /// `None`): what a child process really receives.
 pub fn logging_wrappers(dir: &Path, tools: &[&str], real_dir: Option<&Path>, log: &Path) {
+    wrappers(dir, tools, real_dir, log, "");
+}
+
+/// [`logging_wrappers`] that also log what every inherited descriptor beyond stderr that is a
+/// regular file holds (an in-memory password file, say): what a child could read.
+pub fn fd_reading_wrappers(dir: &Path, tools: &[&str], real_dir: Option<&Path>, log: &Path) {
+    let read_fds = "for fd in /proc/$$/fd/*; do n=${fd##*/}; \
+        if [ \"$n\" -gt 2 ] && [ -f \"$fd\" ]; then echo \"fd $n:\"; head -c 4096 \"$fd\"; echo; fi; done; ";
+    wrappers(dir, tools, real_dir, log, read_fds);
+}
+
+fn wrappers(dir: &Path, tools: &[&str], real_dir: Option<&Path>, log: &Path, extra: &str) {
     std::fs::create_dir_all(dir).unwrap();
     for tool in tools {
         let real = match real_dir {
@@ -818,7 +830,7 @@ pub fn logging_wrappers(dir: &Path, tools: &[&str], real_dir: Option<&Path>, log
             }
         };
         let script = format!(
-            "#!/bin/sh\n{{ echo \"== {tool} $*\"; env; }} >> '{}'\nexec '{}' \"$@\"\n",
+            "#!/bin/sh\n{{ echo \"== {tool} $*\"; env; {extra}}} >> '{}'\nexec '{}' \"$@\"\n",
             log.display(),
             real.display()
         );
