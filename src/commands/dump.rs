@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::backup::cluster::{cluster_order, restored_in_place};
@@ -31,7 +31,7 @@ use crate::backup::{
 use crate::config::{Config, DatabaseFilter};
 use crate::error::{Error, ErrorInfo, Result};
 use crate::lock::RunLock;
-use crate::pg::PgTools;
+use crate::pg::{PgTools, ServerVersion, ToolVersion};
 use crate::report::Outcome;
 use crate::storage::local::work_folder_name;
 
@@ -87,24 +87,21 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let mut guard = WorkFolderGuard(Some(work.clone()));
     tracing::info!(folder = %folder, databases = plan.jobs.len(), "dump started");
 
-    let mut details = DumpDetails {
-        server_version: server.text.clone(),
-        pg_dump_version: pg_dump.text.clone(),
-        pg_dump_path: pg_dump_path.clone(),
-        jobs: cfg.jobs,
-        format: cfg.layout.format,
-        compression: compression_name(&cfg.layout),
-        compression_level: cfg.compression_level,
-        encryption: encryption_info(cfg.encryption.as_deref()),
-        ..DumpDetails::default()
+    let facts = RunFacts {
+        folder,
+        started_at,
+        server,
+        pg_dump,
+        pg_dump_path,
     };
+    let mut details = DumpDetails::new(cfg, &facts);
     let ctx = JobContext::new(
         &tools,
         &work,
         cfg.layout,
         cfg.compression_level,
         cfg.encryption.as_deref(),
-        pg_dump.clone(),
+        facts.pg_dump.clone(),
     );
 
     let globals = match dump_globals(&ctx) {
@@ -112,12 +109,109 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         Err(e) => return Ok(Outcome::failed(Error::from(e).info(), details)),
     };
     let results = run_jobs(&ctx, plan.jobs.clone(), cfg.jobs);
+    let (done, fatal) = sort_results(&plan.jobs, results, &mut details);
+    if let Some(first) = fatal {
+        tracing::error!(folder = %facts.folder, "dump failed: {}", first.message);
+        return Ok(Outcome::failed(first, details));
+    }
 
-    // A fatal failure (server gone, disk full, signal) or a failed cluster-only part fails the
-    // whole run; a database that failed on its own makes it partial.
+    // A custom-format backup has no cluster file: a cluster restore replays the globals and
+    // every database.
+    let cluster = match cfg.layout.format {
+        Format::Plain => match assemble_cluster(&ctx, &globals, &plan.cluster, &done) {
+            Ok(c) => Some(c),
+            Err(e) => return Ok(Outcome::failed(Error::from(e).info(), details)),
+        },
+        Format::Custom => None,
+    };
+    let files = file_entries(cfg, cluster.as_ref(), &globals.file, &done, &mut details);
+    let status = if details.databases_failed.is_empty() {
+        ManifestStatus::Complete
+    } else {
+        ManifestStatus::Partial
+    };
+    let mut cluster_dbs: Vec<String> = plan
+        .cluster
+        .iter()
+        .filter(|d| done.contains_key(*d))
+        .cloned()
+        .collect();
+    cluster_order(&mut cluster_dbs);
+    let manifest = build_manifest(cfg, &facts, status, cluster_dbs, &files, &details);
+
+    let final_dir = cfg.backup_dir.join(facts.folder.as_str());
+    if let Err(e) = publish(&cfg.backup_dir, &work, &final_dir, &manifest) {
+        let _ = std::fs::remove_dir_all(&final_dir);
+        return Ok(Outcome::failed(Error::from(e).info(), details));
+    }
+    guard.disarm();
+
+    details.finish(files, &facts.folder, &final_dir, status);
+    tracing::info!(folder = %facts.folder, bytes = details.total_bytes, ?status, "dump finished");
+    Ok(match details.databases_failed.first() {
+        None => Outcome::ok(details),
+        Some(f) => Outcome::partial(f.error.clone(), details),
+    })
+}
+
+/// What the run learnt before the first file, for the report and the manifest.
+struct RunFacts {
+    folder: FolderName,
+    started_at: DateTime<Utc>,
+    server: ServerVersion,
+    pg_dump: ToolVersion,
+    pg_dump_path: Option<String>,
+}
+
+impl DumpDetails {
+    fn new(cfg: &Config, facts: &RunFacts) -> DumpDetails {
+        DumpDetails {
+            server_version: facts.server.text.clone(),
+            pg_dump_version: facts.pg_dump.text.clone(),
+            pg_dump_path: facts.pg_dump_path.clone(),
+            jobs: cfg.jobs,
+            format: cfg.layout.format,
+            compression: compression_name(&cfg.layout),
+            compression_level: cfg.compression_level,
+            encryption: encryption_info(cfg.encryption.as_deref()),
+            ..DumpDetails::default()
+        }
+    }
+
+    /// The published folder and its totals (the cluster file repeats the SQL of the others,
+    /// so it is left out of `sql_bytes`).
+    fn finish(
+        &mut self,
+        files: Vec<FileEntry>,
+        folder: &FolderName,
+        final_dir: &Path,
+        status: ManifestStatus,
+    ) {
+        self.total_bytes = files.iter().map(|f| f.bytes).sum();
+        self.sql_bytes = files
+            .iter()
+            .filter(|f| f.kind != FileKind::Cluster)
+            .map(|f| f.sql_bytes)
+            .sum();
+        self.files = files;
+        self.folder = Some(folder.to_string());
+        self.path = Some(final_dir.display().to_string());
+        self.backup_status = Some(status);
+    }
+}
+
+/// The finished databases by name, and the error that fails the whole run, if any: a fatal
+/// failure (server gone, disk full, signal), a failed cluster-only part, or every database
+/// failing. A database that failed on its own makes the run partial; each failure goes to
+/// `details`.
+fn sort_results(
+    jobs: &[Job],
+    results: Vec<std::result::Result<JobDone, JobFailure>>,
+    details: &mut DumpDetails,
+) -> (BTreeMap<String, JobDone>, Option<ErrorInfo>) {
     let mut fatal: Option<ErrorInfo> = None;
     let mut done: BTreeMap<String, JobDone> = BTreeMap::new();
-    for (job, result) in plan.jobs.iter().zip(results) {
+    for (job, result) in jobs.iter().zip(results) {
         match result {
             Ok(d) => {
                 done.insert(job.database.clone(), d);
@@ -135,38 +229,39 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             }
         }
     }
-    let per_db_total = plan.jobs.iter().filter(|j| j.per_database).count();
+    let per_db_total = jobs.iter().filter(|j| j.per_database).count();
     let per_db_done = done.values().filter(|d| d.file.is_some()).count();
     if fatal.is_none() && per_db_total > 0 && per_db_done == 0 {
         fatal = details.databases_failed.first().map(|f| f.error.clone());
     }
-    if let Some(first) = fatal {
-        tracing::error!(folder = %folder, "dump failed: {}", first.message);
-        return Ok(Outcome::failed(first, details));
-    }
+    (done, fatal)
+}
 
+/// The manifest's file list, in the order the manifest has always had (cluster, globals,
+/// databases by name); each dumped database also goes to `details`.
+fn file_entries(
+    cfg: &Config,
+    cluster: Option<&WrittenFile>,
+    globals: &WrittenFile,
+    done: &BTreeMap<String, JobDone>,
+    details: &mut DumpDetails,
+) -> Vec<FileEntry> {
     let mut files = Vec::new();
-    // A custom-format backup has no cluster file: a cluster restore replays the globals and
-    // every database.
-    if cfg.layout.format == Format::Plain {
-        let cluster = match assemble_cluster(&ctx, &globals, &plan.cluster, &done) {
-            Ok(c) => c,
-            Err(e) => return Ok(Outcome::failed(Error::from(e).info(), details)),
-        };
+    if let Some(cluster) = cluster {
         files.push(entry(
             &cfg.layout.cluster_file(),
             FileKind::Cluster,
             None,
-            &cluster,
+            cluster,
         ));
     }
     files.push(entry(
         &cfg.layout.globals_file(),
         FileKind::Globals,
         None,
-        &globals.file,
+        globals,
     ));
-    for (name, d) in &done {
+    for (name, d) in done {
         if let Some(f) = &d.file {
             files.push(entry(
                 &cfg.layout.database_file(name),
@@ -183,40 +278,39 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             });
         }
     }
-    let status = if details.databases_failed.is_empty() {
-        ManifestStatus::Complete
-    } else {
-        ManifestStatus::Partial
-    };
-    let mut cluster_dbs: Vec<String> = plan
-        .cluster
-        .iter()
-        .filter(|d| done.contains_key(*d))
-        .cloned()
-        .collect();
-    cluster_order(&mut cluster_dbs);
-    let manifest = Manifest {
+    files
+}
+
+fn build_manifest(
+    cfg: &Config,
+    facts: &RunFacts,
+    status: ManifestStatus,
+    databases: Vec<String>,
+    files: &[FileEntry],
+    details: &DumpDetails,
+) -> Manifest {
+    Manifest {
         format: crate::backup::MANIFEST_FORMAT,
         tool: "pg-backups".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
-        folder: folder.to_string(),
+        folder: facts.folder.to_string(),
         status,
-        started_at,
+        started_at: facts.started_at,
         finished_at: Utc::now(),
         server: ServerInfo {
             host: cfg.pg.host.clone(),
             port: cfg.pg.port,
-            version: server.text.clone(),
-            version_num: server.num,
+            version: facts.server.text.clone(),
+            version_num: facts.server.num,
         },
-        pg_dump_version: pg_dump.text.clone(),
-        pg_dump_path,
+        pg_dump_version: facts.pg_dump.text.clone(),
+        pg_dump_path: facts.pg_dump_path.clone(),
         backup_format: cfg.layout.format,
         compression: compression_name(&cfg.layout).into(),
         compression_level: cfg.compression_level,
         encryption: encryption_info(cfg.encryption.as_deref()),
-        databases: cluster_dbs,
-        files: files.clone(),
+        databases,
+        files: files.to_vec(),
         failed: details
             .databases_failed
             .iter()
@@ -226,40 +320,25 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             })
             .collect(),
         adopted: None,
-    };
-
-    let final_dir = cfg.backup_dir.join(folder.as_str());
-    let publish = || -> std::result::Result<(), BackupError> {
-        remove_scratch_files(&work)?;
-        let werr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Write { path, source }
-        };
-        std::fs::rename(&work, &final_dir).map_err(werr(&final_dir))?;
-        manifest_fsync_dir(&cfg.backup_dir).map_err(werr(&cfg.backup_dir))?;
-        manifest.write_atomic(&final_dir)
-    };
-    if let Err(e) = publish() {
-        let _ = std::fs::remove_dir_all(&final_dir);
-        return Ok(Outcome::failed(Error::from(e).info(), details));
     }
-    guard.disarm();
+}
 
-    details.total_bytes = files.iter().map(|f| f.bytes).sum();
-    details.sql_bytes = files
-        .iter()
-        .filter(|f| f.kind != FileKind::Cluster)
-        .map(|f| f.sql_bytes)
-        .sum();
-    details.files = files;
-    details.folder = Some(folder.to_string());
-    details.path = Some(final_dir.display().to_string());
-    details.backup_status = Some(status);
-    tracing::info!(folder = %folder, bytes = details.total_bytes, ?status, "dump finished");
-    Ok(match details.databases_failed.first() {
-        None => Outcome::ok(details),
-        Some(f) => Outcome::partial(f.error.clone(), details),
-    })
+/// The work folder becomes the backup folder, and only then gets its manifest: a folder
+/// under its real name is complete only once the manifest is there.
+fn publish(
+    root: &Path,
+    work: &Path,
+    final_dir: &Path,
+    manifest: &Manifest,
+) -> std::result::Result<(), BackupError> {
+    remove_scratch_files(work)?;
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BackupError::Write { path, source }
+    };
+    std::fs::rename(work, final_dir).map_err(werr(final_dir))?;
+    manifest_fsync_dir(root).map_err(werr(root))?;
+    manifest.write_atomic(final_dir)
 }
 
 fn entry(name: &str, kind: FileKind, database: Option<String>, w: &WrittenFile) -> FileEntry {
