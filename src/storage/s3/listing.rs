@@ -64,9 +64,36 @@ impl S3Storage {
     }
 
     pub(super) async fn entries(&self) -> Result<Vec<FolderEntry>, StorageError> {
+        let groups = self.group_by_folder(self.list_objects(&self.root()).await?);
+        if let Ok(mut cache) = self.listed.lock() {
+            cache.clone_from(&groups);
+        }
+        let mut entries = Vec::with_capacity(groups.len());
+        let mut manifest_keys = Vec::new();
+        for (name, objects) in &groups {
+            let (entry, manifest) = self.entry_of(name, objects);
+            if let Some(folder) = manifest {
+                manifest_keys.push((entries.len(), folder));
+            }
+            entries.push(entry);
+        }
+        for (index, folder, bytes) in self.fetch_manifests(manifest_keys).await? {
+            let parsed = match bytes {
+                Ok(b) => Manifest::parse(&b, &folder),
+                Err(e) => Err(BackupError::Manifest {
+                    folder: folder.to_string(),
+                    reason: format!("cannot be read: {e}"),
+                }),
+            };
+            with_manifest(&mut entries[index], folder, parsed);
+        }
+        sort_newest_first(&mut entries);
+        Ok(entries)
+    }
+
+    /// Keys grouped by their first path segment under the prefix.
+    fn group_by_folder(&self, objects: Vec<Object>) -> BTreeMap<String, Vec<Object>> {
         let root = self.root();
-        let objects = self.list_objects(&root).await?;
-        // Group keys by their first path segment under the prefix.
         let mut groups: BTreeMap<String, Vec<Object>> = BTreeMap::new();
         for o in objects {
             let Some(rest) = o.key.strip_prefix(&root) else {
@@ -80,42 +107,50 @@ impl S3Storage {
             }
             groups.entry(folder.to_string()).or_default().push(o);
         }
-        if let Ok(mut cache) = self.listed.lock() {
-            cache.clone_from(&groups);
-        }
-        let mut entries = Vec::with_capacity(groups.len());
-        let mut manifest_keys = Vec::new();
-        for (name, objects) in &groups {
-            let bytes = objects.iter().map(|o| o.size).sum();
-            let modified = objects.iter().filter_map(|o| o.modified).max();
-            let has = |file: &str| {
-                let key = self.key(name, file);
-                objects.iter().any(|o| o.key == key)
-            };
-            let mut entry = match FolderName::parse(name) {
-                Some(folder) => {
-                    if has(MANIFEST_FILE) {
-                        manifest_keys.push((entries.len(), folder.clone()));
-                    }
-                    let mut e = FolderEntry::from_manifest(name.clone(), folder, None);
-                    e.pinned = has(PIN_FILE);
-                    e
+        groups
+    }
+
+    /// A folder as the listing shows it, before its manifest is read; with the folder's
+    /// name when it has a manifest to read.
+    fn entry_of(&self, name: &str, objects: &[Object]) -> (FolderEntry, Option<FolderName>) {
+        let bytes = objects.iter().map(|o| o.size).sum();
+        let modified = objects.iter().filter_map(|o| o.modified).max();
+        let has = |file: &str| {
+            let key = self.key(name, file);
+            objects.iter().any(|o| o.key == key)
+        };
+        let mut manifest = None;
+        let mut entry = match FolderName::parse(name) {
+            Some(folder) => {
+                if has(MANIFEST_FILE) {
+                    manifest = Some(folder.clone());
                 }
-                None => {
-                    FolderEntry::invalid(name.clone(), "not a backup folder name (YYYYMMDD_HHMMSS)")
-                }
-            };
-            entry.bytes = bytes;
-            entry.modified = modified;
-            let root_len = self.key(name, "").len();
-            let files = objects
-                .iter()
-                .filter_map(|o| o.key.get(root_len..).map(|f| (f.to_string(), o.size)))
-                .filter(|(f, _)| !f.contains('/'))
-                .collect();
-            entries.push(entry.with_files(files));
-        }
-        // Manifests are read concurrently: one request each, a bounded number at once.
+                let mut e = FolderEntry::from_manifest(name.to_string(), folder, None);
+                e.pinned = has(PIN_FILE);
+                e
+            }
+            None => FolderEntry::invalid(
+                name.to_string(),
+                "not a backup folder name (YYYYMMDD_HHMMSS)",
+            ),
+        };
+        entry.bytes = bytes;
+        entry.modified = modified;
+        let root_len = self.key(name, "").len();
+        let files = objects
+            .iter()
+            .filter_map(|o| o.key.get(root_len..).map(|f| (f.to_string(), o.size)))
+            .filter(|(f, _)| !f.contains('/'))
+            .collect();
+        (entry.with_files(files), manifest)
+    }
+
+    /// Manifests are read concurrently: one request each, a bounded number at once. Each
+    /// comes back with the index of its entry, its bytes or why they could not be read.
+    async fn fetch_manifests(
+        &self,
+        manifest_keys: Vec<(usize, FolderName)>,
+    ) -> Result<Vec<(usize, FolderName, Result<Vec<u8>, String>)>, StorageError> {
         let mut set = tokio::task::JoinSet::new();
         let mut pending = manifest_keys.into_iter();
         let mut fetched = Vec::new();
@@ -146,27 +181,7 @@ impl S3Storage {
             };
             fetched.push(joined.map_err(|e| join_error(&e))?);
         }
-        for (index, folder, bytes) in fetched {
-            let parsed = match bytes {
-                Ok(b) => Manifest::parse(&b, &folder),
-                Err(e) => Err(BackupError::Manifest {
-                    folder: folder.to_string(),
-                    reason: format!("cannot be read: {e}"),
-                }),
-            };
-            let pinned = entries[index].pinned;
-            let (bytes, modified) = (entries[index].bytes, entries[index].modified);
-            let files = std::mem::take(&mut entries[index].files);
-            let mut e =
-                FolderEntry::from_manifest(entries[index].name.clone(), folder, Some(parsed));
-            e.pinned = pinned;
-            e.bytes = bytes;
-            e.modified = modified;
-            e.files = files;
-            entries[index] = e;
-        }
-        sort_newest_first(&mut entries);
-        Ok(entries)
+        Ok(fetched)
     }
 
     /// Every manifest first, then the data: a prune killed half-way leaves no folder that
@@ -329,4 +344,19 @@ impl S3Storage {
         }
         Ok(())
     }
+}
+
+/// The entry with its manifest read (or why it could not be), keeping what the listing saw.
+fn with_manifest(
+    entry: &mut FolderEntry,
+    folder: FolderName,
+    parsed: Result<Manifest, BackupError>,
+) {
+    let files = std::mem::take(&mut entry.files);
+    let mut e = FolderEntry::from_manifest(entry.name.clone(), folder, Some(parsed));
+    e.pinned = entry.pinned;
+    e.bytes = entry.bytes;
+    e.modified = entry.modified;
+    e.files = files;
+    *entry = e;
 }
