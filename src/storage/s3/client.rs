@@ -51,66 +51,7 @@ impl S3Storage {
                 context: "starting the S3 client runtime".into(),
                 source: e,
             })?;
-        let region = Region::new(cfg.region.clone());
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
-            .build();
-        let retry = RetryConfig::standard()
-            .with_max_attempts(5)
-            .with_initial_backoff(Duration::from_millis(200));
-        let mut builder = match &cfg.credentials {
-            Some(c) => aws_sdk_s3::config::Builder::new()
-                .behavior_version(BehaviorVersion::latest())
-                .credentials_provider(Credentials::new(
-                    c.access_key.expose(),
-                    c.secret_key.expose(),
-                    c.session_token.as_ref().map(|t| t.expose().to_string()),
-                    None,
-                    "pg-backups",
-                )),
-            None => {
-                // No keys: the SDK's default chain (environment, profile, IAM role).
-                let shared = rt.block_on(
-                    aws_config::defaults(BehaviorVersion::latest())
-                        .region(region.clone())
-                        .load(),
-                );
-                aws_sdk_s3::config::Builder::from(&shared)
-            }
-        };
-        builder = builder
-            .region(region)
-            .force_path_style(cfg.force_path_style)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .timeout_config(timeouts)
-            .retry_config(retry);
-        if let Some(endpoint) = &cfg.endpoint {
-            builder = builder.endpoint_url(endpoint);
-        }
-        let client = Client::from_conf(builder.build());
-        let location = match cfg.prefix.as_str() {
-            "" => format!("s3://{}", cfg.bucket),
-            p => format!("s3://{}/{p}", cfg.bucket),
-        } + &cfg
-            .endpoint
-            .as_ref()
-            .map(|e| format!(" at {e}"))
-            .unwrap_or_default();
-        let endpoint_shown = match &cfg.endpoint {
-            Some(e) => e.clone(),
-            None => format!("AWS S3 in {}", cfg.region),
-        };
-        let key_shown = match &cfg.credentials {
-            Some(c) => {
-                let id: String = c.access_key.expose().chars().take(4).collect();
-                format!("key {id}…")
-            }
-            None => {
-                "the key of the SDK's chain (AWS_PROFILE, web identity, instance role)".to_string()
-            }
-        };
+        let client = sdk_client(cfg, &rt);
         Ok(S3Storage {
             rt,
             client,
@@ -118,9 +59,9 @@ impl S3Storage {
             prefix: cfg.prefix.clone(),
             part_size: cfg.part_size,
             max_parts: cfg.max_parts,
-            location,
-            endpoint_shown,
-            key_shown,
+            location: location(cfg),
+            endpoint_shown: endpoint_shown(cfg),
+            key_shown: key_shown(cfg),
             listed: std::sync::Mutex::new(BTreeMap::new()),
             no_batch_delete: std::sync::atomic::AtomicBool::new(false),
             sse: cfg.sse.as_ref().map(|s| match s {
@@ -224,5 +165,81 @@ pub(super) fn join_error(e: &tokio::task::JoinError) -> StorageError {
     StorageError::Io {
         context: "an upload task".into(),
         source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The SDK client: the keys given, else the SDK's default chain; checksums only where an
+/// operation requires them (several providers reject the SDK's default CRC headers).
+fn sdk_client(cfg: &S3Config, rt: &tokio::runtime::Runtime) -> Client {
+    let region = Region::new(cfg.region.clone());
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(120))
+        .build();
+    let retry = RetryConfig::standard()
+        .with_max_attempts(5)
+        .with_initial_backoff(Duration::from_millis(200));
+    let mut builder = match &cfg.credentials {
+        Some(c) => aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
+                c.access_key.expose(),
+                c.secret_key.expose(),
+                c.session_token.as_ref().map(|t| t.expose().to_string()),
+                None,
+                "pg-backups",
+            )),
+        None => {
+            // No keys: the SDK's default chain (environment, profile, IAM role).
+            let shared = rt.block_on(
+                aws_config::defaults(BehaviorVersion::latest())
+                    .region(region.clone())
+                    .load(),
+            );
+            aws_sdk_s3::config::Builder::from(&shared)
+        }
+    };
+    builder = builder
+        .region(region)
+        .force_path_style(cfg.force_path_style)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(timeouts)
+        .retry_config(retry);
+    if let Some(endpoint) = &cfg.endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// `s3://bucket/prefix`, and the endpoint when it is not AWS: what reports and errors name.
+fn location(cfg: &S3Config) -> String {
+    let bucket = match cfg.prefix.as_str() {
+        "" => format!("s3://{}", cfg.bucket),
+        p => format!("s3://{}/{p}", cfg.bucket),
+    };
+    bucket
+        + &cfg
+            .endpoint
+            .as_ref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default()
+}
+
+fn endpoint_shown(cfg: &S3Config) -> String {
+    match &cfg.endpoint {
+        Some(e) => e.clone(),
+        None => format!("AWS S3 in {}", cfg.region),
+    }
+}
+
+/// Enough of the key to tell which one was refused, never the secret.
+fn key_shown(cfg: &S3Config) -> String {
+    match &cfg.credentials {
+        Some(c) => {
+            let id: String = c.access_key.expose().chars().take(4).collect();
+            format!("key {id}…")
+        }
+        None => "the key of the SDK's chain (AWS_PROFILE, web identity, instance role)".to_string(),
     }
 }
