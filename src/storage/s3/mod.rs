@@ -7,10 +7,10 @@
 //! SHA-256 as user metadata (`x-amz-meta-sha256`), and a HEAD confirms size and SHA-256 of each
 //! file before the manifest goes up. Payloads are not SigV4-signed (over plain HTTP the SDK
 //! would hash every body once more): Content-MD5, itself a signed header, protects each
-//! request's bytes, and the SHA-256 check protects the file. Large files go multipart with equal part sizes (R2
-//! requires it), parts read from the file by offset and length so a retried part is re-read
-//! rather than buffered, a bounded number in flight, and `AbortMultipartUpload` on failure.
-
+//! request's bytes, and the SHA-256 check protects the file. Large files go multipart with
+//! equal part sizes (R2 requires it), parts read from the file by offset and length so a
+//! retried part is re-read rather than buffered, a bounded number in flight, and
+//! `AbortMultipartUpload` on failure.
 //!
 //! The work is split by job: `client` builds the SDK client (credentials, endpoint, path
 //! style) and maps its errors to ours, `read` fetches objects, `upload` puts files and
@@ -38,6 +38,8 @@ use super::{FolderEntry, PutStats, Storage, StorageError};
 use crate::backup::{FolderName, MANIFEST_FILE, Manifest, PIN_FILE};
 use crate::config::SourceKind;
 
+/// One bucket and prefix. It owns a small runtime so that the `Storage` trait (and every
+/// command) stays synchronous while the SDK runs async.
 pub struct S3Storage {
     rt: Runtime,
     client: Client,
@@ -62,6 +64,7 @@ pub struct S3Storage {
     kms_key: Option<String>,
     storage_class: Option<aws_sdk_s3::types::StorageClass>,
 }
+
 /// One object under the prefix.
 #[derive(Debug, Clone)]
 struct Object {
@@ -152,7 +155,9 @@ impl Storage for S3Storage {
     }
 
     fn put_manifest(&self, folder: &FolderName, manifest: &Manifest) -> Result<(), StorageError> {
-        self.rt.block_on(self.upload_manifest(folder, manifest))
+        self.rt
+            .block_on(self.upload_manifest(folder, manifest))
+            .map(|_size| ())
     }
 
     fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError> {

@@ -61,37 +61,26 @@ impl S3Storage {
             stats.files += 1;
             stats.bytes += bytes;
         }
-        let json = manifest.to_json();
-        let sha = hex::encode(Sha256::digest(&json));
-        let size = json.len() as u64;
-        let key = self.key(source.folder.as_str(), MANIFEST_FILE);
-        self.put_bytes(&key, json, &sha).await?;
-        match self.head(&key).await? {
-            Some((s, Some(h))) if s == size && h == sha => {}
-            _ => {
-                return Err(StorageError::Failed {
-                    destination: self.location.clone(),
-                    detail: format!("{key} did not arrive whole"),
-                });
-            }
-        }
+        let size = self.upload_manifest(&source.folder, manifest).await?;
         stats.files += 1;
         stats.bytes += size;
         Ok(stats)
     }
 
+    /// The manifest, checked by HEAD like every file: it is what makes the folder complete.
+    /// Returns its size.
     pub(super) async fn upload_manifest(
         &self,
         folder: &FolderName,
         manifest: &Manifest,
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
         let json = manifest.to_json();
         let sha = hex::encode(Sha256::digest(&json));
         let size = json.len() as u64;
         let key = self.key(folder.as_str(), MANIFEST_FILE);
         self.put_bytes(&key, json, &sha).await?;
         match self.head(&key).await? {
-            Some((s, Some(h))) if s == size && h == sha => Ok(()),
+            Some((s, Some(h))) if s == size && h == sha => Ok(size),
             _ => Err(StorageError::Failed {
                 destination: self.location.clone(),
                 detail: format!("{key} did not arrive whole"),
