@@ -112,6 +112,7 @@ pub struct JobContext<'a> {
 }
 
 impl<'a> JobContext<'a> {
+    /// `pg_dump`: the version chosen for this server, which decides its compression flags.
     pub fn new(
         tools: &'a PgTools,
         work: &'a Path,
@@ -132,6 +133,7 @@ impl<'a> JobContext<'a> {
     }
 }
 
+/// A database dumped: what the manifest and the cluster file need from it.
 pub struct JobDone {
     /// The database's own file (absent when it is dumped only for the cluster file).
     pub file: Option<WrittenFile>,
@@ -140,12 +142,14 @@ pub struct JobDone {
     pub seconds: f64,
 }
 
+/// A database that was not dumped, and whether the run can go on without it.
 pub struct JobFailure {
     pub error: DumpError,
     /// The failure dooms the run (server gone, disk full, signal), not only this database.
     pub fatal: bool,
 }
 
+/// The globals, dumped once for two uses: their own file and the cluster file's head.
 pub struct Globals {
     pub file: WrittenFile,
     /// The globals without pg_dumpall's completion trailer, to open the cluster file.
