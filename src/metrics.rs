@@ -118,132 +118,141 @@ fn folder_time(value: &Value) -> Option<f64> {
 
 pub fn apply(series: &mut Series, command: &str, r: &Value) {
     let c = command_label(command);
+    apply_run(series, &c, r);
+    let destinations = r["destinations"].as_array().cloned().unwrap_or_default();
+    match command {
+        "dump" => apply_dump(series, &c, r),
+        "ship" => apply_ship(series, &c, &destinations),
+        "prune" => apply_prune(series, &destinations),
+        "check" => apply_check(series, &destinations),
+        _ => {}
+    }
+}
+
+/// The series every command has: when it ran, whether it succeeded, how long it took.
+fn apply_run(series: &mut Series, c: &str, r: &Value) {
     let finished = time_of(&r["finished_at"]).unwrap_or(0.0);
     let ok = r["status"] == "ok" && r["exit_code"] == 0;
-    set(
-        series,
-        "pg_backups_last_run_timestamp_seconds",
-        &c,
-        finished,
-    );
+    set(series, "pg_backups_last_run_timestamp_seconds", c, finished);
     set(
         series,
         "pg_backups_last_run_success",
-        &c,
+        c,
         if ok { 1.0 } else { 0.0 },
     );
     set(
         series,
         "pg_backups_last_run_exit_code",
-        &c,
+        c,
         r["exit_code"].as_f64().unwrap_or(70.0),
     );
     set(
         series,
         "pg_backups_last_run_duration_seconds",
-        &c,
+        c,
         r["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
     );
     if ok {
         set(
             series,
             "pg_backups_last_success_timestamp_seconds",
-            &c,
+            c,
             finished,
         );
     }
-    let destinations = r["destinations"].as_array().cloned().unwrap_or_default();
-    match command {
-        "dump" => {
-            if let Some(bytes) = r["total_bytes"].as_f64() {
-                let labels = format!("{c},{}", destination_label("local"));
-                set(series, "pg_backups_bytes", &labels, bytes);
-            }
-            if r["backup_status"] == "complete"
-                && let Some(t) = folder_time(&r["folder"])
-            {
-                set(
-                    series,
-                    "pg_backups_newest_complete_timestamp_seconds",
-                    &destination_label("local"),
-                    t,
-                );
-            }
+}
+
+fn apply_dump(series: &mut Series, c: &str, r: &Value) {
+    if let Some(bytes) = r["total_bytes"].as_f64() {
+        let labels = format!("{c},{}", destination_label("local"));
+        set(series, "pg_backups_bytes", &labels, bytes);
+    }
+    if r["backup_status"] == "complete"
+        && let Some(t) = folder_time(&r["folder"])
+    {
+        set(
+            series,
+            "pg_backups_newest_complete_timestamp_seconds",
+            &destination_label("local"),
+            t,
+        );
+    }
+}
+
+fn apply_ship(series: &mut Series, c: &str, destinations: &[Value]) {
+    for d in destinations {
+        let dest = d["destination"].as_str().unwrap_or("unknown");
+        let labels = format!("{c},{}", destination_label(dest));
+        set(
+            series,
+            "pg_backups_bytes",
+            &labels,
+            d["bytes"].as_f64().unwrap_or(0.0),
+        );
+        let newest = d["folders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["result"] == "shipped" || f["result"] == "skipped")
+            .filter_map(|f| folder_time(&f["folder"]))
+            .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+        // A ship sees only what it shipped or skipped: it never moves the newest time back.
+        if let Some(t) = newest {
+            let key = (
+                "pg_backups_newest_complete_timestamp_seconds".to_string(),
+                destination_label(dest),
+            );
+            let current = series.get(&key).copied().unwrap_or(0.0);
+            series.insert(key, current.max(t));
         }
-        "ship" => {
-            for d in &destinations {
-                let dest = d["destination"].as_str().unwrap_or("unknown");
-                let labels = format!("{c},{}", destination_label(dest));
-                set(
-                    series,
-                    "pg_backups_bytes",
-                    &labels,
-                    d["bytes"].as_f64().unwrap_or(0.0),
-                );
-                let newest = d["folders"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|f| f["result"] == "shipped" || f["result"] == "skipped")
-                    .filter_map(|f| folder_time(&f["folder"]))
-                    .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
-                if let Some(t) = newest {
-                    let key = (
-                        "pg_backups_newest_complete_timestamp_seconds".to_string(),
-                        destination_label(dest),
-                    );
-                    let current = series.get(&key).copied().unwrap_or(0.0);
-                    series.insert(key, current.max(t));
-                }
-            }
+    }
+}
+
+fn apply_prune(series: &mut Series, destinations: &[Value]) {
+    for d in destinations {
+        let dest = d["destination"].as_str().unwrap_or("unknown");
+        if d["status"] == "failed" {
+            continue;
         }
-        "prune" => {
-            for d in &destinations {
-                let dest = d["destination"].as_str().unwrap_or("unknown");
-                if d["status"] == "failed" {
-                    continue;
-                }
-                set(
-                    series,
-                    "pg_backups_pruned_bytes",
-                    &destination_label(dest),
-                    d["bytes_freed"].as_f64().unwrap_or(0.0),
-                );
-                if let Some(t) = folder_time(&d["newest_complete"]) {
-                    set(
-                        series,
-                        "pg_backups_newest_complete_timestamp_seconds",
-                        &destination_label(dest),
-                        t,
-                    );
-                }
-            }
+        set(
+            series,
+            "pg_backups_pruned_bytes",
+            &destination_label(dest),
+            d["bytes_freed"].as_f64().unwrap_or(0.0),
+        );
+        if let Some(t) = folder_time(&d["newest_complete"]) {
+            set(
+                series,
+                "pg_backups_newest_complete_timestamp_seconds",
+                &destination_label(dest),
+                t,
+            );
         }
-        "check" => {
-            for d in &destinations {
-                let dest = d["destination"].as_str().unwrap_or("unknown");
-                let status = d["status"].as_str().unwrap_or("");
-                if status == "unreachable" {
-                    continue;
-                }
-                let stale = matches!(status, "stale" | "empty");
-                set(
-                    series,
-                    "pg_backups_stale",
-                    &destination_label(dest),
-                    if stale { 1.0 } else { 0.0 },
-                );
-                if let Some(t) = folder_time(&d["newest"]) {
-                    set(
-                        series,
-                        "pg_backups_newest_complete_timestamp_seconds",
-                        &destination_label(dest),
-                        t,
-                    );
-                }
-            }
+    }
+}
+
+fn apply_check(series: &mut Series, destinations: &[Value]) {
+    for d in destinations {
+        let dest = d["destination"].as_str().unwrap_or("unknown");
+        let status = d["status"].as_str().unwrap_or("");
+        if status == "unreachable" {
+            continue;
         }
-        _ => {}
+        let stale = matches!(status, "stale" | "empty");
+        set(
+            series,
+            "pg_backups_stale",
+            &destination_label(dest),
+            if stale { 1.0 } else { 0.0 },
+        );
+        if let Some(t) = folder_time(&d["newest"]) {
+            set(
+                series,
+                "pg_backups_newest_complete_timestamp_seconds",
+                &destination_label(dest),
+                t,
+            );
+        }
     }
 }
 

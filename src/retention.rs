@@ -64,153 +64,209 @@ pub struct Context<'a> {
 const LEFTOVER_AGE_HOURS: i64 = 24;
 
 pub fn plan(entries: &[FolderEntry], ctx: &Context<'_>) -> Plan {
-    let days = ctx.rules.days.max(1) as i64;
-    let span = crate::human::count(days as u64, "day", "days");
-    let cutoff = ctx.now - Duration::days(days);
-    let is_backup = |e: &FolderEntry| e.folder.is_some() && !e.work_folder;
-    let complete: Vec<&FolderEntry> = sorted_newest_first(
-        entries
-            .iter()
-            .filter(|e| is_backup(e) && e.status == FolderStatus::Complete)
-            .filter(|e| time(e) <= ctx.now),
-    );
-    let newest_complete = complete.first().map(|e| e.name.clone());
-    let keep_last: HashSet<String> = complete
-        .iter()
-        .take(ctx.rules.keep_last as usize)
-        .map(|e| e.name.clone())
-        .collect();
-    let newest_complete_time = complete.first().map(|e| time(e));
-    let newest_before_window = complete
-        .iter()
-        .find(|e| time(e) < cutoff)
+    let facts = Facts::gather(entries, ctx);
+    Plan {
+        items: entries.iter().map(|e| decide(e, ctx, &facts)).collect(),
+    }
+}
+
+/// What the rules need to know about the destination as a whole before judging a folder.
+struct Facts {
+    /// "N days", for reasons.
+    span: String,
+    /// Backups older than this are outside the window.
+    cutoff: DateTime<Utc>,
+    newest_complete: Option<String>,
+    newest_complete_time: Option<DateTime<Utc>>,
+    keep_last: HashSet<String>,
+    newest_before_window: Option<String>,
+    newest_incomplete: Option<String>,
+    gfs_daily: HashSet<String>,
+    gfs_weekly: HashSet<String>,
+    gfs_monthly: HashSet<String>,
+}
+
+impl Facts {
+    fn gather(entries: &[FolderEntry], ctx: &Context<'_>) -> Facts {
+        let days = ctx.rules.days.max(1) as i64;
+        let cutoff = ctx.now - Duration::days(days);
+        let is_backup = |e: &FolderEntry| e.folder.is_some() && !e.work_folder;
+        let complete: Vec<&FolderEntry> = sorted_newest_first(
+            entries
+                .iter()
+                .filter(|e| is_backup(e) && e.status == FolderStatus::Complete)
+                .filter(|e| time(e) <= ctx.now),
+        );
+        let newest_incomplete = sorted_newest_first(
+            entries
+                .iter()
+                .filter(|e| is_backup(e) && e.status == FolderStatus::Incomplete),
+        )
+        .first()
         .map(|e| e.name.clone());
-    let newest_incomplete = sorted_newest_first(
-        entries
-            .iter()
-            .filter(|e| is_backup(e) && e.status == FolderStatus::Incomplete),
-    )
-    .first()
-    .map(|e| e.name.clone());
+        Facts {
+            span: crate::human::count(days as u64, "day", "days"),
+            cutoff,
+            newest_complete: complete.first().map(|e| e.name.clone()),
+            newest_complete_time: complete.first().map(|e| time(e)),
+            keep_last: complete
+                .iter()
+                .take(ctx.rules.keep_last as usize)
+                .map(|e| e.name.clone())
+                .collect(),
+            newest_before_window: complete
+                .iter()
+                .find(|e| time(e) < cutoff)
+                .map(|e| e.name.clone()),
+            newest_incomplete,
+            gfs_daily: keep_newest_per(&complete, ctx.rules.keep_daily, |t| {
+                (t.year(), t.ordinal(), 0)
+            }),
+            gfs_weekly: keep_newest_per(&complete, ctx.rules.keep_weekly, |t| {
+                let w = t.iso_week();
+                (w.year(), w.week(), 0)
+            }),
+            gfs_monthly: keep_newest_per(&complete, ctx.rules.keep_monthly, |t| {
+                (t.year(), t.month(), 0)
+            }),
+        }
+    }
+}
 
-    let gfs_daily = keep_newest_per(&complete, ctx.rules.keep_daily, |t| {
-        (t.year(), t.ordinal(), 0)
-    });
-    let gfs_weekly = keep_newest_per(&complete, ctx.rules.keep_weekly, |t| {
-        let w = t.iso_week();
-        (w.year(), w.week(), 0)
-    });
-    let gfs_monthly = keep_newest_per(&complete, ctx.rules.keep_monthly, |t| {
-        (t.year(), t.month(), 0)
-    });
-
-    let mut items = Vec::with_capacity(entries.len());
-    for e in entries {
-        let mut keep: Vec<String> = Vec::new();
-        let mut delete_reason = String::new();
-        match (&e.folder, e.work_folder) {
-            (None, _) => keep.push("invalid name: never touched".into()),
-            (Some(_), true) => {
-                if ctx.work_folders_are_leftovers {
-                    delete_reason = "work folder of a dump that did not finish".into();
-                } else {
-                    keep.push("work folder of a dump that may be running".into());
-                }
-            }
-            (Some(_), false) => {
-                let t = time(e);
-                if e.pinned {
-                    keep.push("pinned".into());
-                }
-                if t > ctx.now {
-                    keep.push(
-                        "from the future: the clock may have gone back; never deleted".into(),
-                    );
-                }
-                match e.status {
-                    FolderStatus::Invalid => keep.push(format!(
-                        "unreadable manifest: never touched ({})",
-                        e.note.as_deref().unwrap_or("invalid")
-                    )),
-                    FolderStatus::Complete => {
-                        if newest_complete.as_deref() == Some(e.name.as_str()) {
-                            keep.push("newest complete backup".into());
-                        } else if keep_last.contains(e.name.as_str()) {
-                            keep.push(format!(
-                                "one of the {} newest complete backups (keep-last)",
-                                ctx.rules.keep_last
-                            ));
-                        }
-                        if t >= cutoff && t <= ctx.now {
-                            keep.push(format!("younger than {span}"));
-                        }
-                        if newest_before_window.as_deref() == Some(e.name.as_str()) {
-                            keep.push(format!(
-                                "newest backup older than {span}: keeps the whole window restorable"
-                            ));
-                        }
-                        for (set, what) in [
-                            (&gfs_daily, "daily"),
-                            (&gfs_weekly, "weekly"),
-                            (&gfs_monthly, "monthly"),
-                        ] {
-                            if set.contains(e.name.as_str()) {
-                                keep.push(format!("keep-{what}"));
-                            }
-                        }
-                        delete_reason = format!("older than {span}");
-                    }
-                    FolderStatus::Partial => {
-                        if t >= cutoff {
-                            keep.push(format!("partial backup younger than {span}"));
-                        }
-                        if newest_complete_time.is_none_or(|n| n < t) {
-                            keep.push("partial backup with no newer complete backup".into());
-                        }
-                        delete_reason = format!("partial backup older than {span}");
-                    }
-                    FolderStatus::Incomplete => {
-                        let age = ctx.now - e.modified.map_or(t, |m| m.max(t));
-                        if e.made_by_scripts() {
-                            keep.push(
-                                "made by the backup scripts: `pg-backups adopt` checks it and \
-                                 makes it a backup"
-                                    .into(),
-                            );
-                        }
-                        if newest_incomplete.as_deref() == Some(e.name.as_str()) {
-                            keep.push("newest incomplete folder: may be a run in progress".into());
-                        } else if age < Duration::hours(LEFTOVER_AGE_HOURS) {
-                            keep.push("incomplete, less than a day old".into());
-                        }
-                        delete_reason = "incomplete leftover of an interrupted run".into();
-                    }
-                }
-                if e.status.has_manifest()
-                    && let Some(why) = (ctx.not_shipped)(e)
-                {
-                    keep.push(why);
-                }
+/// One folder's decision: kept with every reason that holds, else deleted with its reason.
+fn decide(e: &FolderEntry, ctx: &Context<'_>, facts: &Facts) -> PlanItem {
+    let mut keep: Vec<String> = Vec::new();
+    let mut delete_reason = String::new();
+    match (&e.folder, e.work_folder) {
+        (None, _) => keep.push("invalid name: never touched".into()),
+        (Some(_), true) => {
+            if ctx.work_folders_are_leftovers {
+                delete_reason = "work folder of a dump that did not finish".into();
+            } else {
+                keep.push("work folder of a dump that may be running".into());
             }
         }
-        let decision = if keep.is_empty() {
-            Decision::Delete
-        } else {
-            Decision::Keep
-        };
-        items.push(PlanItem {
-            folder: e.name.clone(),
-            status: e.status,
-            decision,
-            reasons: if keep.is_empty() {
-                vec![delete_reason]
-            } else {
-                keep
-            },
-            bytes: e.size(),
-        });
+        (Some(_), false) => delete_reason = judge_backup(e, ctx, facts, &mut keep),
     }
-    Plan { items }
+    let decision = if keep.is_empty() {
+        Decision::Delete
+    } else {
+        Decision::Keep
+    };
+    PlanItem {
+        folder: e.name.clone(),
+        status: e.status,
+        decision,
+        reasons: if keep.is_empty() {
+            vec![delete_reason]
+        } else {
+            keep
+        },
+        bytes: e.size(),
+    }
+}
+
+/// A backup folder (valid name, not a work folder): pushes why it stays to `keep`, returns
+/// why it would go.
+fn judge_backup(
+    e: &FolderEntry,
+    ctx: &Context<'_>,
+    facts: &Facts,
+    keep: &mut Vec<String>,
+) -> String {
+    let t = time(e);
+    if e.pinned {
+        keep.push("pinned".into());
+    }
+    if t > ctx.now {
+        keep.push("from the future: the clock may have gone back; never deleted".into());
+    }
+    let delete_reason = match e.status {
+        FolderStatus::Invalid => {
+            keep.push(format!(
+                "unreadable manifest: never touched ({})",
+                e.note.as_deref().unwrap_or("invalid")
+            ));
+            String::new()
+        }
+        FolderStatus::Complete => judge_complete(e, t, ctx, facts, keep),
+        FolderStatus::Partial => judge_partial(t, facts, keep),
+        FolderStatus::Incomplete => judge_incomplete(e, t, ctx, facts, keep),
+    };
+    if e.status.has_manifest()
+        && let Some(why) = (ctx.not_shipped)(e)
+    {
+        keep.push(why);
+    }
+    delete_reason
+}
+
+fn judge_complete(
+    e: &FolderEntry,
+    t: DateTime<Utc>,
+    ctx: &Context<'_>,
+    facts: &Facts,
+    keep: &mut Vec<String>,
+) -> String {
+    let span = &facts.span;
+    if facts.newest_complete.as_deref() == Some(e.name.as_str()) {
+        keep.push("newest complete backup".into());
+    } else if facts.keep_last.contains(e.name.as_str()) {
+        keep.push(format!(
+            "one of the {} newest complete backups (keep-last)",
+            ctx.rules.keep_last
+        ));
+    }
+    if t >= facts.cutoff && t <= ctx.now {
+        keep.push(format!("younger than {span}"));
+    }
+    if facts.newest_before_window.as_deref() == Some(e.name.as_str()) {
+        keep.push(format!(
+            "newest backup older than {span}: keeps the whole window restorable"
+        ));
+    }
+    for (set, what) in [
+        (&facts.gfs_daily, "daily"),
+        (&facts.gfs_weekly, "weekly"),
+        (&facts.gfs_monthly, "monthly"),
+    ] {
+        if set.contains(e.name.as_str()) {
+            keep.push(format!("keep-{what}"));
+        }
+    }
+    format!("older than {span}")
+}
+
+fn judge_partial(t: DateTime<Utc>, facts: &Facts, keep: &mut Vec<String>) -> String {
+    let span = &facts.span;
+    if t >= facts.cutoff {
+        keep.push(format!("partial backup younger than {span}"));
+    }
+    if facts.newest_complete_time.is_none_or(|n| n < t) {
+        keep.push("partial backup with no newer complete backup".into());
+    }
+    format!("partial backup older than {span}")
+}
+
+fn judge_incomplete(
+    e: &FolderEntry,
+    t: DateTime<Utc>,
+    ctx: &Context<'_>,
+    facts: &Facts,
+    keep: &mut Vec<String>,
+) -> String {
+    let age = ctx.now - e.modified.map_or(t, |m| m.max(t));
+    if e.made_by_scripts() {
+        keep.push(
+            "made by the backup scripts: `pg-backups adopt` checks it and makes it a backup".into(),
+        );
+    }
+    if facts.newest_incomplete.as_deref() == Some(e.name.as_str()) {
+        keep.push("newest incomplete folder: may be a run in progress".into());
+    } else if age < Duration::hours(LEFTOVER_AGE_HOURS) {
+        keep.push("incomplete, less than a day old".into());
+    }
+    "incomplete leftover of an interrupted run".into()
 }
 
 fn time(e: &FolderEntry) -> DateTime<Utc> {

@@ -59,20 +59,7 @@ struct AdoptDetails {
 }
 
 pub fn run(cfg: &Config, args: &AdoptArgs) -> Result<Outcome> {
-    let wanted = match (&args.folder, args.all) {
-        (Some(f), false) => Some(FolderName::parse(f).ok_or_else(|| ConfigError::Invalid {
-            var: "FOLDER",
-            value: f.clone(),
-            reason: "expected a folder name like 20251005_120000 (UTC, YYYYMMDD_HHMMSS)".into(),
-        })?),
-        (None, true) => None,
-        _ => {
-            return Err(ConfigError::Conflict(
-                "name one FOLDER to adopt, or --all for every folder the scripts made".into(),
-            )
-            .into());
-        }
-    };
+    let wanted = wanted_folder(args)?;
     let only = parse_sources(&args.source)?;
     let destinations = crate::storage::open_all(cfg, only)?;
     // Manifests appear: no prune or ship may run meanwhile.
@@ -106,61 +93,16 @@ pub fn run(cfg: &Config, args: &AdoptArgs) -> Result<Outcome> {
         };
         any_ok = true;
         for entry in &entries {
-            let Some(folder) = &entry.folder else {
+            let Some(adoption) = consider(dest.as_ref(), entry, wanted.as_ref()) else {
                 continue;
             };
-            if wanted.as_ref().is_some_and(|w| w != folder) || entry.work_folder {
-                continue;
+            if adoption.result == AdoptResult::Adopted {
+                adopted += 1;
             }
-            if entry.status.has_manifest() {
-                if wanted.is_some() {
-                    d.folders.push(FolderAdoption {
-                        folder: folder.to_string(),
-                        result: AdoptResult::AlreadyABackup,
-                        databases: Vec::new(),
-                        files: 0,
-                        bytes: 0,
-                        error: None,
-                    });
-                }
-                continue;
+            if let Some(e) = &adoption.error {
+                errors.push(e.clone());
             }
-            if !entry.made_by_scripts() {
-                if wanted.is_some() {
-                    let e = Error::Data(format!(
-                        "{folder} at {} holds files the backup scripts never wrote ({}): not adopted",
-                        dest.kind(),
-                        entry
-                            .files
-                            .iter()
-                            .map(|(f, _)| f.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                    errors.push(e.info());
-                    d.folders.push(refused(folder, e));
-                }
-                continue;
-            }
-            tracing::info!(destination = %dest.kind(), folder = %folder, "checking a folder the backup scripts made");
-            match adopt_folder(dest.as_ref(), folder, entry) {
-                Ok(manifest) => {
-                    adopted += 1;
-                    d.folders.push(FolderAdoption {
-                        folder: folder.to_string(),
-                        result: AdoptResult::Adopted,
-                        databases: manifest.databases.clone(),
-                        files: manifest.files.len(),
-                        bytes: manifest.total_bytes(),
-                        error: None,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(destination = %dest.kind(), folder = %folder, "{e}");
-                    errors.push(e.info());
-                    d.folders.push(refused(folder, e));
-                }
-            }
+            d.folders.push(adoption);
         }
         out.push(d);
     }
@@ -184,6 +126,80 @@ pub fn run(cfg: &Config, args: &AdoptArgs) -> Result<Outcome> {
             adopted,
         },
     ))
+}
+
+/// The one folder asked for, or `None` for `--all`; exactly one of the two is required.
+fn wanted_folder(args: &AdoptArgs) -> Result<Option<FolderName>> {
+    match (&args.folder, args.all) {
+        (Some(f), false) => Ok(Some(FolderName::parse(f).ok_or_else(|| {
+            ConfigError::Invalid {
+                var: "FOLDER",
+                value: f.clone(),
+                reason: "expected a folder name like 20251005_120000 (UTC, YYYYMMDD_HHMMSS)".into(),
+            }
+        })?)),
+        (None, true) => Ok(None),
+        _ => Err(ConfigError::Conflict(
+            "name one FOLDER to adopt, or --all for every folder the scripts made".into(),
+        )
+        .into()),
+    }
+}
+
+/// What becomes of one folder at a destination, or `None` when it is none of this run's
+/// business (not the one asked for, a work folder, or with `--all` a backup already or a
+/// folder the scripts did not make).
+fn consider(
+    dest: &dyn Storage,
+    entry: &FolderEntry,
+    wanted: Option<&FolderName>,
+) -> Option<FolderAdoption> {
+    let folder = entry.folder.as_ref()?;
+    if wanted.is_some_and(|w| w != folder) || entry.work_folder {
+        return None;
+    }
+    if entry.status.has_manifest() {
+        return wanted.is_some().then(|| FolderAdoption {
+            folder: folder.to_string(),
+            result: AdoptResult::AlreadyABackup,
+            databases: Vec::new(),
+            files: 0,
+            bytes: 0,
+            error: None,
+        });
+    }
+    if !entry.made_by_scripts() {
+        return wanted.is_some().then(|| {
+            refused(
+                folder,
+                Error::Data(format!(
+                    "{folder} at {} holds files the backup scripts never wrote ({}): not adopted",
+                    dest.kind(),
+                    entry
+                        .files
+                        .iter()
+                        .map(|(f, _)| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            )
+        });
+    }
+    tracing::info!(destination = %dest.kind(), folder = %folder, "checking a folder the backup scripts made");
+    Some(match adopt_folder(dest, folder, entry) {
+        Ok(manifest) => FolderAdoption {
+            folder: folder.to_string(),
+            result: AdoptResult::Adopted,
+            databases: manifest.databases.clone(),
+            files: manifest.files.len(),
+            bytes: manifest.total_bytes(),
+            error: None,
+        },
+        Err(e) => {
+            tracing::error!(destination = %dest.kind(), folder = %folder, "{e}");
+            refused(folder, e)
+        }
+    })
 }
 
 fn refused(folder: &FolderName, e: Error) -> FolderAdoption {

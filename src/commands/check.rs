@@ -14,7 +14,7 @@ use crate::config::{Config, SourceKind, parse_duration};
 use crate::error::{Error, ErrorInfo, Result};
 use crate::report::Outcome;
 use crate::schedule::Schedule;
-use crate::storage::{FolderEntry, FolderStatus};
+use crate::storage::{FolderEntry, FolderStatus, Storage};
 use crate::time::format_time;
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
@@ -94,88 +94,17 @@ pub fn run_at(
     let mut errors = Vec::new();
     let mut stale = Vec::new();
     let mut warnings = Vec::new();
-    let max = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     for dest in &destinations {
-        let kind = dest.kind();
-        let mut d = DestinationCheck {
-            destination: kind,
-            location: dest.location(),
-            status: Freshness::Empty,
-            newest: None,
-            newest_at: None,
-            age_seconds: None,
-            bytes: None,
-            previous_bytes: None,
-            complete_backups: 0,
-            warning: None,
-            error: None,
-        };
-        let entries = match dest.list() {
-            Ok(e) => e,
-            // No remote root yet: nothing was shipped there, which is "empty" (stale).
-            Err(crate::storage::StorageError::NotFound(_)) if kind == SourceKind::Remote => {
-                Vec::new()
-            }
-            Err(e @ crate::storage::StorageError::NotFound(_)) => {
-                let info = Error::from(e).info();
-                d.status = Freshness::Missing;
-                d.error = Some(info.clone());
-                errors.push(info);
-                out.push(d);
-                continue;
-            }
-            Err(e) => {
-                let info = Error::from(e).info();
-                d.status = Freshness::Unreachable;
-                d.error = Some(info.clone());
-                errors.push(info);
-                out.push(d);
-                continue;
-            }
-        };
-        let mut complete: Vec<&FolderEntry> = entries
-            .iter()
-            .filter(|e| e.status == FolderStatus::Complete && !e.work_folder)
-            .filter(|e| e.folder.as_ref().is_some_and(|f| f.time() <= now))
-            .collect();
-        complete.sort_by(|a, b| b.folder.cmp(&a.folder));
-        d.complete_backups = complete.len();
-        let size = |e: &FolderEntry| e.manifest.as_ref().map_or(e.bytes, |m| m.total_bytes());
-        if let Some(newest) = complete.first() {
-            let t = newest.folder.as_ref().map(|f| f.time()).unwrap_or(now);
-            let age = now - t;
-            d.newest = Some(newest.name.clone());
-            d.newest_at = Some(format_time(&t));
-            d.age_seconds = Some(age.num_seconds());
-            d.bytes = Some(size(newest));
-            d.status = if age <= max {
-                Freshness::Ok
-            } else {
-                Freshness::Stale
-            };
-            if let Some(previous) = complete.get(1) {
-                let (now_b, before) = (size(newest), size(previous));
-                d.previous_bytes = Some(before);
-                if now_b.saturating_mul(2) < before {
-                    let w = format!(
-                        "{kind}: the newest backup {} is {now_b} bytes, less than half of the one before ({} with {before} bytes): check that no database was emptied or left out",
-                        newest.name, previous.name
-                    );
-                    d.warning = Some(w.clone());
-                    warnings.push(w);
-                }
-            }
+        let d = check_destination(dest.as_ref(), max_age, now);
+        if let Some(e) = &d.error {
+            errors.push(e.clone());
+        }
+        if let Some(w) = &d.warning {
+            warnings.push(w.clone());
         }
         if matches!(d.status, Freshness::Stale | Freshness::Empty) {
-            tracing::warn!(
-                destination = %kind,
-                "no complete backup younger than {}{}",
-                crate::human::duration(max_age),
-                d.age_seconds
-                    .map(|s| format!(" (the newest is {} old)", crate::human::duration(Duration::from_secs(s.max(0) as u64))))
-                    .unwrap_or_default()
-            );
-            stale.push(kind);
+            warn_stale(&d, max_age);
+            stale.push(d.destination);
         }
         out.push(d);
     }
@@ -196,6 +125,98 @@ pub fn run_at(
     } else {
         outcome
     })
+}
+
+/// How fresh one destination is: its newest complete backup's age against `max_age`, and a
+/// warning when that backup shrank to less than half of the one before.
+fn check_destination(
+    dest: &dyn Storage,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> DestinationCheck {
+    let kind = dest.kind();
+    let mut d = DestinationCheck {
+        destination: kind,
+        location: dest.location(),
+        status: Freshness::Empty,
+        newest: None,
+        newest_at: None,
+        age_seconds: None,
+        bytes: None,
+        previous_bytes: None,
+        complete_backups: 0,
+        warning: None,
+        error: None,
+    };
+    let entries = match dest.list() {
+        Ok(e) => e,
+        // No remote root yet: nothing was shipped there, which is "empty" (stale).
+        Err(crate::storage::StorageError::NotFound(_)) if kind == SourceKind::Remote => Vec::new(),
+        Err(e @ crate::storage::StorageError::NotFound(_)) => {
+            d.status = Freshness::Missing;
+            d.error = Some(Error::from(e).info());
+            return d;
+        }
+        Err(e) => {
+            d.status = Freshness::Unreachable;
+            d.error = Some(Error::from(e).info());
+            return d;
+        }
+    };
+    let mut complete: Vec<&FolderEntry> = entries
+        .iter()
+        .filter(|e| e.status == FolderStatus::Complete && !e.work_folder)
+        .filter(|e| e.folder.as_ref().is_some_and(|f| f.time() <= now))
+        .collect();
+    complete.sort_by(|a, b| b.folder.cmp(&a.folder));
+    d.complete_backups = complete.len();
+    if let Some(newest) = complete.first() {
+        describe_newest(&mut d, newest, complete.get(1).copied(), max_age, now);
+    }
+    d
+}
+
+fn describe_newest(
+    d: &mut DestinationCheck,
+    newest: &FolderEntry,
+    previous: Option<&FolderEntry>,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) {
+    let max = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    let size = |e: &FolderEntry| e.manifest.as_ref().map_or(e.bytes, |m| m.total_bytes());
+    let t = newest.folder.as_ref().map(|f| f.time()).unwrap_or(now);
+    let age = now - t;
+    d.newest = Some(newest.name.clone());
+    d.newest_at = Some(format_time(&t));
+    d.age_seconds = Some(age.num_seconds());
+    d.bytes = Some(size(newest));
+    d.status = if age <= max {
+        Freshness::Ok
+    } else {
+        Freshness::Stale
+    };
+    if let Some(previous) = previous {
+        let (now_b, before) = (size(newest), size(previous));
+        d.previous_bytes = Some(before);
+        if now_b.saturating_mul(2) < before {
+            d.warning = Some(format!(
+                "{}: the newest backup {} is {now_b} bytes, less than half of the one before ({} with {before} bytes): check that no database was emptied or left out",
+                d.destination, newest.name, previous.name
+            ));
+        }
+    }
+}
+
+fn warn_stale(d: &DestinationCheck, max_age: Duration) {
+    tracing::warn!(
+        destination = %d.destination,
+        "no complete backup younger than {}{}",
+        crate::human::duration(max_age),
+        d.age_seconds
+            .map(|s| format!(" (the newest is {} old)", crate::human::duration(Duration::from_secs(s.max(0) as u64))))
+            .unwrap_or_default()
+    );
 }
 
 #[cfg(test)]

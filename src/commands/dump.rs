@@ -6,24 +6,24 @@
 //! globals and those same compressed files as a multi-member gzip (see `backup::cluster`).
 //! Everything is written into a hidden work folder that is renamed into place when every
 //! file is on disk; `manifest.json` comes last.
+//!
+//! The files themselves are written by `backup::dump_file`; this command picks the
+//! databases, names and publishes the folder, and reports.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::Read;
+use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::backup::cluster::{
-    CLUSTER_TRAILER, DATABASES_HEADER, cluster_order, create_filter, database_header,
-    missing_database_note, restored_in_place,
+use crate::backup::cluster::{cluster_order, restored_in_place};
+use crate::backup::codec::{Encryption, Format, Layout};
+use crate::backup::dump_file::{
+    DumpError, Job, JobContext, JobDone, JobFailure, Section, assemble_cluster, dump_globals,
+    remove_scratch_files, run_jobs,
 };
-use crate::backup::codec::{Compression, Encryption, Format, Layout};
-use crate::backup::writer::{AssembledFile, FileWriter, WrittenFile};
+use crate::backup::writer::WrittenFile;
 use crate::backup::{
     BackupError, EncryptionInfo, FailedDatabase, FileEntry, FileKind, FolderName, Manifest,
     ManifestStatus, ServerInfo, manifest_fsync_dir,
@@ -31,13 +31,9 @@ use crate::backup::{
 use crate::config::{Config, DatabaseFilter};
 use crate::error::{Error, ErrorInfo, Result};
 use crate::lock::RunLock;
-use crate::pg::{PgError, PgTools, conninfo};
-use crate::process::{Running, Tail, describe_status, enlarge_pipe};
+use crate::pg::{PgTools, ServerVersion, ToolVersion};
 use crate::report::Outcome;
 use crate::storage::local::work_folder_name;
-
-const READ_CHUNK: usize = 256 * 1024;
-const PIPE_SIZE: i32 = 1024 * 1024;
 
 #[derive(Debug, Serialize)]
 struct DumpedDatabase {
@@ -91,85 +87,181 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let mut guard = WorkFolderGuard(Some(work.clone()));
     tracing::info!(folder = %folder, databases = plan.jobs.len(), "dump started");
 
-    let mut details = DumpDetails {
-        server_version: server.text.clone(),
-        pg_dump_version: pg_dump.text.clone(),
-        pg_dump_path: pg_dump_path.clone(),
-        jobs: cfg.jobs,
-        format: cfg.layout.format,
-        compression: compression_name(&cfg.layout),
-        compression_level: cfg.compression_level,
-        encryption: encryption_info(cfg.encryption.as_deref()),
-        ..DumpDetails::default()
+    let facts = RunFacts {
+        folder,
+        started_at,
+        server,
+        pg_dump,
+        pg_dump_path,
     };
-    let ctx = JobContext {
-        tools: &tools,
-        work: &work,
-        layout: cfg.layout,
-        level: cfg.compression_level,
-        enc: cfg.encryption.as_deref(),
-        pg_dump: pg_dump.clone(),
-        stop: AtomicBool::new(false),
-    };
+    let mut details = DumpDetails::new(cfg, &facts);
+    let ctx = JobContext::new(
+        &tools,
+        &work,
+        cfg.layout,
+        cfg.compression_level,
+        cfg.encryption.as_deref(),
+        facts.pg_dump.clone(),
+    );
 
     let globals = match dump_globals(&ctx) {
         Ok(g) => g,
-        Err(e) => return Ok(Outcome::failed(e.info(), details)),
+        Err(e) => return Ok(Outcome::failed(Error::from(e).info(), details)),
     };
     let results = run_jobs(&ctx, plan.jobs.clone(), cfg.jobs);
+    let (done, fatal) = sort_results(&plan.jobs, results, &mut details);
+    if let Some(first) = fatal {
+        tracing::error!(folder = %facts.folder, "dump failed: {}", first.message);
+        return Ok(Outcome::failed(first, details));
+    }
 
-    // A fatal failure (server gone, disk full, signal) or a failed cluster-only part fails the
-    // whole run; a database that failed on its own makes it partial.
+    // A custom-format backup has no cluster file: a cluster restore replays the globals and
+    // every database.
+    let cluster = match cfg.layout.format {
+        Format::Plain => match assemble_cluster(&ctx, &globals, &plan.cluster, &done) {
+            Ok(c) => Some(c),
+            Err(e) => return Ok(Outcome::failed(Error::from(e).info(), details)),
+        },
+        Format::Custom => None,
+    };
+    let files = file_entries(cfg, cluster.as_ref(), &globals.file, &done, &mut details);
+    let status = if details.databases_failed.is_empty() {
+        ManifestStatus::Complete
+    } else {
+        ManifestStatus::Partial
+    };
+    let mut cluster_dbs: Vec<String> = plan
+        .cluster
+        .iter()
+        .filter(|d| done.contains_key(*d))
+        .cloned()
+        .collect();
+    cluster_order(&mut cluster_dbs);
+    let manifest = build_manifest(cfg, &facts, status, cluster_dbs, &files, &details);
+
+    let final_dir = cfg.backup_dir.join(facts.folder.as_str());
+    if let Err(e) = publish(&cfg.backup_dir, &work, &final_dir, &manifest) {
+        let _ = std::fs::remove_dir_all(&final_dir);
+        return Ok(Outcome::failed(Error::from(e).info(), details));
+    }
+    guard.disarm();
+
+    details.finish(files, &facts.folder, &final_dir, status);
+    tracing::info!(folder = %facts.folder, bytes = details.total_bytes, ?status, "dump finished");
+    Ok(match details.databases_failed.first() {
+        None => Outcome::ok(details),
+        Some(f) => Outcome::partial(f.error.clone(), details),
+    })
+}
+
+/// What the run learnt before the first file, for the report and the manifest.
+struct RunFacts {
+    folder: FolderName,
+    started_at: DateTime<Utc>,
+    server: ServerVersion,
+    pg_dump: ToolVersion,
+    pg_dump_path: Option<String>,
+}
+
+impl DumpDetails {
+    fn new(cfg: &Config, facts: &RunFacts) -> DumpDetails {
+        DumpDetails {
+            server_version: facts.server.text.clone(),
+            pg_dump_version: facts.pg_dump.text.clone(),
+            pg_dump_path: facts.pg_dump_path.clone(),
+            jobs: cfg.jobs,
+            format: cfg.layout.format,
+            compression: compression_name(&cfg.layout),
+            compression_level: cfg.compression_level,
+            encryption: encryption_info(cfg.encryption.as_deref()),
+            ..DumpDetails::default()
+        }
+    }
+
+    /// The published folder and its totals (the cluster file repeats the SQL of the others,
+    /// so it is left out of `sql_bytes`).
+    fn finish(
+        &mut self,
+        files: Vec<FileEntry>,
+        folder: &FolderName,
+        final_dir: &Path,
+        status: ManifestStatus,
+    ) {
+        self.total_bytes = files.iter().map(|f| f.bytes).sum();
+        self.sql_bytes = files
+            .iter()
+            .filter(|f| f.kind != FileKind::Cluster)
+            .map(|f| f.sql_bytes)
+            .sum();
+        self.files = files;
+        self.folder = Some(folder.to_string());
+        self.path = Some(final_dir.display().to_string());
+        self.backup_status = Some(status);
+    }
+}
+
+/// The finished databases by name, and the error that fails the whole run, if any: a fatal
+/// failure (server gone, disk full, signal), a failed cluster-only part, or every database
+/// failing. A database that failed on its own makes the run partial; each failure goes to
+/// `details`.
+fn sort_results(
+    jobs: &[Job],
+    results: Vec<std::result::Result<JobDone, JobFailure>>,
+    details: &mut DumpDetails,
+) -> (BTreeMap<String, JobDone>, Option<ErrorInfo>) {
     let mut fatal: Option<ErrorInfo> = None;
     let mut done: BTreeMap<String, JobDone> = BTreeMap::new();
-    for (job, result) in plan.jobs.iter().zip(results) {
+    for (job, result) in jobs.iter().zip(results) {
         match result {
             Ok(d) => {
                 done.insert(job.database.clone(), d);
             }
             Err(f) => {
-                if (f.fatal || !job.per_database) && fatal.is_none() {
-                    fatal = Some(f.error.clone());
+                let is_fatal = f.fatal;
+                let error = failure_info(&job.database, f);
+                if (is_fatal || !job.per_database) && fatal.is_none() {
+                    fatal = Some(error.clone());
                 }
                 details.databases_failed.push(DatabaseFailure {
                     database: job.database.clone(),
-                    error: f.error,
+                    error,
                 });
             }
         }
     }
-    let per_db_total = plan.jobs.iter().filter(|j| j.per_database).count();
+    let per_db_total = jobs.iter().filter(|j| j.per_database).count();
     let per_db_done = done.values().filter(|d| d.file.is_some()).count();
     if fatal.is_none() && per_db_total > 0 && per_db_done == 0 {
         fatal = details.databases_failed.first().map(|f| f.error.clone());
     }
-    if let Some(first) = fatal {
-        tracing::error!(folder = %folder, "dump failed: {}", first.message);
-        return Ok(Outcome::failed(first, details));
-    }
+    (done, fatal)
+}
 
+/// The manifest's file list, in the order the manifest has always had (cluster, globals,
+/// databases by name); each dumped database also goes to `details`.
+fn file_entries(
+    cfg: &Config,
+    cluster: Option<&WrittenFile>,
+    globals: &WrittenFile,
+    done: &BTreeMap<String, JobDone>,
+    details: &mut DumpDetails,
+) -> Vec<FileEntry> {
     let mut files = Vec::new();
-    // A custom-format backup has no cluster file: a cluster restore replays the globals and
-    // every database.
-    if cfg.layout.format == Format::Plain {
-        let cluster = match assemble_cluster(&ctx, &globals, &plan.cluster, &done) {
-            Ok(c) => c,
-            Err(e) => return Ok(Outcome::failed(e.info(), details)),
-        };
+    if let Some(cluster) = cluster {
         files.push(entry(
             &cfg.layout.cluster_file(),
             FileKind::Cluster,
             None,
-            &cluster,
+            cluster,
         ));
     }
     files.push(entry(
         &cfg.layout.globals_file(),
         FileKind::Globals,
         None,
-        &globals.file,
+        globals,
     ));
-    for (name, d) in &done {
+    for (name, d) in done {
         if let Some(f) = &d.file {
             files.push(entry(
                 &cfg.layout.database_file(name),
@@ -186,40 +278,39 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             });
         }
     }
-    let status = if details.databases_failed.is_empty() {
-        ManifestStatus::Complete
-    } else {
-        ManifestStatus::Partial
-    };
-    let mut cluster_dbs: Vec<String> = plan
-        .cluster
-        .iter()
-        .filter(|d| done.contains_key(*d))
-        .cloned()
-        .collect();
-    cluster_order(&mut cluster_dbs);
-    let manifest = Manifest {
+    files
+}
+
+fn build_manifest(
+    cfg: &Config,
+    facts: &RunFacts,
+    status: ManifestStatus,
+    databases: Vec<String>,
+    files: &[FileEntry],
+    details: &DumpDetails,
+) -> Manifest {
+    Manifest {
         format: crate::backup::MANIFEST_FORMAT,
         tool: "pg-backups".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
-        folder: folder.to_string(),
+        folder: facts.folder.to_string(),
         status,
-        started_at,
+        started_at: facts.started_at,
         finished_at: Utc::now(),
         server: ServerInfo {
             host: cfg.pg.host.clone(),
             port: cfg.pg.port,
-            version: server.text.clone(),
-            version_num: server.num,
+            version: facts.server.text.clone(),
+            version_num: facts.server.num,
         },
-        pg_dump_version: pg_dump.text.clone(),
-        pg_dump_path,
+        pg_dump_version: facts.pg_dump.text.clone(),
+        pg_dump_path: facts.pg_dump_path.clone(),
         backup_format: cfg.layout.format,
         compression: compression_name(&cfg.layout).into(),
         compression_level: cfg.compression_level,
         encryption: encryption_info(cfg.encryption.as_deref()),
-        databases: cluster_dbs,
-        files: files.clone(),
+        databases,
+        files: files.to_vec(),
         failed: details
             .databases_failed
             .iter()
@@ -229,40 +320,25 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             })
             .collect(),
         adopted: None,
-    };
-
-    let final_dir = cfg.backup_dir.join(folder.as_str());
-    let publish = || -> std::result::Result<(), BackupError> {
-        remove_scratch_files(&work)?;
-        let werr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Write { path, source }
-        };
-        std::fs::rename(&work, &final_dir).map_err(werr(&final_dir))?;
-        manifest_fsync_dir(&cfg.backup_dir).map_err(werr(&cfg.backup_dir))?;
-        manifest.write_atomic(&final_dir)
-    };
-    if let Err(e) = publish() {
-        let _ = std::fs::remove_dir_all(&final_dir);
-        return Ok(Outcome::failed(Error::from(e).info(), details));
     }
-    guard.disarm();
+}
 
-    details.total_bytes = files.iter().map(|f| f.bytes).sum();
-    details.sql_bytes = files
-        .iter()
-        .filter(|f| f.kind != FileKind::Cluster)
-        .map(|f| f.sql_bytes)
-        .sum();
-    details.files = files;
-    details.folder = Some(folder.to_string());
-    details.path = Some(final_dir.display().to_string());
-    details.backup_status = Some(status);
-    tracing::info!(folder = %folder, bytes = details.total_bytes, ?status, "dump finished");
-    Ok(match details.databases_failed.first() {
-        None => Outcome::ok(details),
-        Some(f) => Outcome::partial(f.error.clone(), details),
-    })
+/// The work folder becomes the backup folder, and only then gets its manifest: a folder
+/// under its real name is complete only once the manifest is there.
+fn publish(
+    root: &Path,
+    work: &Path,
+    final_dir: &Path,
+    manifest: &Manifest,
+) -> std::result::Result<(), BackupError> {
+    remove_scratch_files(work)?;
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BackupError::Write { path, source }
+    };
+    std::fs::rename(work, final_dir).map_err(werr(final_dir))?;
+    manifest_fsync_dir(root).map_err(werr(root))?;
+    manifest.write_atomic(final_dir)
 }
 
 fn entry(name: &str, kind: FileKind, database: Option<String>, w: &WrittenFile) -> FileEntry {
@@ -351,52 +427,6 @@ impl Drop for WorkFolderGuard {
             tracing::warn!("could not remove the work folder {}: {e}", dir.display());
         }
     }
-}
-
-/// Cluster sections and the globals head live beside the files until assembly (encrypted
-/// like them: no plaintext byte reaches the disk).
-fn scratch_name(i: usize, layout: &Layout) -> String {
-    format!(".section_{i}{}", layout.sql().suffix())
-}
-
-fn cluster_head_name(layout: &Layout) -> String {
-    format!(".cluster_head{}", layout.sql().suffix())
-}
-
-fn remove_scratch_files(work: &Path) -> std::result::Result<(), BackupError> {
-    let read = std::fs::read_dir(work).map_err(|source| BackupError::Read {
-        path: work.to_path_buf(),
-        source,
-    })?;
-    for item in read.flatten() {
-        if item.file_name().to_string_lossy().starts_with('.') {
-            let _ = std::fs::remove_file(item.path());
-        }
-    }
-    Ok(())
-}
-
-/// What the cluster file needs from a database besides (or instead of) its own file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Section {
-    /// Not in the cluster file.
-    None,
-    /// The cluster holds the database's own `--create` file as it is.
-    SameAsFile,
-    /// `postgres`/`template1`: the `--create` stream filtered to a plain one.
-    Filtered,
-    /// Only in the cluster (template1 when not dumped on its own): plain `pg_dump`.
-    PlainOnly,
-}
-
-#[derive(Debug, Clone)]
-struct Job {
-    index: usize,
-    database: String,
-    /// `pg_database.datdba`, to recognise the database's own entries in its dump.
-    owner: String,
-    per_database: bool,
-    section: Section,
 }
 
 struct Plan {
@@ -488,440 +518,31 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter, format: Format) -> Result<Plan
     Ok(Plan { jobs, cluster })
 }
 
-struct JobContext<'a> {
-    tools: &'a PgTools,
-    work: &'a Path,
-    layout: Layout,
-    level: u32,
-    enc: Option<&'a Encryption>,
-    pg_dump: crate::pg::ToolVersion,
-    /// Set when a part failed in a way that dooms the run; other parts stop early.
-    stop: AtomicBool,
+/// A database's failure as the report shows it; one stopped because another part failed
+/// says so instead of repeating that part's error.
+fn failure_info(database: &str, failure: JobFailure) -> ErrorInfo {
+    let cancelled = matches!(failure.error, DumpError::Cancelled);
+    let mut info = Error::from(failure.error).info();
+    if cancelled {
+        info.kind = "cancelled".into();
+        info.message =
+            format!("dump of \"{database}\" stopped because another part of the run failed");
+    }
+    info
 }
 
-struct JobDone {
-    file: Option<WrittenFile>,
-    section: Option<WrittenFile>,
-    seconds: f64,
-}
-
-struct JobFailure {
-    error: ErrorInfo,
-    fatal: bool,
-}
-
-struct Globals {
-    file: WrittenFile,
-    /// The globals without pg_dumpall's completion trailer, to open the cluster file.
-    head: Option<WrittenFile>,
-}
-
-/// Runs `tool` and hands its stdout to `sink` chunk by chunk. The child is killed if the
-/// sink fails, a signal arrives or another part failed; its stderr becomes the error.
-fn stream_tool(
-    ctx: &JobContext<'_>,
-    tool: &str,
-    args: &[String],
-    context: &str,
-    label: &str,
-    completion: Option<&[u8]>,
-    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
-    // On a terminal: what pg_dump has written so far, and how fast.
-    let progress = crate::progress::Bar::bytes(label, None).with_prefix("dumping");
-    let mut cmd = ctx.tools.command(tool);
-    cmd.args(args);
-    let mut child = Running::spawn(
-        cmd,
-        tool,
-        std::process::Stdio::null(),
-        true,
-        Tail::default(),
-    )
-    .map_err(|e| ctx.tools.spawn_error(tool, e))?;
-    let mut stdout = child
-        .take_stdout()
-        .ok_or_else(|| Error::Internal(format!("{tool} has no stdout")))?;
-    enlarge_pipe(&stdout, PIPE_SIZE);
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut tail: Vec<u8> = Vec::with_capacity(512);
-    loop {
-        if crate::signals::interrupted() {
-            return Err(Error::Interrupted);
-        }
-        if ctx.stop.load(Ordering::SeqCst) {
-            return Err(Error::Internal("cancelled".into()));
-        }
-        let n = match stdout.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(PgError::Io {
-                    context: format!("reading the output of {tool}"),
-                    source: e,
-                }
-                .into());
-            }
-        };
-        let chunk = &buf[..n];
-        sink(chunk)?;
-        progress.inc(n as u64);
-        if chunk.len() >= 512 {
-            tail.clear();
-            tail.extend_from_slice(&chunk[chunk.len() - 512..]);
-        } else {
-            tail.extend_from_slice(chunk);
-            if tail.len() > 512 {
-                tail.drain(..tail.len() - 512);
-            }
+/// The crate's error for a failed part of the dump: same text, kind and exit code.
+impl From<DumpError> for Error {
+    fn from(e: DumpError) -> Error {
+        match e {
+            DumpError::Pg(e) => Error::Pg(e),
+            DumpError::Backup(e) => Error::Backup(e),
+            DumpError::Data(m) => Error::Data(m),
+            DumpError::Interrupted => Error::Interrupted,
+            DumpError::Cancelled => Error::Internal("cancelled".into()),
+            DumpError::Internal(m) => Error::Internal(m),
         }
     }
-    drop(stdout);
-    let finished = child.finish().map_err(|e| PgError::Io {
-        context: format!("waiting for {tool}"),
-        source: e,
-    })?;
-    if crate::signals::interrupted() {
-        return Err(Error::Interrupted);
-    }
-    if !finished.status.success() {
-        return Err(ctx
-            .tools
-            .failure(
-                tool,
-                context,
-                &describe_status(&finished.status),
-                &finished.stderr.text(),
-            )
-            .into());
-    }
-    // Exit status 0 is not enough for a backup: the stream must end the way pg_dump ends it
-    // (a custom archive has no such line: pg_dump's exit status says it is whole).
-    if let Some(completion) = completion
-        && !tail.windows(completion.len()).any(|w| w == completion)
-    {
-        return Err(PgError::Unexpected(format!(
-            "{tool} exited 0 while {context}, but its output does not end with its completion line"
-        ))
-        .into());
-    }
-    Ok(())
-}
-
-const DUMP_COMPLETE: &[u8] = b"-- PostgreSQL database dump complete";
-const CLUSTER_COMPLETE: &[u8] = b"-- PostgreSQL database cluster dump complete";
-
-fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals> {
-    let sql = ctx.layout.sql();
-    let mut file = FileWriter::create(
-        &ctx.work.join(ctx.layout.globals_file()),
-        sql,
-        ctx.level,
-        ctx.enc,
-        false,
-    )?;
-    let mut head = match ctx.layout.format {
-        Format::Plain => Some(FileWriter::create(
-            &ctx.work.join(cluster_head_name(&ctx.layout)),
-            sql,
-            ctx.level,
-            ctx.enc,
-            true,
-        )?),
-        Format::Custom => None,
-    };
-    let mut held = TrailerHold::new(CLUSTER_TRAILER.as_bytes());
-    let args = vec![
-        "-w".to_string(),
-        "--globals-only".to_string(),
-        format!("--dbname={}", conninfo("postgres")),
-    ];
-    let started = Instant::now();
-    stream_tool(
-        ctx,
-        "pg_dumpall",
-        &args,
-        "dumping roles and tablespaces (globals)",
-        "(globals)",
-        Some(CLUSTER_COMPLETE),
-        &mut |chunk| {
-            file.write(chunk)?;
-            if let Some(head) = head.as_mut() {
-                let ready = held.push(chunk);
-                head.write(&ready)?;
-            }
-            Ok(())
-        },
-    )?;
-    if let Some(head) = head.as_mut() {
-        head.write(&held.finish_without_trailer())?;
-    }
-    let globals = Globals {
-        file: file.finish()?,
-        head: head.map(FileWriter::finish).transpose()?,
-    };
-    tracing::info!(
-        bytes = globals.file.bytes,
-        seconds = started.elapsed().as_secs_f64(),
-        "globals dumped"
-    );
-    Ok(globals)
-}
-
-/// Passes a stream on, holding back its last bytes so that a known trailer can be left off.
-struct TrailerHold {
-    trailer: &'static [u8],
-    held: Vec<u8>,
-}
-
-impl TrailerHold {
-    fn new(trailer: &'static [u8]) -> TrailerHold {
-        TrailerHold {
-            trailer,
-            held: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.held.extend_from_slice(chunk);
-        let keep = self.trailer.len();
-        if self.held.len() > keep {
-            self.held.drain(..self.held.len() - keep).collect()
-        } else {
-            Vec::new()
-        }
-    }
-
-    fn finish_without_trailer(&mut self) -> Vec<u8> {
-        let held = std::mem::take(&mut self.held);
-        if held.ends_with(self.trailer) {
-            held[..held.len() - self.trailer.len()].to_vec()
-        } else {
-            held
-        }
-    }
-}
-
-/// Runs the database jobs `jobs` at a time; results come back in job order.
-fn run_jobs(
-    ctx: &JobContext<'_>,
-    jobs: Vec<Job>,
-    parallel: usize,
-) -> Vec<Result<JobDone, JobFailure>> {
-    let count = jobs.len();
-    let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<Job>>());
-    let results: Mutex<Vec<Option<Result<JobDone, JobFailure>>>> =
-        Mutex::new((0..count).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..parallel.min(count.max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let job = match queue.lock() {
-                        Ok(mut q) => q.pop_front(),
-                        Err(_) => None,
-                    };
-                    let Some(job) = job else { break };
-                    let outcome = dump_database(ctx, &job);
-                    if let Err(f) = &outcome
-                        && f.fatal
-                    {
-                        ctx.stop.store(true, Ordering::SeqCst);
-                    }
-                    if let Ok(mut r) = results.lock() {
-                        r[job.index] = Some(outcome);
-                    }
-                }
-            });
-        }
-    });
-    let results = match results.into_inner() {
-        Ok(r) => r,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(JobFailure {
-                    error: Error::Internal("a dump job did not report back".into()).info(),
-                    fatal: true,
-                })
-            })
-        })
-        .collect()
-}
-
-fn dump_database(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, JobFailure> {
-    let started = Instant::now();
-    tracing::info!(database = ?job.database, "dumping database");
-    let result = dump_database_inner(ctx, job);
-    match result {
-        Ok(mut done) => {
-            done.seconds = started.elapsed().as_secs_f64();
-            tracing::info!(
-                database = ?job.database,
-                bytes = done.file.as_ref().map(|f| f.bytes).unwrap_or(0),
-                seconds = done.seconds,
-                "database dumped"
-            );
-            Ok(done)
-        }
-        Err(e) => {
-            // A failed database leaves no half-written file behind.
-            for name in [
-                ctx.layout.database_file(&job.database),
-                scratch_name(job.index, &ctx.layout),
-            ] {
-                let _ = std::fs::remove_file(ctx.work.join(name));
-            }
-            let cancelled = matches!(&e, Error::Internal(m) if m == "cancelled");
-            let fatal = match &e {
-                Error::Pg(p) => p.is_unreachable() || matches!(p, PgError::Spawn { .. }),
-                Error::Backup(BackupError::Write { .. }) => true,
-                Error::Interrupted => true,
-                Error::Internal(_) => true,
-                _ => false,
-            };
-            let mut info = e.info();
-            if cancelled {
-                info.kind = "cancelled".into();
-                info.message = format!(
-                    "dump of \"{}\" stopped because another part of the run failed",
-                    job.database
-                );
-            } else {
-                tracing::error!(database = ?job.database, "{}", info.message);
-            }
-            Err(JobFailure { error: info, fatal })
-        }
-    }
-}
-
-fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone> {
-    if job.database.contains(['\n', '\r']) {
-        // pg_dump and pg_dumpall refuse these names too (they cannot be written safely
-        // into a `\connect`); say so instead of letting pg_dump fail half-way.
-        return Err(Error::Data(format!(
-            "database {:?} has a line break in its name, which pg_dump cannot dump: \
-             rename it (ALTER DATABASE … RENAME TO …) to back it up",
-            job.database
-        )));
-    }
-    let custom = ctx.layout.format == Format::Custom && job.per_database;
-    let mut file = match job.per_database {
-        true => Some(FileWriter::create(
-            &ctx.work.join(ctx.layout.database_file(&job.database)),
-            ctx.layout.database(),
-            ctx.level,
-            ctx.enc,
-            job.section == Section::SameAsFile,
-        )?),
-        false => None,
-    };
-    let mut section = match job.section {
-        Section::Filtered | Section::PlainOnly => Some(FileWriter::create(
-            &ctx.work.join(scratch_name(job.index, &ctx.layout)),
-            ctx.layout.sql(),
-            ctx.level,
-            ctx.enc,
-            true,
-        )?),
-        Section::None | Section::SameAsFile => None,
-    };
-    let mut filter =
-        (job.section == Section::Filtered).then(|| create_filter(&job.database, &job.owner));
-    let unexpected = |violation| -> Error {
-        BackupError::Unsafe {
-            file: format!("the pg_dump output of database {:?}", job.database),
-            violation,
-        }
-        .into()
-    };
-    let mut args = vec!["-w".to_string()];
-    if custom {
-        // pg_dump's own compression; zstd where this pg_dump has it (16 and later).
-        args.push("--format=custom".into());
-        args.push(match (ctx.layout.compression, ctx.pg_dump.major >= 16) {
-            (Compression::Zstd, true) => format!("--compress=zstd:{}", ctx.level),
-            (_, true) => format!("--compress=gzip:{}", ctx.level.min(9)),
-            (_, false) => format!("--compress={}", ctx.level.min(9)),
-        });
-    } else if job.per_database {
-        args.push("--create".into());
-    }
-    args.push(format!("--dbname={}", conninfo(&job.database)));
-    let mut scratch = Vec::with_capacity(READ_CHUNK + 1024);
-    stream_tool(
-        ctx,
-        "pg_dump",
-        &args,
-        &format!("dumping database \"{}\"", job.database),
-        &job.database,
-        (!custom).then_some(DUMP_COMPLETE),
-        &mut |chunk| {
-            if let Some(f) = file.as_mut() {
-                f.write(chunk)?;
-            }
-            if let Some(s) = section.as_mut() {
-                match filter.as_mut() {
-                    Some(filter) => {
-                        scratch.clear();
-                        filter.push(chunk, &mut scratch).map_err(unexpected)?;
-                        s.write(&scratch)?;
-                    }
-                    None => s.write(chunk)?,
-                }
-            }
-            Ok(())
-        },
-    )?;
-    if let (Some(filter), Some(s)) = (filter.as_mut(), section.as_mut()) {
-        scratch.clear();
-        filter.finish(&mut scratch).map_err(unexpected)?;
-        s.write(&scratch)?;
-    }
-    Ok(JobDone {
-        file: file.map(FileWriter::finish).transpose()?,
-        section: section.map(FileWriter::finish).transpose()?,
-        seconds: 0.0,
-    })
-}
-
-/// Builds the cluster file the way `pg_dumpall` lays it out, from finished files.
-fn assemble_cluster(
-    ctx: &JobContext<'_>,
-    globals: &Globals,
-    cluster: &[String],
-    done: &BTreeMap<String, JobDone>,
-) -> Result<WrittenFile> {
-    let head = globals
-        .head
-        .as_ref()
-        .ok_or_else(|| Error::Internal("no globals head for the cluster file".into()))?;
-    let mut out = AssembledFile::create(
-        &ctx.work.join(ctx.layout.cluster_file()),
-        ctx.layout.sql(),
-        ctx.level,
-        ctx.enc,
-    )?;
-    out.append_file(head, ctx.enc)?;
-    out.append_text(DATABASES_HEADER)?;
-    for db in cluster {
-        crate::signals::check()?;
-        let Some(d) = done.get(db) else {
-            out.append_text(&missing_database_note(db))?;
-            continue;
-        };
-        out.append_text(&database_header(db))?;
-        let part =
-            d.section.as_ref().or(d.file.as_ref()).ok_or_else(|| {
-                Error::Internal(format!("no cluster section for database \"{db}\""))
-            })?;
-        out.append_file(part, ctx.enc)?;
-    }
-    out.append_text(CLUSTER_TRAILER)?;
-    Ok(out.finish()?)
 }
 
 #[cfg(test)]
@@ -929,23 +550,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trailer_hold_leaves_off_a_trailer_split_across_chunks() {
-        let trailer: &'static [u8] = b"--\n-- done\n--\n\n";
-        let mut h = TrailerHold::new(trailer);
-        let input = b"SELECT 1;\n--\n-- done\n--\n\n";
-        let mut out = Vec::new();
-        for c in input.chunks(3) {
-            out.extend(h.push(c));
+    fn dump_errors_keep_their_text_when_they_become_the_crates() {
+        let cases = [
+            DumpError::Data("database \"a\" cannot be dumped".into()),
+            DumpError::Interrupted,
+            DumpError::Cancelled,
+            DumpError::Internal("a dump job did not report back".into()),
+            DumpError::Pg(crate::pg::PgError::Unexpected(
+                "pg_dump said nothing".into(),
+            )),
+        ];
+        for e in cases {
+            let text = e.to_string();
+            assert_eq!(Error::from(e).to_string(), text);
         }
-        out.extend(h.finish_without_trailer());
-        assert_eq!(out, b"SELECT 1;\n");
-    }
-
-    #[test]
-    fn trailer_hold_keeps_a_stream_without_the_trailer() {
-        let mut h = TrailerHold::new(b"END\n");
-        let mut out = h.push(b"abc\n");
-        out.extend(h.finish_without_trailer());
-        assert_eq!(out, b"abc\n");
     }
 }

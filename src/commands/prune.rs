@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorInfo, Result};
 use crate::lock::RunLock;
 use crate::report::{Outcome, Status};
 use crate::retention::{self, Decision};
-use crate::storage::local::LocalStorage;
+use crate::storage::local::{DeleteHold, LocalStorage};
 use crate::storage::{FolderEntry, Storage, StorageError};
 
 #[derive(Debug, Serialize)]
@@ -99,6 +99,58 @@ pub fn run(cfg: &Config, args: &PruneArgs) -> Result<Outcome> {
 
 /// The run with "now" given, so that tests and the plan never depend on the clock.
 pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome> {
+    let destinations = open_destinations(cfg)?;
+    // List everything first: local retention depends on what the others hold.
+    let listings = list_all(&destinations);
+    let shipped = shipped_sets(&destinations, &listings);
+    let not_shipped = |e: &FolderEntry| not_shipped_reason(&shipped, e);
+    let run = Run {
+        cfg,
+        dry_run,
+        now,
+        not_shipped: &not_shipped,
+    };
+
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut any_ok = false;
+    for (destination, listing) in destinations.iter().zip(listings) {
+        let d = prune_destination(&run, destination, listing);
+        // A destination counts as done when nothing failed there, or when something was
+        // deleted all the same.
+        match &d.error {
+            None => any_ok = true,
+            Some(e) => {
+                errors.push(e.clone());
+                if d.status != Status::Failed {
+                    any_ok = true;
+                }
+            }
+        }
+        out.push(d);
+    }
+    Ok(Outcome::from_parts(
+        errors,
+        any_ok,
+        PruneDetails {
+            dry_run,
+            destinations: out,
+        },
+    ))
+}
+
+/// What every destination's prune shares.
+struct Run<'a> {
+    cfg: &'a Config,
+    dry_run: bool,
+    now: DateTime<Utc>,
+    /// For local folders: why a folder must stay because a destination lacks it.
+    not_shipped: &'a dyn Fn(&FolderEntry) -> Option<String>,
+}
+
+/// Local first, then each enabled destination; one that does not open is still listed, with
+/// why, so the others are pruned all the same.
+fn open_destinations(cfg: &Config) -> Result<Vec<Destination>> {
     let local: Box<dyn Storage> = Box::new(LocalStorage::new(&cfg.backup_dir));
     let mut destinations: Vec<Destination> =
         vec![(SourceKind::Local, Ok(local), cfg.local_retention)];
@@ -120,18 +172,28 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             r.retention,
         ));
     }
+    Ok(destinations)
+}
 
-    // List everything first: local retention depends on what the others hold.
-    let listings: Vec<Result<Vec<FolderEntry>, Error>> = destinations
+fn list_all(destinations: &[Destination]) -> Vec<Result<Vec<FolderEntry>, Error>> {
+    destinations
         .iter()
         .map(|(_, d, _)| match d {
             Ok(d) => d.list().map_err(Error::from),
             Err(e) => Err(Error::Internal(e.to_string())),
         })
-        .collect();
-    let remote_sets: Vec<(SourceKind, Option<HashSet<String>>)> = destinations
+        .collect()
+}
+
+/// For each destination but local, the backups it holds, or `None` when it could not be
+/// listed (then nothing local may go on its account).
+fn shipped_sets(
+    destinations: &[Destination],
+    listings: &[Result<Vec<FolderEntry>, Error>],
+) -> Vec<(SourceKind, Option<HashSet<String>>)> {
+    destinations
         .iter()
-        .zip(&listings)
+        .zip(listings)
         .skip(1)
         .map(|((kind, _, _), listing)| {
             let set = match listing {
@@ -150,26 +212,233 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             };
             (*kind, set)
         })
+        .collect()
+}
+
+fn not_shipped_reason(
+    shipped: &[(SourceKind, Option<HashSet<String>>)],
+    e: &FolderEntry,
+) -> Option<String> {
+    let missing: Vec<String> = shipped
+        .iter()
+        .filter_map(|(kind, set)| match set {
+            Some(s) if s.contains(&e.name) => None,
+            Some(_) => Some(format!("not shipped to {kind}")),
+            None => Some(format!("cannot check {kind}: it could not be listed")),
+        })
         .collect();
-    let not_shipped = |e: &FolderEntry| -> Option<String> {
-        let missing: Vec<String> = remote_sets
-            .iter()
-            .filter_map(|(kind, set)| match set {
-                Some(s) if s.contains(&e.name) => None,
-                Some(_) => Some(format!("not shipped to {kind}")),
-                None => Some(format!("cannot check {kind}: it could not be listed")),
-            })
-            .collect();
-        (!missing.is_empty()).then(|| missing.join("; "))
+    (!missing.is_empty()).then(|| missing.join("; "))
+}
+
+/// One destination: plan, hold, delete, clean up stale uploads, and say how it went.
+fn prune_destination(
+    run: &Run<'_>,
+    (kind, storage, rules): &Destination,
+    listing: Result<Vec<FolderEntry>, Error>,
+) -> DestinationPrune {
+    let mut d = DestinationPrune::new(*kind, storage, rules);
+    let (storage, entries) = match (storage, listing) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(e), _) => {
+            d.status = Status::Failed;
+            d.error = Some(e.info());
+            return d;
+        }
+        (Ok(_), Err(Error::Storage(StorageError::NotFound(_)))) if *kind == SourceKind::Remote => {
+            // Nothing shipped there yet: nothing to prune.
+            d.deleted = (!run.dry_run).then(Vec::new);
+            d.would_delete = run.dry_run.then(Vec::new);
+            return d;
+        }
+        (Ok(_), Err(e)) => {
+            tracing::error!(destination = %kind, "{e}; nothing is deleted there");
+            d.status = Status::Failed;
+            d.error = Some(e.info());
+            return d;
+        }
     };
     let no_check = |_: &FolderEntry| -> Option<String> { None };
+    let ctx = retention::Context {
+        rules: *rules,
+        now: run.now,
+        not_shipped: if *kind == SourceKind::Local {
+            run.not_shipped
+        } else {
+            &no_check
+        },
+        work_folders_are_leftovers: *kind == SourceKind::Local,
+    };
+    let mut plan = retention::plan(&entries, &ctx);
+    let holds = if *kind == SourceKind::Local && !run.dry_run {
+        hold_local_deletions(&run.cfg.backup_dir, &mut plan)
+    } else {
+        Vec::new()
+    };
+    let deleted = carry_out(
+        storage.as_ref(),
+        *kind,
+        &plan,
+        &entries,
+        run.dry_run,
+        &mut d,
+    );
+    // Holds of folders that stayed are kept until this destination is done.
+    let _still_held = release_holds(holds, &deleted);
+    d.kept = kept(&plan);
+    d.newest_complete = crate::storage::newest_complete(&entries, run.now).map(|e| e.name.clone());
+    match storage.abort_stale_uploads(run.now - Duration::days(1), run.dry_run) {
+        Ok(keys) => d.aborted_uploads = keys,
+        Err(e) => {
+            let info = Error::from(e).info();
+            d.error.get_or_insert(info);
+        }
+    }
+    settle(&mut d, deleted, run.dry_run);
+    d
+}
 
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    let mut any_ok = false;
-    for ((kind, storage, rules), listing) in destinations.iter().zip(listings) {
-        let mut d = DestinationPrune {
-            destination: *kind,
+/// A local folder that a restore is reading stays (its hold is released when the restore
+/// ends); the others are held until they are gone, so no restore starts on one.
+fn hold_local_deletions(
+    backup_dir: &std::path::Path,
+    plan: &mut retention::Plan,
+) -> Vec<(String, DeleteHold)> {
+    let local = LocalStorage::new(backup_dir);
+    let mut holds = Vec::new();
+    for item in plan
+        .items
+        .iter_mut()
+        .filter(|i| i.decision == Decision::Delete)
+    {
+        let Some(folder) = crate::backup::FolderName::parse(&item.folder) else {
+            continue;
+        };
+        match local.hold_for_delete(&folder) {
+            Ok(Some(hold)) => holds.push((item.folder.clone(), hold)),
+            Ok(None) => {
+                item.decision = Decision::Keep;
+                item.reasons = vec!["a restore is reading it".into()];
+            }
+            Err(e) => {
+                item.decision = Decision::Keep;
+                item.reasons = vec![format!("cannot take it from restores: {e}")];
+            }
+        }
+    }
+    holds
+}
+
+/// Deletes what the plan says (with `dry_run`, only lists it); failures go to `d.failed`.
+fn carry_out(
+    storage: &dyn Storage,
+    kind: SourceKind,
+    plan: &retention::Plan,
+    entries: &[FolderEntry],
+    dry_run: bool,
+    d: &mut DestinationPrune,
+) -> Vec<Deleted> {
+    let mut deleted = Vec::new();
+    let to_delete: Vec<&FolderEntry> = plan
+        .deletions()
+        .filter_map(|item| entries.iter().find(|e| e.name == item.folder))
+        .collect();
+    let results = if dry_run {
+        Vec::new()
+    } else {
+        storage.delete_many(&to_delete)
+    };
+    for (i, item) in plan.deletions().enumerate() {
+        let reason = item.reasons.join("; ");
+        match results.get(i) {
+            None if dry_run => deleted.push(Deleted {
+                folder: item.folder.clone(),
+                status: item.status,
+                bytes: item.bytes,
+                reason,
+            }),
+            Some(Ok(bytes)) => {
+                tracing::info!(destination = %kind, folder = %item.folder, bytes, "deleted: {reason}");
+                d.bytes_freed += bytes;
+                deleted.push(Deleted {
+                    folder: item.folder.clone(),
+                    status: item.status,
+                    bytes: *bytes,
+                    reason,
+                });
+            }
+            Some(Err(e)) => {
+                let info = Error::Internal(e.to_string()).info();
+                let info = ErrorInfo {
+                    kind: e.kind().to_string(),
+                    exit_code: e.exit_code(),
+                    ..info
+                };
+                d.failed.push(Failed {
+                    folder: item.folder.clone(),
+                    error: info,
+                });
+            }
+            None => {}
+        }
+    }
+    deleted
+}
+
+/// Releases the holds of deleted folders; returns the others, still held.
+fn release_holds(holds: Vec<(String, DeleteHold)>, deleted: &[Deleted]) -> Vec<DeleteHold> {
+    let mut still_held = Vec::new();
+    for (folder, hold) in holds {
+        if deleted.iter().any(|d| d.folder == folder) {
+            hold.release_deleted();
+        } else {
+            still_held.push(hold);
+        }
+    }
+    still_held
+}
+
+fn kept(plan: &retention::Plan) -> Vec<Kept> {
+    plan.items
+        .iter()
+        .filter(|i| i.decision == Decision::Keep)
+        .map(|item| Kept {
+            folder: item.folder.clone(),
+            status: item.status,
+            bytes: item.bytes,
+            reasons: item.reasons.clone(),
+        })
+        .collect()
+}
+
+/// The destination's status and first error, and what was (or would be) deleted.
+fn settle(d: &mut DestinationPrune, deleted: Vec<Deleted>, dry_run: bool) {
+    if let Some(first) = d.failed.first() {
+        d.error.get_or_insert(first.error.clone());
+    }
+    if d.error.is_some() {
+        d.status = if deleted.is_empty() {
+            Status::Failed
+        } else {
+            Status::Partial
+        };
+    }
+    if dry_run {
+        d.would_free = Some(deleted.iter().map(|x| x.bytes).sum());
+        d.would_delete = Some(deleted);
+    } else {
+        d.deleted = Some(deleted);
+    }
+}
+
+impl DestinationPrune {
+    /// Nothing done yet: ok, with the rules that apply there.
+    fn new(
+        kind: SourceKind,
+        storage: &Result<Box<dyn Storage>, Error>,
+        rules: &RetentionRules,
+    ) -> DestinationPrune {
+        DestinationPrune {
+            destination: kind,
             location: storage.as_ref().map(|s| s.location()).unwrap_or_default(),
             status: Status::Ok,
             retention: RetentionView {
@@ -188,170 +457,8 @@ pub fn run_at(cfg: &Config, dry_run: bool, now: DateTime<Utc>) -> Result<Outcome
             would_free: None,
             aborted_uploads: Vec::new(),
             newest_complete: None,
-        };
-        let (storage, entries) = match (storage, listing) {
-            (Ok(s), Ok(e)) => (s, e),
-            (Err(e), _) => {
-                d.status = Status::Failed;
-                d.error = Some(e.info());
-                errors.push(e.info());
-                out.push(d);
-                continue;
-            }
-            (Ok(_), Err(Error::Storage(StorageError::NotFound(_))))
-                if *kind == SourceKind::Remote =>
-            {
-                // Nothing shipped there yet: nothing to prune.
-                any_ok = true;
-                d.deleted = (!dry_run).then(Vec::new);
-                d.would_delete = dry_run.then(Vec::new);
-                out.push(d);
-                continue;
-            }
-            (Ok(_), Err(e)) => {
-                tracing::error!(destination = %kind, "{e}; nothing is deleted there");
-                d.status = Status::Failed;
-                d.error = Some(e.info());
-                errors.push(e.info());
-                out.push(d);
-                continue;
-            }
-        };
-        let ctx = retention::Context {
-            rules: *rules,
-            now,
-            not_shipped: if *kind == SourceKind::Local {
-                &not_shipped
-            } else {
-                &no_check
-            },
-            work_folders_are_leftovers: *kind == SourceKind::Local,
-        };
-        let mut plan = retention::plan(&entries, &ctx);
-        // A local folder that a restore is reading stays (its hold is released when the
-        // restore ends); the others are held until they are gone, so no restore starts on one.
-        let mut holds = Vec::new();
-        if *kind == SourceKind::Local && !dry_run {
-            let local = LocalStorage::new(&cfg.backup_dir);
-            for item in plan
-                .items
-                .iter_mut()
-                .filter(|i| i.decision == Decision::Delete)
-            {
-                let Some(folder) = crate::backup::FolderName::parse(&item.folder) else {
-                    continue;
-                };
-                match local.hold_for_delete(&folder) {
-                    Ok(Some(hold)) => holds.push((item.folder.clone(), hold)),
-                    Ok(None) => {
-                        item.decision = Decision::Keep;
-                        item.reasons = vec!["a restore is reading it".into()];
-                    }
-                    Err(e) => {
-                        item.decision = Decision::Keep;
-                        item.reasons = vec![format!("cannot take it from restores: {e}")];
-                    }
-                }
-            }
         }
-        let mut deleted = Vec::new();
-        let to_delete: Vec<&FolderEntry> = plan
-            .deletions()
-            .filter_map(|item| entries.iter().find(|e| e.name == item.folder))
-            .collect();
-        let results = if dry_run {
-            Vec::new()
-        } else {
-            storage.delete_many(&to_delete)
-        };
-        for (i, item) in plan.deletions().enumerate() {
-            let reason = item.reasons.join("; ");
-            match results.get(i) {
-                None if dry_run => deleted.push(Deleted {
-                    folder: item.folder.clone(),
-                    status: item.status,
-                    bytes: item.bytes,
-                    reason,
-                }),
-                Some(Ok(bytes)) => {
-                    tracing::info!(destination = %kind, folder = %item.folder, bytes, "deleted: {reason}");
-                    d.bytes_freed += bytes;
-                    deleted.push(Deleted {
-                        folder: item.folder.clone(),
-                        status: item.status,
-                        bytes: *bytes,
-                        reason,
-                    });
-                }
-                Some(Err(e)) => {
-                    let info = Error::Internal(e.to_string()).info();
-                    let info = ErrorInfo {
-                        kind: e.kind().to_string(),
-                        exit_code: e.exit_code(),
-                        ..info
-                    };
-                    d.failed.push(Failed {
-                        folder: item.folder.clone(),
-                        error: info,
-                    });
-                }
-                None => {}
-            }
-        }
-        for (folder, hold) in holds {
-            if deleted.iter().any(|d: &Deleted| d.folder == folder) {
-                hold.release_deleted();
-            }
-        }
-        for item in plan.items.iter().filter(|i| i.decision == Decision::Keep) {
-            d.kept.push(Kept {
-                folder: item.folder.clone(),
-                status: item.status,
-                bytes: item.bytes,
-                reasons: item.reasons.clone(),
-            });
-        }
-        d.newest_complete = crate::storage::newest_complete(&entries, now).map(|e| e.name.clone());
-        match storage.abort_stale_uploads(now - Duration::days(1), dry_run) {
-            Ok(keys) => d.aborted_uploads = keys,
-            Err(e) => {
-                let info = Error::from(e).info();
-                d.error.get_or_insert(info);
-            }
-        }
-        if let Some(first) = d.failed.first() {
-            d.error.get_or_insert(first.error.clone());
-        }
-        match &d.error {
-            None => any_ok = true,
-            Some(e) => {
-                errors.push(e.clone());
-                d.status = if deleted.is_empty() {
-                    Status::Failed
-                } else {
-                    Status::Partial
-                };
-                if !deleted.is_empty() {
-                    any_ok = true;
-                }
-            }
-        }
-        if dry_run {
-            d.would_free = Some(deleted.iter().map(|x| x.bytes).sum());
-            d.would_delete = Some(deleted);
-        } else {
-            d.deleted = Some(deleted);
-        }
-        out.push(d);
     }
-    Ok(Outcome::from_parts(
-        errors,
-        any_ok,
-        PruneDetails {
-            dry_run,
-            destinations: out,
-        },
-    ))
 }
 
 /// A destination to prune: its kind, the opened storage (or why not), its rules.

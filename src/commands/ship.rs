@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::backup::{FolderName, Manifest};
 use crate::config::Config;
 use crate::error::{Error, ErrorInfo, Result};
 use crate::lock::RunLock;
@@ -113,15 +114,25 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
 
 fn failed_destination(kind: &str, location: &str, error: ErrorInfo) -> DestinationShip {
     DestinationShip {
-        destination: kind.to_string(),
-        location: location.to_string(),
         status: crate::report::Status::Failed,
         error: Some(error),
-        shipped: 0,
-        skipped: 0,
-        failed: 0,
-        bytes: 0,
-        folders: Vec::new(),
+        ..DestinationShip::empty(kind, location)
+    }
+}
+
+impl DestinationShip {
+    fn empty(kind: &str, location: &str) -> DestinationShip {
+        DestinationShip {
+            destination: kind.to_string(),
+            location: location.to_string(),
+            status: crate::report::Status::Ok,
+            error: None,
+            shipped: 0,
+            skipped: 0,
+            failed: 0,
+            bytes: 0,
+            folders: Vec::new(),
+        }
     }
 }
 
@@ -143,17 +154,7 @@ pub fn ship_to(
         }
         Err(e) => return failed_destination(&kind, &location, Error::from(e).info()),
     };
-    let mut out = DestinationShip {
-        destination: kind.clone(),
-        location,
-        status: crate::report::Status::Ok,
-        error: None,
-        shipped: 0,
-        skipped: 0,
-        failed: 0,
-        bytes: 0,
-        folders: Vec::new(),
-    };
+    let mut out = DestinationShip::empty(&kind, &location);
     for entry in folders {
         let Some(folder) = &entry.folder else {
             continue;
@@ -183,60 +184,23 @@ pub fn ship_to(
             out.error.get_or_insert(info);
             break;
         }
-        let started = Instant::now();
-        tracing::info!(destination = %kind, folder = %folder, "shipping");
-        let bar = crate::progress::Bar::bytes(
-            &format!("{folder} to {kind}"),
-            Some(manifest.total_bytes()),
-        )
-        .with_prefix("shipping");
-        let result = dest.put_folder(&local.folder(folder), manifest, &bar.counter());
-        drop(bar);
-        let seconds = started.elapsed().as_secs_f64();
-        match result {
-            Ok(stats) => {
-                let mb_per_s = if seconds > 0.0 {
-                    (stats.bytes as f64 / 1_000_000.0 / seconds * 10.0).round() / 10.0
-                } else {
-                    0.0
-                };
-                tracing::info!(destination = %kind, folder = %folder, bytes = stats.bytes, seconds, "shipped");
+        let (shipped, stop) = ship_folder(dest, local, folder, manifest, there.is_some());
+        match shipped.result {
+            ShipResult::Shipped => {
                 out.shipped += 1;
-                out.bytes += stats.bytes;
-                out.folders.push(FolderShip {
-                    folder: folder.to_string(),
-                    result: ShipResult::Shipped,
-                    reason: there.map(|_| "completing an incomplete copy".to_string()),
-                    files: stats.files,
-                    bytes: stats.bytes,
-                    seconds: (seconds * 1000.0).round() / 1000.0,
-                    mb_per_s,
-                    error: None,
-                });
+                out.bytes += shipped.bytes;
             }
-            Err(e) => {
-                let stop = matches!(
-                    e,
-                    StorageError::Unreachable { .. } | StorageError::Denied { .. }
-                );
-                let info = Error::from(e).info();
-                tracing::error!(destination = %kind, folder = %folder, "{}", info.message);
+            ShipResult::Failed => {
                 out.failed += 1;
-                out.error.get_or_insert(info.clone());
-                out.folders.push(FolderShip {
-                    folder: folder.to_string(),
-                    result: ShipResult::Failed,
-                    reason: None,
-                    files: 0,
-                    bytes: 0,
-                    seconds: (seconds * 1000.0).round() / 1000.0,
-                    mb_per_s: 0.0,
-                    error: Some(info),
-                });
-                if stop {
-                    break;
+                if let Some(info) = &shipped.error {
+                    out.error.get_or_insert(info.clone());
                 }
             }
+            ShipResult::Skipped => {}
+        }
+        out.folders.push(shipped);
+        if stop {
+            break;
         }
     }
     out.status = match (&out.error, out.shipped + out.skipped) {
@@ -245,6 +209,66 @@ pub fn ship_to(
         (Some(_), _) => crate::report::Status::Partial,
     };
     out
+}
+
+/// One folder to one destination, `completing` a copy that is there without its manifest.
+/// Also says whether to give up on the destination (unreachable, or refusing us).
+fn ship_folder(
+    dest: &dyn Storage,
+    local: &LocalStorage,
+    folder: &FolderName,
+    manifest: &Manifest,
+    completing: bool,
+) -> (FolderShip, bool) {
+    let kind = dest.kind().to_string();
+    let started = Instant::now();
+    tracing::info!(destination = %kind, folder = %folder, "shipping");
+    let bar =
+        crate::progress::Bar::bytes(&format!("{folder} to {kind}"), Some(manifest.total_bytes()))
+            .with_prefix("shipping");
+    let result = dest.put_folder(&local.folder(folder), manifest, &bar.counter());
+    drop(bar);
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(stats) => {
+            let mb_per_s = if seconds > 0.0 {
+                (stats.bytes as f64 / 1_000_000.0 / seconds * 10.0).round() / 10.0
+            } else {
+                0.0
+            };
+            tracing::info!(destination = %kind, folder = %folder, bytes = stats.bytes, seconds, "shipped");
+            let shipped = FolderShip {
+                folder: folder.to_string(),
+                result: ShipResult::Shipped,
+                reason: completing.then(|| "completing an incomplete copy".to_string()),
+                files: stats.files,
+                bytes: stats.bytes,
+                seconds: (seconds * 1000.0).round() / 1000.0,
+                mb_per_s,
+                error: None,
+            };
+            (shipped, false)
+        }
+        Err(e) => {
+            let stop = matches!(
+                e,
+                StorageError::Unreachable { .. } | StorageError::Denied { .. }
+            );
+            let info = Error::from(e).info();
+            tracing::error!(destination = %kind, folder = %folder, "{}", info.message);
+            let failed = FolderShip {
+                folder: folder.to_string(),
+                result: ShipResult::Failed,
+                reason: None,
+                files: 0,
+                bytes: 0,
+                seconds: (seconds * 1000.0).round() / 1000.0,
+                mb_per_s: 0.0,
+                error: Some(info),
+            };
+            (failed, stop)
+        }
+    }
 }
 
 fn status_word(e: &FolderEntry) -> &'static str {
