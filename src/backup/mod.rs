@@ -10,7 +10,6 @@
 
 pub mod cluster;
 pub mod codec;
-pub mod dump_file;
 mod manifest;
 pub mod psql_scan;
 pub mod sql_lines;

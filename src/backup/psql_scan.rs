@@ -109,6 +109,9 @@ pub struct Scanner {
     column: usize,
     /// Length of the run of identifier bytes just before, at the top level.
     ident_run: usize,
+    /// The run of identifier bytes began with a digit: a number, after which `$` opens a
+    /// dollar quote as it does after any other token (psql's lexer reads `1$a$` so).
+    number_run: bool,
     last: u8,
     paren: u32,
     statement_empty: bool,
@@ -181,6 +184,7 @@ impl Scanner {
             line: 1,
             column: 0,
             ident_run: 0,
+            number_run: false,
             last: 0,
             paren: 0,
             statement_empty: true,
@@ -244,7 +248,7 @@ impl Scanner {
                     // so the rows up to the next backslash are skipped with one search, their
                     // lines counted with another, and only the last line kept for messages.
                     let rest = &bytes[i..];
-                    let run = memchr(b'\\', rest).unwrap_or(rest.len());
+                    let run = memchr2(b'\\', 0, rest).unwrap_or(rest.len());
                     let rows = &rest[..run];
                     let mut len = *line_len + run;
                     match memrchr(b'\n', rows) {
@@ -270,7 +274,7 @@ impl Scanner {
                     if i == bytes.len() {
                         return Ok(());
                     }
-                    // The backslash itself goes through `byte` below.
+                    // The backslash (or NUL) itself goes through `byte` below.
                 }
                 State::Dollar { matched: 0, .. } | State::LineComment => {
                     let target = if matches!(self.state, State::LineComment) {
@@ -302,9 +306,22 @@ impl Scanner {
 
     /// The stream ended.
     pub fn finish(&mut self) -> Result<(), Violation> {
-        if matches!(self.state, State::Meta) {
-            self.end_meta()?;
-            self.state = State::Normal;
+        match self.state {
+            State::Meta => {
+                self.end_meta()?;
+                self.state = State::Normal;
+            }
+            State::Normal | State::LineComment | State::DollarOpen(_) => {}
+            State::Single {
+                quote_seen: true, ..
+            }
+            | State::Double { quote_seen: true } => {}
+            _ => {
+                return Err(self.violation(
+                    "the file ends inside a string, quoted name, dollar-quoted body, comment \
+                     or COPY data (pg_dump closes every one)",
+                ));
+            }
         }
         Ok(())
     }
@@ -368,8 +385,9 @@ impl Scanner {
     }
 
     fn check_head(&mut self) {
+        // `COPY` followed by anything that ends the word (`COPY"t"` too, as the server reads it).
         if self.head.len() == 5 {
-            self.copy_candidate = self.head == b"copy ";
+            self.copy_candidate = self.head.starts_with(b"copy") && !is_ident(self.head[4]);
         }
     }
 
@@ -383,20 +401,30 @@ impl Scanner {
         }
     }
 
-    fn end_statement(&mut self) {
+    fn end_statement(&mut self) -> Result<(), Violation> {
         if self.copy_candidate {
             let tail = String::from_utf8_lossy(&self.tail);
-            if tail.trim_end().ends_with(" from stdin") {
-                self.copy_pending = true;
+            if !tail.trim_end().ends_with(" from stdin") {
+                // Only `COPY … FROM stdin` is what pg_dump writes, and only it is followed by
+                // data this scanner knows to be data.
+                return Err(self.violation(
+                    "a COPY that is not `COPY … FROM stdin` (pg_dump writes no other)",
+                ));
             }
+            self.copy_pending = true;
         }
         self.statement_empty = true;
         self.copy_candidate = false;
         self.head.clear();
         self.tail.clear();
+        Ok(())
     }
 
     fn byte(&mut self, b: u8) -> Result<(), Violation> {
+        if b == 0 {
+            // psql stops reading a line at a NUL; pg_dump never writes one.
+            return Err(self.violation("a NUL byte (pg_dump never writes one)"));
+        }
         if b != b'\n' {
             self.column += 1;
             if self.snippet.len() < SNIPPET {
@@ -441,44 +469,8 @@ impl Scanner {
                     quote_seen: !quote_seen && b == b'"',
                 };
             }
-            State::DollarOpen(mut tag) => {
-                if b == b'$' {
-                    self.state = State::Dollar { tag, matched: 0 };
-                } else if (tag.is_empty() && is_tag_start(b)) || (!tag.is_empty() && is_tag_cont(b))
-                {
-                    if tag.len() >= MAX_TAG {
-                        return Err(self.violation("a dollar-quote tag is too long"));
-                    }
-                    tag.push(b);
-                    self.state = State::DollarOpen(tag);
-                } else {
-                    // `$1` or a lone `$`: not a quote after all.
-                    self.ident_run = 1;
-                    self.last = b'$';
-                    return self.normal(b);
-                }
-            }
-            State::Dollar { tag, matched } => {
-                let closing_len = tag.len() + 2;
-                let expected = if matched == 0 || matched == closing_len - 1 {
-                    b'$'
-                } else {
-                    tag[matched - 1]
-                };
-                let matched = if b == expected {
-                    matched + 1
-                } else if b == b'$' {
-                    1
-                } else {
-                    0
-                };
-                if matched == closing_len {
-                    self.ident_run = 0;
-                    self.last = b'$';
-                } else {
-                    self.state = State::Dollar { tag, matched };
-                }
-            }
+            State::DollarOpen(tag) => return self.dollar_open(tag, b),
+            State::Dollar { tag, matched } => self.dollar(tag, matched, b),
             State::LineComment => {
                 if b == b'\n' {
                     self.last = 0;
@@ -523,6 +515,52 @@ impl Scanner {
             } => self.copy_byte(b, line_len, backslash, marker)?,
         }
         Ok(())
+    }
+
+    /// After a `$` that may open a dollar quote, with the tag read so far.
+    fn dollar_open(&mut self, mut tag: Vec<u8>, b: u8) -> Result<(), Violation> {
+        if b == b'$' {
+            self.state = State::Dollar { tag, matched: 0 };
+        } else if (tag.is_empty() && is_tag_start(b)) || (!tag.is_empty() && is_tag_cont(b)) {
+            if tag.len() >= MAX_TAG {
+                return Err(self.violation("a dollar-quote tag is too long"));
+            }
+            tag.push(b);
+            self.state = State::DollarOpen(tag);
+        } else {
+            // `$1`, a lone `$`, or `$E'…'`: not a quote after all. psql reads on from the
+            // byte after the `$`, so the tag is SQL again (`$E'\''` holds an E'' string).
+            self.ident_run = 0;
+            self.last = b'$';
+            for t in tag {
+                self.normal(t)?;
+            }
+            return self.normal(b);
+        }
+        Ok(())
+    }
+
+    /// Inside `$tag$…$tag$`, `matched` bytes of the closing delimiter seen.
+    fn dollar(&mut self, tag: Vec<u8>, matched: usize, b: u8) {
+        let closing_len = tag.len() + 2;
+        let expected = if matched == 0 || matched == closing_len - 1 {
+            b'$'
+        } else {
+            tag[matched - 1]
+        };
+        let matched = if b == expected {
+            matched + 1
+        } else if b == b'$' {
+            1
+        } else {
+            0
+        };
+        if matched == closing_len {
+            self.ident_run = 0;
+            self.last = b'$';
+        } else {
+            self.state = State::Dollar { tag, matched };
+        }
     }
 
     fn normal(&mut self, b: u8) -> Result<(), Violation> {
@@ -582,7 +620,7 @@ impl Scanner {
                 self.last = b'"';
                 return Ok(());
             }
-            b'$' if self.ident_run == 0 => {
+            b'$' if self.ident_run == 0 || self.number_run => {
                 self.statement_byte(b);
                 self.state = State::DollarOpen(Vec::new());
                 self.last = b'$';
@@ -594,7 +632,7 @@ impl Scanner {
                 self.ident_run = 0;
                 self.last = b';';
                 if !self.statement_empty {
-                    self.end_statement();
+                    self.end_statement()?;
                 }
                 return Ok(());
             }
@@ -603,7 +641,14 @@ impl Scanner {
         if b != b'-' && b != b'/' {
             self.statement_byte(b);
         }
-        self.ident_run = if is_ident(b) { self.ident_run + 1 } else { 0 };
+        if is_ident(b) {
+            if self.ident_run == 0 {
+                self.number_run = b.is_ascii_digit();
+            }
+            self.ident_run += 1;
+        } else {
+            self.ident_run = 0;
+        }
         self.last = b;
         Ok(())
     }
@@ -1137,5 +1182,53 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
             .feed(b"\\connect template1\n\\connect postgres\n\\connect app\n")
             .unwrap();
         assert!(cluster.feed(b"\\connect victim\n").is_err());
+    }
+
+    /// Ways to make this scanner read a file differently from psql's lexer, each followed by
+    /// a `\!` that psql would run: every one is refused (with an old psql, which cannot be
+    /// told to refuse meta-commands, the screening is what stands).
+    #[test]
+    fn the_ways_found_to_desynchronise_the_scan_from_psql_are_refused() {
+        for (what, text) in [
+            (
+                "a $ after a digit opens a dollar quote",
+                "SELECT 1$q$;\n$q$\n\\! id\n",
+            ),
+            (
+                "$E'…' is a lone $ and an E'' string",
+                "SELECT $E'\\'';\n\\! id\n",
+            ),
+            (
+                "COPY\"t\" is a COPY",
+                "COPY\"t\" FROM stdin;\n'\n\\.\n\\! id\n",
+            ),
+            (
+                "a COPY pg_dump never writes",
+                "COPY t FROM stdin WITH (FORMAT csv);\n'\n\\.\n",
+            ),
+            ("a NUL byte", "SELECT 'a\0';\n"),
+            (
+                "a NUL byte in COPY data",
+                "COPY t (a) FROM stdin;\nx\0y\n\\.\n",
+            ),
+            (
+                "a file that ends inside a string",
+                "SELECT 'never closed;\n",
+            ),
+            (
+                "a file that ends inside a dollar quote",
+                "SELECT $$ never closed;\n",
+            ),
+            (
+                "a file that ends inside COPY data",
+                "COPY t (a) FROM stdin;\n1\n",
+            ),
+        ] {
+            let mut s = Scanner::new();
+            let result = s.feed(text.as_bytes()).and_then(|()| s.finish());
+            assert!(result.is_err(), "{what}: accepted {text:?}");
+        }
+        // What pg_dump does write around them still passes.
+        accepted("SELECT $1, 1$$x$$ FROM t;\nCOPY \"T\" (a) FROM stdin;\n'\n\\.\nSELECT E'\\'';\n");
     }
 }

@@ -7,7 +7,7 @@
 //! Everything is written into a hidden work folder that is renamed into place when every
 //! file is on disk; `manifest.json` comes last.
 //!
-//! The files themselves are written by `backup::dump_file`; this command picks the
+//! The files themselves are written by `crate::dump`; this command picks the
 //! databases, names and publishes the folder, and reports.
 
 use std::collections::BTreeMap;
@@ -19,16 +19,16 @@ use serde::Serialize;
 
 use crate::backup::cluster::{cluster_order, restored_in_place};
 use crate::backup::codec::{Encryption, Format, Layout};
-use crate::backup::dump_file::{
-    DumpError, Job, JobContext, JobDone, JobFailure, Section, assemble_cluster, dump_globals,
-    remove_scratch_files, run_jobs,
-};
 use crate::backup::writer::WrittenFile;
 use crate::backup::{
     BackupError, EncryptionInfo, FailedDatabase, FileEntry, FileKind, FolderName, Manifest,
     ManifestStatus, ServerInfo, manifest_fsync_dir,
 };
 use crate::config::{Config, DatabaseFilter};
+use crate::dump::{
+    DumpError, Job, JobContext, JobDone, JobFailure, Section, assemble_cluster, dump_globals,
+    remove_scratch_files, run_jobs,
+};
 use crate::error::{Error, ErrorInfo, Result};
 use crate::lock::RunLock;
 use crate::pg::{PgTools, ServerVersion, ToolVersion};

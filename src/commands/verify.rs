@@ -131,6 +131,23 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     if !args.restore_test {
         return Ok(Outcome::ok(details));
     }
+    let (psql, tests) = drill(cfg, storage.as_ref(), &folder, &manifest, jobs)?;
+    details.psql = Some(psql);
+    let test_errors: Vec<ErrorInfo> = tests.iter().filter_map(|t| t.error.clone()).collect();
+    details.restore_test = Some(tests);
+    let ok = test_errors.is_empty();
+    Ok(Outcome::from_parts(test_errors, ok, details))
+}
+
+/// `--restore-test`: every database file restored into a scratch database; returns which
+/// psql ran it and what each database gave.
+fn drill(
+    cfg: &Config,
+    storage: &dyn Storage,
+    folder: &FolderName,
+    manifest: &Manifest,
+    jobs: u32,
+) -> Result<(String, Vec<RestoreTest>)> {
     if manifest.encryption.is_some() && cfg.decryption.is_none() {
         return Err(crate::backup::BackupError::KeyMissing {
             file: manifest.folder.clone(),
@@ -141,41 +158,30 @@ pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     let server = tools.server_version()?;
     // A custom archive needs a pg_restore at least as new as the pg_dump that made it.
     let archive_major = match manifest.backup_format {
-        crate::backup::codec::Format::Custom => archive_major(&manifest),
+        crate::backup::codec::Format::Custom => archive_major(manifest),
         crate::backup::codec::Format::Plain => 0,
     };
     let psql = tools.use_for_restore(&server, archive_major)?;
     tools.require_restrict()?;
-    details.psql = Some(format!(
-        "{} ({})",
-        psql.text,
-        tools.program("psql").display()
-    ));
     let drill = Drill {
         tools: &tools,
-        storage: storage.as_ref(),
-        folder: &folder,
+        storage,
+        folder,
         keys: cfg.decryption.as_deref(),
         server_major: server.major(),
         jobs,
     };
     let mut tests = Vec::new();
-    let mut test_errors = Vec::new();
     for entry in manifest
         .files
         .iter()
         .filter(|f| f.kind == FileKind::Database)
     {
         crate::signals::check()?;
-        let t = drill.database(entry);
-        if let Some(e) = &t.error {
-            test_errors.push(e.clone());
-        }
-        tests.push(t);
+        tests.push(drill.database(entry));
     }
-    details.restore_test = Some(tests);
-    let ok = test_errors.is_empty();
-    Ok(Outcome::from_parts(test_errors, ok, details))
+    let psql = format!("{} ({})", psql.text, tools.program("psql").display());
+    Ok((psql, tests))
 }
 
 /// Every file of a backup is encrypted, or none is, as its manifest says: a folder that mixes

@@ -17,12 +17,12 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use super::BackupError;
-use super::cluster::{
+use crate::backup::BackupError;
+use crate::backup::cluster::{
     CLUSTER_TRAILER, DATABASES_HEADER, create_filter, database_header, missing_database_note,
 };
-use super::codec::{Compression, Encryption, Format, Layout};
-use super::writer::{AssembledFile, FileWriter, WrittenFile};
+use crate::backup::codec::{Compression, Encryption, Format, Layout};
+use crate::backup::writer::{AssembledFile, FileWriter, WrittenFile};
 use crate::pg::{PgError, PgTools, ToolVersion, conninfo};
 use crate::process::{Running, Tail, describe_status, enlarge_pipe};
 
