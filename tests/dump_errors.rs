@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -419,5 +420,80 @@ fn json_logs_go_to_stderr_and_the_result_to_stdout() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.get("level").is_some(), "{line}");
+    }
+}
+
+/// A PG_BIN_DIR whose pg_dump, for database `app`, does what a restore would refuse: with
+/// `--create` it slips a `\connect victim` in before the completion line; with
+/// `--format=custom` it dumps `victim` instead. The other tools are the real ones.
+fn lying_pg_dump(real: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for tool in ["pg_dumpall", "psql", "pg_restore"] {
+        std::os::unix::fs::symlink(real.join(tool), dir.join(tool)).unwrap();
+    }
+    let script = format!(
+        r#"#!/bin/sh
+real='{}/pg_dump'
+case "$*" in
+  *--format=custom*"dbname='app'"*)
+    exec "$real" -w --format=custom "--dbname=dbname='victim'" ;;
+  *"dbname='app'"*)
+    "$real" "$@" | sed 's/^-- PostgreSQL database dump complete$/\\connect victim\n&/' ;;
+  *) exec "$real" "$@" ;;
+esac
+"#,
+        real.display()
+    );
+    let path = dir.join("pg_dump");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Guarantee 9: dump runs a restore's checks on each file as it writes it, so a database
+/// whose file a restore would refuse makes the run `partial` with the reason, and the rest of
+/// the folder still restores.
+#[test]
+fn a_database_a_restore_would_refuse_makes_the_dump_partial() {
+    let server = PgServer::start(15);
+    for db in ["app", "victim", "other"] {
+        server.psql("postgres", &format!("CREATE DATABASE {db}"));
+        server.psql(db, "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");
+    }
+    let bin = tempfile::tempdir().unwrap();
+    lying_pg_dump(&server.bin(), bin.path());
+    let envs = with(&server.env(), "PG_BIN_DIR", bin.path().to_str().unwrap());
+    for (format, reason) in [
+        ("plain", "may not write"),
+        ("custom", "archive of database"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let envs = with(&envs, "BACKUP_FORMAT", format);
+        let run = pgb_run(&envs, dir.path(), &["dump"]).expect(65);
+        assert_eq!(run.json["status"], "partial", "{format}: {}", run.stdout);
+        assert!(run.stdout.contains(reason), "{format}: {}", run.stdout);
+        let folder = folder_of(dir.path());
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(&folder).join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["status"], "partial", "{format}: {manifest}");
+        assert_eq!(
+            manifest["failed"][0]["database"], "app",
+            "{format}: {manifest}"
+        );
+        assert!(
+            !dir.path()
+                .join(&folder)
+                .join("postgres_db_app.sql.gz")
+                .exists()
+                && !dir
+                    .path()
+                    .join(&folder)
+                    .join("postgres_db_app.dump")
+                    .exists(),
+            "{format}: the refused file was kept"
+        );
+        // What is in the folder passes a restore's checks.
+        pgb_run(&envs, dir.path(), &["verify", &folder]).expect(0);
     }
 }

@@ -484,6 +484,13 @@ fn archive_of_its_database(
     })
 }
 
+/// Checks `pg_restore --list --create` output as a restore does: a custom archive's table of
+/// contents, of `database` (for `dump`, which reads the listing of the archive it writes).
+pub fn check_listing(stdout: impl Read, name: &str, database: &str) -> Result<(), BackupError> {
+    let decoded = read_listing(stdout, name)?;
+    archive_of_its_database(name, &decoded, Some(&ConnectTargets::only(database)))
+}
+
 /// `pg_restore --list` output: a header naming the database, then at least one entry.
 fn read_listing(mut stdout: impl Read, name: &str) -> Result<Decoded, BackupError> {
     let mut text = String::new();

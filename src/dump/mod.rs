@@ -17,6 +17,9 @@ use std::time::Instant;
 
 use thiserror::Error;
 
+mod screen;
+use screen::Screen;
+
 use crate::backup::BackupError;
 use crate::backup::cluster::{
     CLUSTER_TRAILER, DATABASES_HEADER, create_filter, database_header, missing_database_note,
@@ -274,6 +277,7 @@ pub fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals, DumpError> {
         Format::Custom => None,
     };
     let mut held = TrailerHold::new(CLUSTER_TRAILER.as_bytes());
+    let mut screen = Screen::globals();
     let args = vec![
         "-w".to_string(),
         "--globals-only".to_string(),
@@ -288,6 +292,7 @@ pub fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals, DumpError> {
         "(globals)",
         Some(CLUSTER_COMPLETE),
         &mut |chunk| {
+            screen.feed(chunk)?;
             file.write(chunk)?;
             if let Some(head) = head.as_mut() {
                 let ready = held.push(chunk);
@@ -296,6 +301,7 @@ pub fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals, DumpError> {
             Ok(())
         },
     )?;
+    screen.finish()?;
     if let Some(head) = head.as_mut() {
         head.write(&held.finish_without_trailer())?;
     }
@@ -485,6 +491,11 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, DumpE
         args.push("--create".into());
     }
     args.push(format!("--dbname={}", conninfo(&job.database)));
+    // The restore's checks, on the stream as it is written (guarantee 9).
+    let mut screen = match custom {
+        true => Screen::archive(ctx.tools, &job.database)?,
+        false => Screen::sql(&job.database),
+    };
     let mut scratch = Vec::with_capacity(READ_CHUNK + 1024);
     stream_tool(
         ctx,
@@ -494,6 +505,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, DumpE
         &job.database,
         (!custom).then_some(DUMP_COMPLETE),
         &mut |chunk| {
+            screen.feed(chunk)?;
             if let Some(f) = file.as_mut() {
                 f.write(chunk)?;
             }
@@ -510,6 +522,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, DumpE
             Ok(())
         },
     )?;
+    screen.finish()?;
     if let (Some(filter), Some(s)) = (filter.as_mut(), section.as_mut()) {
         scratch.clear();
         filter.finish(&mut scratch).map_err(unexpected)?;

@@ -1,0 +1,147 @@
+//! What a restore would refuse, dump refuses first (guarantee 9): every database's stream is
+//! read as the restore will read it while it is written. A plain dump goes through the same
+//! scanner as a restore's check (psql meta-commands, `\connect` only to its own database, a
+//! file that ends where pg_dump ends it); a custom archive through `pg_restore --list
+//! --create`, whose table of contents must be of that database. A database that fails the
+//! screening is reported as failed (the run is `partial`, with the reason), never written
+//! into a `complete` folder that cannot be restored.
+
+use std::io::Write;
+use std::process::{ChildStdin, Stdio};
+use std::thread::JoinHandle;
+
+use crate::backup::BackupError;
+use crate::backup::psql_scan::{ConnectTargets, Scanner};
+use crate::pg::PgTools;
+use crate::process::{Running, Tail};
+
+use super::DumpError;
+
+/// The screening of one stream.
+pub enum Screen {
+    /// Plain SQL, read as psql reads it.
+    Sql { scanner: Scanner, what: String },
+    /// A custom archive, listed by pg_restore as it streams by.
+    Archive(Listing),
+}
+
+impl Screen {
+    /// For a plain dump of `database` (its own file, or its section of the cluster file).
+    pub fn sql(database: &str) -> Screen {
+        Screen::Sql {
+            scanner: Scanner::new().with_targets(Some(ConnectTargets::only(database))),
+            what: format!("the pg_dump output of database {database:?}"),
+        }
+    }
+
+    /// For the globals: they may connect only where pg_dumpall does.
+    pub fn globals() -> Screen {
+        Screen::Sql {
+            scanner: Scanner::new().with_targets(Some(ConnectTargets::cluster([]))),
+            what: "the pg_dumpall output of the globals".into(),
+        }
+    }
+
+    /// For a custom archive of `database`.
+    pub fn archive(tools: &PgTools, database: &str) -> Result<Screen, DumpError> {
+        Ok(Screen::Archive(Listing::start(tools, database)?))
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), DumpError> {
+        match self {
+            Screen::Sql { scanner, what } => scanner.feed(chunk).map_err(|violation| {
+                BackupError::Unsafe {
+                    file: what.clone(),
+                    violation,
+                }
+                .into()
+            }),
+            Screen::Archive(listing) => {
+                listing.feed(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    /// The stream ended: the last checks.
+    pub fn finish(self) -> Result<(), DumpError> {
+        match self {
+            Screen::Sql { mut scanner, what } => scanner.finish().map_err(|violation| {
+                BackupError::Unsafe {
+                    file: what,
+                    violation,
+                }
+                .into()
+            }),
+            Screen::Archive(listing) => listing.finish(),
+        }
+    }
+}
+
+/// `pg_restore --list --create` reading the archive from its stdin as pg_dump writes it.
+pub struct Listing {
+    child: Running<Tail>,
+    stdin: Option<ChildStdin>,
+    reader: Option<JoinHandle<Result<(), BackupError>>>,
+    database: String,
+}
+
+impl Listing {
+    fn start(tools: &PgTools, database: &str) -> Result<Listing, DumpError> {
+        let mut cmd = tools.command("pg_restore");
+        cmd.args(["--list", "--create"]);
+        let mut child = Running::spawn(cmd, "pg_restore", Stdio::piped(), true, Tail::default())
+            .map_err(|e| tools.spawn_error("pg_restore", e))?;
+        let stdin = child.take_stdin();
+        let stdout = child
+            .take_stdout()
+            .ok_or_else(|| DumpError::Internal("pg_restore has no stdout".into()))?;
+        let (name, db) = (
+            format!("the archive of database {database:?}"),
+            database.to_string(),
+        );
+        let reader =
+            std::thread::spawn(move || crate::backup::verify::check_listing(stdout, &name, &db));
+        Ok(Listing {
+            child,
+            stdin,
+            reader: Some(reader),
+            database: database.to_string(),
+        })
+    }
+
+    /// pg_restore stops reading once it has the table of contents: the rest is not its.
+    fn feed(&mut self, chunk: &[u8]) {
+        if let Some(stdin) = self.stdin.as_mut()
+            && stdin.write_all(chunk).is_err()
+        {
+            self.stdin = None;
+        }
+    }
+
+    fn finish(mut self) -> Result<(), DumpError> {
+        drop(self.stdin.take());
+        let listed = match self.reader.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(BackupError::Archive {
+                file: self.database.clone(),
+                detail: "the listing thread failed".into(),
+            }),
+        };
+        let finished = self
+            .child
+            .finish()
+            .map_err(|e| DumpError::Internal(format!("waiting for pg_restore --list: {e}")))?;
+        if !finished.status.success() {
+            return Err(BackupError::Archive {
+                file: format!("the archive of database {:?}", self.database),
+                detail: format!(
+                    "pg_restore --list cannot read it: {}",
+                    finished.stderr.text().trim()
+                ),
+            }
+            .into());
+        }
+        Ok(listed?)
+    }
+}
