@@ -95,6 +95,8 @@ pub struct DumpHeader {
     pub dump_version: Option<String>,
     /// The database of the first `\connect` (a `--create` dump's own database).
     pub connect: Option<String>,
+    /// Every database the SQL connects to, in order, each once (a cluster file's databases).
+    pub connects: Vec<String>,
 }
 
 /// A file read to its end: size and SHA-256 of its bytes, and its SQL checked.
@@ -530,6 +532,7 @@ fn read_listing(mut stdout: impl Read, name: &str) -> Result<Decoded, BackupErro
                         .and_then(|l| l.strip_prefix("dbname: "))
                 })
                 .map(str::to_string),
+            connects: Vec::new(),
         },
     })
 }
@@ -557,7 +560,7 @@ fn scan_sql(
 ) -> Result<Decoded, BackupError> {
     let FileRef { name, kind, codec } = file;
     let mut head: Vec<u8> = Vec::new();
-    let mut connect = None;
+    let mut connects: Vec<String> = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL);
     let mut total = 0u64;
@@ -582,14 +585,7 @@ fn scan_sql(
         {
             violation = Some(v);
         }
-        if connect.is_none() {
-            connect = scanner.take_metas().into_iter().find_map(|m| match m {
-                Meta::Connect(db) => Some(db),
-                _ => None,
-            });
-        } else {
-            scanner.take_metas();
-        }
+        note_connects(&mut connects, scanner.take_metas());
         // Keep the last TAIL bytes of SQL.
         if n >= TAIL {
             tail.clear();
@@ -625,12 +621,7 @@ fn scan_sql(
             violation,
         });
     }
-    if connect.is_none() {
-        connect = scanner.take_metas().into_iter().find_map(|m| match m {
-            Meta::Connect(db) => Some(db),
-            _ => None,
-        });
-    }
+    note_connects(&mut connects, scanner.take_metas());
     let text = String::from_utf8_lossy(&head);
     let after = |prefix: &str| {
         text.lines()
@@ -643,9 +634,21 @@ fn scan_sql(
             server_version: after("-- Dumped from database version "),
             dump_version: after("-- Dumped by pg_dump version ")
                 .or_else(|| after("-- Dumped by pg_dumpall version ")),
-            connect,
+            connect: connects.first().cloned(),
+            connects,
         },
     })
+}
+
+/// Adds the databases of the `\connect`s in `metas` that are not in `connects` yet.
+fn note_connects(connects: &mut Vec<String>, metas: Vec<Meta>) {
+    for meta in metas {
+        if let Meta::Connect(db) = meta
+            && !connects.contains(&db)
+        {
+            connects.push(db);
+        }
+    }
 }
 
 /// Reads the chunks the hashing thread sends.

@@ -224,7 +224,7 @@ fn kind_of(file: &str) -> FileKind {
 /// Checks every file of a scripts-made folder where it lies and writes its manifest.
 fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) -> Result<Manifest> {
     let mut files = Vec::new();
-    let mut databases = Vec::new();
+    let mut databases: Vec<String> = Vec::new();
     let mut header = DumpHeader::default();
     let mut names: Vec<&str> = entry.files.iter().map(|(f, _)| f.as_str()).collect();
     // The cluster and globals first: their headers say which server made the backup.
@@ -248,11 +248,21 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
                          its database), so a restore could not tell where it goes: not adopted"
                     )));
                 };
-                databases.push(db.clone());
+                if !databases.contains(&db) {
+                    databases.push(db.clone());
+                }
                 Some(db)
             }
             _ => None,
         };
+        if kind == FileKind::Cluster {
+            // The cluster file's databases: a cluster restore may connect to these.
+            for db in &scanned.header.connects {
+                if !databases.contains(db) {
+                    databases.push(db.clone());
+                }
+            }
+        }
         if header.server_version.is_none() {
             header.server_version = scanned.header.server_version.clone();
         }
@@ -270,13 +280,31 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
         });
     }
     crate::backup::cluster::cluster_order(&mut databases);
+    // Without its cluster file a folder cannot restore the whole cluster: it is a backup,
+    // but not a complete one (KEEP_LAST, check and `restore latest` count complete ones).
+    let has_cluster = files.iter().any(|f| f.kind == FileKind::Cluster);
+    let status = match has_cluster {
+        true => ManifestStatus::Complete,
+        false => ManifestStatus::Partial,
+    };
+    let note = match has_cluster {
+        true => {
+            "made by the backup scripts; every file was read to its end (gzip, completion \
+                 line, content) before this manifest was written"
+        }
+        false => {
+            "made by the backup scripts, without its cluster file (postgres_cluster.sql.gz), \
+                  so adopted partial: its globals and database files were read to their end \
+                  and restore one by one"
+        }
+    };
     let server_version = header.server_version.unwrap_or_default();
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         tool: "pg-backups".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         folder: folder.to_string(),
-        status: ManifestStatus::Complete,
+        status,
         started_at: folder.time(),
         finished_at: folder.time(),
         server: ServerInfo {
@@ -296,9 +324,7 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
         failed: Vec::new(),
         adopted: Some(Adopted {
             adopted_at: Utc::now(),
-            note: "made by the backup scripts; every file was read to its end (gzip, \
-                   completion line, content) before this manifest was written"
-                .into(),
+            note: note.into(),
         }),
     };
     dest.put_manifest(folder, &manifest)?;

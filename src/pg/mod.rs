@@ -526,9 +526,11 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Quotes a string literal for SQL (standard_conforming_strings on).
+/// Quotes a string literal for SQL. An escape string (`E'…'`) with both the backslash and
+/// the quote escaped means the same whatever `standard_conforming_strings` says (a plain
+/// `'…'` literal would not: with it off, `\'` in a name would end the string early).
 pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Whether a psql of this version has `\restrict` (added in the August 2025 minor releases).
@@ -593,6 +595,7 @@ mod tests {
     fn identifiers_and_literals_are_quoted() {
         assert_eq!(quote_ident("Sales-2025"), "\"Sales-2025\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal("O'Brien"), "'O''Brien'");
+        assert_eq!(quote_literal("O'Brien"), "E'O\\'Brien'");
+        assert_eq!(quote_literal("back\\slash'"), "E'back\\\\slash\\''");
     }
 }
