@@ -280,6 +280,18 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
         });
     }
     crate::backup::cluster::cluster_order(&mut databases);
+    let manifest = scripts_manifest(folder, files, databases, header);
+    dest.put_manifest(folder, &manifest)?;
+    Ok(manifest)
+}
+
+/// The manifest of a scripts-made folder whose files were all read to their end.
+fn scripts_manifest(
+    folder: &FolderName,
+    files: Vec<FileEntry>,
+    databases: Vec<String>,
+    header: DumpHeader,
+) -> Manifest {
     // Without its cluster file a folder cannot restore the whole cluster: it is a backup,
     // but not a complete one (KEEP_LAST, check and `restore latest` count complete ones).
     let has_cluster = files.iter().any(|f| f.kind == FileKind::Cluster);
@@ -299,7 +311,7 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
         }
     };
     let server_version = header.server_version.unwrap_or_default();
-    let manifest = Manifest {
+    Manifest {
         format: MANIFEST_FORMAT,
         tool: "pg-backups".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -326,9 +338,7 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
             adopted_at: Utc::now(),
             note: note.into(),
         }),
-    };
-    dest.put_manifest(folder, &manifest)?;
-    Ok(manifest)
+    }
 }
 
 /// `15.4` → 150004, as `server_version_num` says it (0 when unknown).
