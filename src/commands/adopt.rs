@@ -3,9 +3,10 @@
 //!
 //! Every file of the folder is read to its end where it lies (local, S3 or remote): gzip
 //! decodes, the SQL ends with pg_dump's or pg_dumpall's completion line, and it holds nothing
-//! pg_dump never writes. Only then is a manifest written for it (status `complete`, marked
-//! `adopted`), after which list, verify, ship, prune and restore treat the folder like any
-//! backup. A folder with one bad file is not adopted, and says which file.
+//! pg_dump never writes. Only then is a manifest written for it (marked `adopted`; status
+//! `complete`, or `partial` without its cluster file), after which list, verify, ship, prune
+//! and restore treat the folder like any backup. A folder with one bad file is not adopted,
+//! and says which file.
 
 use chrono::Utc;
 use serde::Serialize;
