@@ -46,6 +46,11 @@ pub struct FileEntry {
     /// encryption: recorded for encrypted files, so a verify with the key checks it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_sha256: Option<String>,
+    /// A plain database file: each table's rows as the dump stream carried them (guarantee
+    /// 10), which a restore and a restore drill compare with what arrived. Absent in custom
+    /// archives and in folders made before pg-backups counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<super::psql_scan::TableRows>>,
 }
 
 /// How the files of a backup are encrypted: the scheme and who can read them (fingerprints,
@@ -229,6 +234,7 @@ mod tests {
                 sha256: "a".repeat(64),
                 sql_bytes: 20,
                 content_sha256: None,
+                tables: None,
             }],
             failed: vec![],
             adopted: None,

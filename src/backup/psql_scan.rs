@@ -96,7 +96,10 @@ enum State {
 
 const MAX_TAG: usize = 1024;
 const MAX_META: usize = 4096;
-const SNIPPET: usize = 120;
+/// The start of the current line kept: enough for a COPY statement's table name (two
+/// quoted 63-byte identifiers) and for messages (which show the first 120 bytes).
+const SNIPPET: usize = 320;
+const SHOWN: usize = 120;
 
 /// The streaming scanner. Feed it the decoded SQL in chunks of any size.
 #[derive(Debug)]
@@ -129,6 +132,62 @@ pub struct Scanner {
     metas: Vec<Meta>,
     /// Where a `\connect` may go (guarantee 11); `None`: anywhere by name.
     targets: Option<ConnectTargets>,
+    /// The table of the COPY block under way and the line its data starts on.
+    copy_table: Option<(Vec<String>, u64)>,
+    copies: Vec<TableRows>,
+}
+
+/// A table's rows as one COPY block of the dump carried them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableRows {
+    /// The table's name parts as the server knows them (schema, table), unquoted.
+    pub table: Vec<String>,
+    pub rows: u64,
+}
+
+/// The name parts of `COPY <name> (…) FROM stdin;` as pg_dump writes it: identifiers, bare
+/// (as the server folds them) or double-quoted, joined by dots.
+fn copy_table_name(line: &[u8]) -> Option<Vec<String>> {
+    let rest = line.get(..5).filter(|h| h.eq_ignore_ascii_case(b"copy "))?;
+    let mut at = rest.len();
+    let mut parts = Vec::new();
+    loop {
+        let (part, len) = identifier(&line[at..])?;
+        parts.push(part);
+        at += len;
+        if line.get(at) != Some(&b'.') {
+            break;
+        }
+        at += 1;
+    }
+    matches!(line.get(at), Some(b' ' | b'(' | b';')).then_some(parts)
+}
+
+/// One identifier at the start of `s`, and its length there.
+fn identifier(s: &[u8]) -> Option<(String, usize)> {
+    if s.first() == Some(&b'"') {
+        let mut out = Vec::new();
+        let mut i = 1;
+        loop {
+            match *s.get(i)? {
+                b'"' if s.get(i + 1) == Some(&b'"') => {
+                    out.push(b'"');
+                    i += 2;
+                }
+                b'"' => return Some((String::from_utf8(out).ok()?, i + 1)),
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+    }
+    let len = s.iter().take_while(|b| is_ident(**b)).count();
+    if len == 0 || s[0].is_ascii_digit() || s[0] == b'$' {
+        return None;
+    }
+    let folded = s[..len].to_ascii_lowercase();
+    Some((String::from_utf8(folded).ok()?, len))
 }
 
 /// The databases a file may `\connect` to: a database's own file only to that database, a
@@ -199,6 +258,8 @@ impl Scanner {
             },
             metas: Vec::new(),
             targets: None,
+            copy_table: None,
+            copies: Vec::new(),
         }
     }
 
@@ -228,8 +289,15 @@ impl Scanner {
         Violation {
             line: self.line,
             reason,
-            text: String::from_utf8_lossy(&self.snippet).into_owned(),
+            text: String::from_utf8_lossy(&self.snippet[..self.snippet.len().min(SHOWN)])
+                .into_owned(),
         }
+    }
+
+    /// The rows of each COPY block read since the last call, in order: what the dump stream
+    /// carried for each table (guarantee 10).
+    pub fn take_copies(&mut self) -> Vec<TableRows> {
+        std::mem::take(&mut self.copies)
     }
 
     /// Scans `bytes`. The first violation stops the scan; the file is not to be replayed.
@@ -339,6 +407,9 @@ impl Scanner {
         self.snippet.clear();
         if self.copy_pending {
             self.copy_pending = false;
+            if let Some((_, start)) = self.copy_table.as_mut() {
+                *start = self.line;
+            }
             let back = std::mem::replace(
                 &mut self.state,
                 State::Copy {
@@ -412,6 +483,7 @@ impl Scanner {
                 ));
             }
             self.copy_pending = true;
+            self.copy_table = copy_table_name(&self.snippet).map(|name| (name, 0));
         }
         self.statement_empty = true;
         self.copy_candidate = false;
@@ -690,6 +762,10 @@ impl Scanner {
         if marker {
             if b == b'\n' {
                 // `\.` alone on its line: the data ends.
+                if let Some((table, start)) = self.copy_table.take() {
+                    let rows = self.line.saturating_sub(start);
+                    self.copies.push(TableRows { table, rows });
+                }
                 self.state = self.after_copy.take().unwrap_or(State::Normal);
                 self.last = 0;
                 self.ident_run = 0;
@@ -1230,5 +1306,32 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
         }
         // What pg_dump does write around them still passes.
         accepted("SELECT $1, 1$$x$$ FROM t;\nCOPY \"T\" (a) FROM stdin;\n'\n\\.\nSELECT E'\\'';\n");
+    }
+
+    #[test]
+    fn copy_blocks_are_counted_per_table_with_its_real_name() {
+        let text = "COPY public.t (a, b) FROM stdin;\n1\tx\n2\t\\N\n\\.\n\
+COPY \"Sales\".\"Order \"\"x\"\"\" (a) FROM stdin;\n\\.\n\
+COPY public.big (a) FROM stdin;\n1\n2\n3\n\\.\n";
+        for size in [1, 3, 7, 4096] {
+            let mut s = Scanner::new();
+            for c in text.as_bytes().chunks(size) {
+                s.feed(c).unwrap();
+            }
+            s.finish().unwrap();
+            let t = |parts: &[&str], rows| TableRows {
+                table: parts.iter().map(|p| p.to_string()).collect(),
+                rows,
+            };
+            assert_eq!(
+                s.take_copies(),
+                vec![
+                    t(&["public", "t"], 2),
+                    t(&["Sales", "Order \"x\""], 0),
+                    t(&["public", "big"], 3)
+                ],
+                "chunk {size}"
+            );
+        }
     }
 }

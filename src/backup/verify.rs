@@ -703,6 +703,7 @@ mod tests {
             sha256: hex::encode(Sha256::digest(bytes)),
             sql_bytes: 0,
             content_sha256: None,
+            tables: None,
         }
     }
 

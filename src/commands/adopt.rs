@@ -278,6 +278,7 @@ fn adopt_folder(dest: &dyn Storage, folder: &FolderName, entry: &FolderEntry) ->
             sha256: scanned.sha256,
             sql_bytes: scanned.sql_bytes,
             content_sha256: None,
+            tables: None,
         });
     }
     crate::backup::cluster::cluster_order(&mut databases);

@@ -263,12 +263,14 @@ fn file_entries(
     ));
     for (name, d) in done {
         if let Some(f) = &d.file {
-            files.push(entry(
+            let mut e = entry(
                 &cfg.layout.database_file(name),
                 FileKind::Database,
                 Some(name.clone()),
                 f,
-            ));
+            );
+            e.tables = d.tables.clone();
+            files.push(e);
             details.databases_dumped.push(DumpedDatabase {
                 database: name.clone(),
                 file: cfg.layout.database_file(name),
@@ -350,6 +352,7 @@ fn entry(name: &str, kind: FileKind, database: Option<String>, w: &WrittenFile) 
         sha256: w.sha256.clone(),
         sql_bytes: w.sql_bytes,
         content_sha256: w.content_sha256.clone(),
+        tables: None,
     }
 }
 

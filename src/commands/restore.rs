@@ -43,6 +43,11 @@ struct RestoreDetails {
     seconds: f64,
     errors: usize,
     tolerated: usize,
+    /// Each restored table compared with the rows the dump carried: `as_dumped` (with how
+    /// many tables and rows), or `not_recorded` by this backup (custom archives, older
+    /// folders). Absent for a globals restore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    row_check: Option<crate::restore::rows::RowCheck>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     first_errors: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -213,6 +218,13 @@ fn details_of(plan: &Plan, inputs: &RestoreInputs, done: Executed) -> RestoreDet
         seconds: 0.0,
         errors: done.errors.count,
         tolerated: done.errors.tolerated,
+        row_check: match plan.restore_type {
+            RestoreType::Globals => None,
+            _ if done.rows.status.is_empty() => {
+                Some(crate::restore::rows::RowCheck::not_recorded())
+            }
+            _ => Some(done.rows),
+        },
         first_errors: done.errors.first,
         tolerated_examples: done.errors.tolerated_examples,
         server: String::new(),

@@ -143,6 +143,8 @@ pub struct JobDone {
     /// Its scratch section of the cluster file, when its own file cannot serve.
     section: Option<WrittenFile>,
     pub seconds: f64,
+    /// Each table's rows as the dump stream carried them (plain files).
+    pub tables: Option<Vec<crate::backup::psql_scan::TableRows>>,
 }
 
 /// A database that was not dumped, and whether the run can go on without it.
@@ -522,7 +524,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, DumpE
             Ok(())
         },
     )?;
-    screen.finish()?;
+    let tables = screen.finish()?.filter(|_| job.per_database);
     if let (Some(filter), Some(s)) = (filter.as_mut(), section.as_mut()) {
         scratch.clear();
         filter.finish(&mut scratch).map_err(unexpected)?;
@@ -532,6 +534,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, DumpE
         file: file.map(FileWriter::finish).transpose()?,
         section: section.map(FileWriter::finish).transpose()?,
         seconds: 0.0,
+        tables,
     })
 }
 

@@ -11,7 +11,7 @@ use std::process::{ChildStdin, Stdio};
 use std::thread::JoinHandle;
 
 use crate::backup::BackupError;
-use crate::backup::psql_scan::{ConnectTargets, Scanner};
+use crate::backup::psql_scan::{ConnectTargets, Scanner, TableRows};
 use crate::pg::PgTools;
 use crate::process::{Running, Tail};
 
@@ -63,17 +63,19 @@ impl Screen {
         }
     }
 
-    /// The stream ended: the last checks.
-    pub fn finish(self) -> Result<(), DumpError> {
+    /// The stream ended: the last checks. A plain stream gives each table's rows as its
+    /// COPY blocks carried them (guarantee 10); an archive's are not counted.
+    pub fn finish(self) -> Result<Option<Vec<TableRows>>, DumpError> {
         match self {
-            Screen::Sql { mut scanner, what } => scanner.finish().map_err(|violation| {
-                BackupError::Unsafe {
+            Screen::Sql { mut scanner, what } => match scanner.finish() {
+                Ok(()) => Ok(Some(scanner.take_copies())),
+                Err(violation) => Err(BackupError::Unsafe {
                     file: what,
                     violation,
                 }
-                .into()
-            }),
-            Screen::Archive(listing) => listing.finish(),
+                .into()),
+            },
+            Screen::Archive(listing) => listing.finish().map(|()| None),
         }
     }
 }

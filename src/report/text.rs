@@ -462,6 +462,10 @@ fn verify(out: &mut Out, d: &Fields) {
                     clean(s(x, "database")),
                     u(x, "tables").to_string(),
                     u(x, "rows").to_string(),
+                    match x["row_check"]["status"].as_str() {
+                        Some("as_dumped") => "as dumped".to_string(),
+                        _ => "not recorded".to_string(),
+                    },
                     u(x, "errors").to_string(),
                     error_of(x).unwrap_or_default(),
                 ]
@@ -469,7 +473,14 @@ fn verify(out: &mut Out, d: &Fields) {
             .collect();
         out.line("restore test:");
         out.table(
-            &["DATABASE", "TABLES", "ROWS", "SQL ERRORS", "PROBLEM"],
+            &[
+                "DATABASE",
+                "TABLES",
+                "ROWS",
+                "ROW CHECK",
+                "SQL ERRORS",
+                "PROBLEM",
+            ],
             &rows,
         );
     }
@@ -504,6 +515,16 @@ fn restore(out: &mut Out, d: &Fields) {
         u(d, "errors"),
         u(d, "tolerated")
     ));
+    if let Some(check) = d.get("row_check").and_then(Value::as_object) {
+        out.line(match check.get("status").and_then(Value::as_str) {
+            Some("as_dumped") => format!(
+                "  {} tables, {} rows, as dumped",
+                u(check, "tables"),
+                u(check, "rows")
+            ),
+            _ => "  row counts: not recorded in this backup, not checked".to_string(),
+        });
+    }
     let dropped = strings(d, "dropped");
     if !dropped.is_empty() {
         out.line(format!("  replaced: {}", dropped.join(", ")));

@@ -24,6 +24,8 @@ pub struct RestoreTest {
     pub tables: u64,
     pub rows: u64,
     pub errors: usize,
+    /// The tables compared with the rows the dump carried (guarantee 10).
+    pub row_check: super::rows::RowCheck,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub first_errors: Vec<String>,
     pub seconds: f64,
@@ -53,6 +55,7 @@ impl Drill<'_> {
             tables: 0,
             rows: 0,
             errors: 0,
+            row_check: super::rows::RowCheck::not_recorded(),
             first_errors: Vec::new(),
             seconds: 0.0,
             error: None,
@@ -103,6 +106,10 @@ impl Drill<'_> {
                 test.rows = rows;
             }
             Err(e) => test.error = Some(e.info()),
+        }
+        match super::rows::prove(self.tools, &test.scratch_database, entry.tables.as_deref()) {
+            Ok(check) => test.row_check = check,
+            Err(e) => test.error = test.error.take().or(Some(e.info())),
         }
         if errors.count > 0 && test.error.is_none() {
             test.error = Some(

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod prompt;
 mod rename;
 pub mod replay;
+pub mod rows;
 pub mod server;
 pub mod source;
 pub mod sql_errors;
@@ -52,6 +53,8 @@ pub struct Settings<'a> {
 pub struct Executed {
     pub dropped: Vec<String>,
     pub errors: SqlErrors,
+    /// The restored tables compared with the rows the dump carried (guarantee 10).
+    pub rows: rows::RowCheck,
     pub verify_seconds: f64,
     pub restore_seconds: f64,
 }
@@ -104,11 +107,23 @@ pub fn execute(
             (FileKind::Database, Some(name)) => {
                 let exists = server::database_exists(tools, name)?;
                 let into = plan.destination(name, exists);
-                replayer.database_file(file.file, codec, name, into, &progress)?
+                let found = replayer.database_file(file.file, codec, name, into, &progress)?;
+                let restored_as = match into {
+                    replay::Destination::Rename(target) => target,
+                    _ => name,
+                };
+                let check = rows::prove(tools, restored_as, entry.tables.as_deref())?;
+                done.rows.absorb(check);
+                found
             }
             (kind, database) => {
                 let targets = connect_targets(kind, database, &databases);
-                replayer.cluster_file(Box::new(file.file), codec, targets, &progress)?
+                let found =
+                    replayer.cluster_file(Box::new(file.file), codec, targets, &progress)?;
+                if kind == FileKind::Cluster {
+                    done.rows.absorb(prove_cluster(plan, tools)?);
+                }
+                found
             }
         };
         done.errors.absorb(found);
@@ -116,6 +131,26 @@ pub fn execute(
     drop_work(work);
     done.restore_seconds = restore_started.elapsed().as_secs_f64();
     Ok(done)
+}
+
+/// After a cluster file: every database with a file of its own holds what that file (the
+/// same dump) carried.
+fn prove_cluster(plan: &Plan, tools: &PgTools) -> Result<rows::RowCheck> {
+    let mut all = rows::RowCheck::default();
+    for f in plan
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Database)
+    {
+        if let Some(db) = f.database.as_deref() {
+            all.absorb(rows::prove(tools, db, f.tables.as_deref())?);
+        }
+    }
+    if all.status.is_empty() {
+        all = rows::RowCheck::not_recorded();
+    }
+    Ok(all)
 }
 
 /// Stages and checks every file of the plan, before anything reaches the server.

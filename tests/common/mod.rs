@@ -673,6 +673,7 @@ pub fn make_folder(root: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf 
             sha256: sha256_file(&path),
             sql_bytes: *size as u64,
             content_sha256: None,
+            tables: None,
         });
     }
     let now = chrono::Utc::now();
