@@ -113,6 +113,12 @@ fn every_variable_is_in_env_example_readme_and_help_and_nothing_else_is() {
         );
     }
     let in_example: BTreeSet<String> = env_lines(&example).into_iter().map(|(k, _)| k).collect();
+    // Read by the supplied units (the drill's schedule), or by `check` once the drill's code
+    // lands (issue 20 §5, DRILL_MAX_AGE): in .env.example and README either way.
+    let mut help = help;
+    for units_only in ["DRILL_SCHEDULE", "DRILL_MAX_AGE"] {
+        help.insert(units_only.to_string());
+    }
     assert_eq!(
         in_example, help,
         ".env.example and the binary disagree (left: .env.example, right: --help)"
@@ -156,6 +162,8 @@ fn every_variable_is_in_env_example_readme_and_help_and_nothing_else_is() {
         ("RSYNC_RETENTION_DAYS", "30"),
         ("RSYNC_KEEP_LAST", "3"),
         ("LOG_FORMAT", "text"),
+        ("DRILL_SCHEDULE", "0 3 * * 0"),
+        ("DRILL_MAX_AGE", ""),
     ];
     let values: BTreeMap<String, String> = env_lines(&example).into_iter().collect();
     for (key, value) in defaults {
@@ -439,38 +447,87 @@ fn unit_environment(unit: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A systemd service as shipped, with only its host paths moved into `root`, started the way
+/// systemd starts it: its `Environment=` lines, `%d` (LoadCredential=) as `credentials`,
+/// `UMask=` applied, the ExecStart binaries ours.
+fn run_unit(name: &str, root_dir: &Path, credentials: &Path, bin: &Path) -> std::process::Output {
+    let unit = read(&format!("systemd/{name}"))
+        .replace(
+            "/var/backups/postgresql",
+            root_dir.join("var-backups").to_str().unwrap(),
+        )
+        .replace(
+            "/var/lib/pg-backups",
+            root_dir.join("var-lib").to_str().unwrap(),
+        )
+        .replace("/etc/pg-backups", root_dir.join("etc").to_str().unwrap())
+        .replace(
+            "/var/lib/node_exporter/textfile_collector",
+            root_dir.join("textfile").to_str().unwrap(),
+        );
+    assert!(
+        !unit.contains("\nEnvironmentFile="),
+        "{name}: EnvironmentFile= would override Environment="
+    );
+    let umask = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("UMask="))
+        .map(|m| u32::from_str_radix(m, 8).unwrap())
+        .unwrap_or_else(|| panic!("{name} has no UMask="));
+    let env = unit_environment(&unit.replace("%d", credentials.to_str().unwrap()));
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .replace("/usr/local/bin/", &format!("{}/", bin.display()));
+    let mut words = exec.split_whitespace();
+    let mut cmd = Command::new(words.next().unwrap());
+    cmd.args(words)
+        .env_clear()
+        .env("PATH", path_with(bin))
+        .env("CREDENTIALS_DIRECTORY", credentials)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
 #[test]
-fn the_units_own_settings_win_over_the_env_file() {
+fn the_systemd_units_run_as_shipped_and_their_own_settings_win_over_the_env_file() {
     let server = PgServer::start(15);
     server.psql("postgres", "CREATE DATABASE app");
+    server.psql(
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t SELECT generate_series(1, 100);",
+    );
     let dir = tempfile::tempdir().unwrap();
-    // The unit as shipped, with only its host paths moved into the test's directory.
     let backups = dir.path().join("var-backups");
     let state = dir.path().join("var-lib");
     let etc = dir.path().join("etc");
+    let textfile = dir.path().join("textfile");
     let credentials = dir.path().join("credentials");
-    for d in [&backups, &state, &etc, &credentials] {
+    for d in [&backups, &state, &etc, &credentials, &textfile] {
         std::fs::create_dir_all(d).unwrap();
     }
-    let unit = read("systemd/pg-backups.service")
-        .replace("/var/backups/postgresql", backups.to_str().unwrap())
-        .replace("/var/lib/pg-backups", state.to_str().unwrap())
-        .replace("/etc/pg-backups", etc.to_str().unwrap());
-    assert!(
-        !unit.contains("\nEnvironmentFile="),
-        "EnvironmentFile= would override Environment="
-    );
     // The password as LoadCredential= hands it over: a file in $CREDENTIALS_DIRECTORY (%d).
     std::fs::write(credentials.join("pgpassword"), PASSWORD).unwrap();
-    let env = unit_environment(&unit.replace("%d", credentials.to_str().unwrap()));
-    // The operator's env file: a copy of .env.example with the connection filled in. It
-    // still says BACKUP_DIR=/backups and PGPASSWORD_FILE= (empty).
+    // The operator's env file: a copy of .env.example with the connection filled in and the
+    // metrics file where README says (the units' ReadWritePaths=). It still says
+    // BACKUP_DIR=/backups and PGPASSWORD_FILE= (empty).
+    let metrics = textfile.join("pg_backups.prom");
     let user = UserEnv::new(
         &etc,
         &[
             ("PGHOST".into(), "127.0.0.1".into()),
             ("PGPORT".into(), server.port.to_string()),
             ("PG_BIN_DIR".into(), server.bin().display().to_string()),
+            ("METRICS_FILE".into(), metrics.display().to_string()),
         ],
     );
     std::fs::rename(&user.path, etc.join("env")).unwrap();
@@ -478,18 +535,7 @@ fn the_units_own_settings_win_over_the_env_file() {
         user.text.contains("\nBACKUP_DIR=/backups\n") && user.text.contains("\nPGPASSWORD_FILE=\n")
     );
     let bin = bin_dir(dir.path());
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .unwrap()
-        .replace("/usr/local/bin/", &format!("{}/", bin.display()));
-    let out = Command::new(&exec)
-        .env_clear()
-        .env("PATH", path_with(&bin))
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let out = run_unit("pg-backups.service", dir.path(), &credentials, &bin);
     let lines = json_lines(&out.stdout);
     assert!(
         out.status.success(),
@@ -499,6 +545,39 @@ fn the_units_own_settings_win_over_the_env_file() {
     let path = lines[0]["path"].as_str().unwrap();
     assert!(path.starts_with(backups.to_str().unwrap()), "{path}");
     assert!(state.join("cycle.jsonl").exists());
+    // UMask=0077, yet node_exporter (another user) can read the metrics.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&metrics).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "METRICS_FILE is {mode:o}");
+    let folder_mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(folder_mode, 0o700, "backup folders stay private");
+
+    // The weekly drill, as its unit runs it: the newest backup restored and compared.
+    let out = run_unit("pg-backups-drill.service", dir.path(), &credentials, &bin);
+    let drill = json_lines(&out.stdout);
+    assert!(
+        out.status.success(),
+        "drill: {drill:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(drill.len(), 1, "{drill:?}");
+    assert_eq!(drill[0]["command"], "verify");
+    assert_eq!(drill[0]["status"], "ok");
+    assert!(
+        drill[0].to_string().contains("restore_test"),
+        "no restore test in {}",
+        drill[0]
+    );
+    let mode = std::fs::metadata(&metrics).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    // The check unit too.
+    let out = run_unit("pg-backups-check.service", dir.path(), &credentials, &bin);
+    assert!(
+        out.status.success(),
+        "check: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -518,7 +597,11 @@ fn systemd_units_verify_and_are_hardened() {
         std::fs::write(&path, text).unwrap();
         units.push(path);
     }
-    assert_eq!(units.len(), 4);
+    assert_eq!(
+        units.len(),
+        6,
+        "cycle, check and drill: a service and a timer each"
+    );
     let out = Command::new(&analyze)
         .arg("verify")
         .args(&units)
@@ -526,7 +609,11 @@ fn systemd_units_verify_and_are_hardened() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify: {stderr}");
-    for service in ["pg-backups.service", "pg-backups-check.service"] {
+    for service in [
+        "pg-backups.service",
+        "pg-backups-check.service",
+        "pg-backups-drill.service",
+    ] {
         let out = Command::new(&analyze)
             .args(["security", "--offline=yes", "--no-pager"])
             .arg(dir.path().join(service))
@@ -566,10 +653,81 @@ fn systemd_units_verify_and_are_hardened() {
     assert!(!service.contains("\nEnvironmentFile="));
     let timer = read("systemd/pg-backups.timer");
     assert!(timer.contains("Persistent=true") && timer.contains("RandomizedDelaySec="));
+    let drill = read("systemd/pg-backups-drill.service");
+    for needed in [
+        "Type=oneshot",
+        "ExecStart=/usr/local/bin/pg-backups verify latest --restore-test",
+        "LoadCredential=pgpassword:",
+        "Environment=BACKUP_DIR=/var/backups/postgresql",
+        "ProtectSystem=strict",
+        "UMask=0077",
+    ] {
+        assert!(
+            drill.contains(needed),
+            "pg-backups-drill.service lacks {needed}"
+        );
+    }
+    // The drill timer fires when DRILL_SCHEDULE's default does: Sundays 03:00.
+    let timer = read("systemd/pg-backups-drill.timer");
+    assert!(timer.contains("Persistent=true"));
+    let calendar = timer
+        .lines()
+        .find_map(|l| l.strip_prefix("OnCalendar="))
+        .unwrap();
+    let out = Command::new(&analyze)
+        .args(["calendar", "--iterations=3", calendar])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let next: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Next elapse:") || l.starts_with("Iter. #"))
+        .filter_map(|l| l.split_once(": ").map(|(_, at)| at.trim()))
+        .collect();
+    assert_eq!(next.len(), 3, "{text}");
+    for at in next {
+        assert!(at.starts_with("Sun ") && at.contains(" 03:00:00"), "{at}");
+    }
+    let example: BTreeMap<String, String> = env_lines(&read(".env.example")).into_iter().collect();
+    assert_eq!(
+        example.get("DRILL_SCHEDULE").map(String::as_str),
+        Some("0 3 * * 0")
+    );
+    // README's metrics file lies in the directory the units may write.
+    let readme = read("README.md");
+    let textfile_dir = "/var/lib/node_exporter/textfile_collector";
+    for unit in [
+        "pg-backups.service",
+        "pg-backups-check.service",
+        "pg-backups-drill.service",
+    ] {
+        assert!(
+            read(&format!("systemd/{unit}")).contains(&format!("ReadWritePaths=-{textfile_dir}\n")),
+            "{unit}"
+        );
+    }
+    for example in readme.split("METRICS_FILE=").skip(1) {
+        let path: String = example
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '`')
+            .collect();
+        if path.starts_with('/') {
+            assert!(
+                path.starts_with(textfile_dir),
+                "README METRICS_FILE={path} is outside {textfile_dir}"
+            );
+        }
+    }
+    assert!(readme.contains(&format!("{textfile_dir}/pg_backups.prom")));
+    assert!(
+        !readme.contains("node_exporter/textfile/"),
+        "README names another textfile dir"
+    );
 }
 
 /// One crontab entry's command line, with our paths, as cron hands it to /bin/sh.
-fn cron_line(entry_prefix: &str, env_file: &Path, log_dir: &Path) -> String {
+fn cron_line(entry_prefix: &str, env_file: &Path, log_dir: &Path, backups: &Path) -> String {
     let crontab = read("cron/pg-backups");
     let line = crontab
         .lines()
@@ -584,31 +742,54 @@ fn cron_line(entry_prefix: &str, env_file: &Path, log_dir: &Path) -> String {
     command
         .replace("/etc/pg-backups/env", env_file.to_str().unwrap())
         .replace("/var/log/pg-backups", log_dir.to_str().unwrap())
+        .replace("/var/backups/postgresql", backups.to_str().unwrap())
 }
 
 #[test]
 fn the_crontab_runs_as_cron_runs_it() {
     let server = PgServer::start(17);
     server.psql("postgres", "CREATE DATABASE app");
+    server.psql(
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);",
+    );
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
     let dir = tempfile::tempdir().unwrap();
     let bin = bin_dir(dir.path());
+    // The env file as the install steps make it: .env.example with the connection and S3
+    // filled in, BACKUP_DIR left as it is (/backups).
     let mut changes = connection(&server);
     changes.extend(
         s3.env(BUCKET, "")
             .into_iter()
             .filter(|(k, _)| k != "S3_PREFIX"),
     );
-    changes.push((
-        "BACKUP_DIR".into(),
-        dir.path().join("backups").display().to_string(),
-    ));
     let user = UserEnv::new(dir.path(), &changes);
-    let logs = dir.path().join("log");
-    std::fs::create_dir(&logs).unwrap();
+    assert!(user.text.contains("\nBACKUP_DIR=/backups\n"));
     let crontab = read("cron/pg-backups");
     assert!(crontab.contains("install -d -m 0750 -o root -g pg-backups /etc/pg-backups"));
+    // Every entry uses the backup folder the install steps create, not the env file's.
+    let created = "install -d -m 0700 -o pg-backups -g pg-backups /var/backups/postgresql";
+    assert!(
+        crontab.contains(created),
+        "the crontab's install steps changed"
+    );
+    let entries: Vec<&str> = crontab
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit() || c == '*'))
+        .collect();
+    assert_eq!(entries.len(), 3, "cycle, check, drill: {entries:?}");
+    for entry in &entries {
+        assert!(
+            entry.contains(" BACKUP_DIR=/var/backups/postgresql "),
+            "{entry}"
+        );
+    }
+    let backups = dir.path().join("var-backups");
+    std::fs::create_dir(&backups).unwrap();
+    let logs = dir.path().join("log");
+    std::fs::create_dir(&logs).unwrap();
     let sh = |line: &str| {
         Command::new("/bin/sh")
             .arg("-c")
@@ -620,7 +801,7 @@ fn the_crontab_runs_as_cron_runs_it() {
             .unwrap()
     };
     // Quiet when all is well: cron mails only failures.
-    let cycle = cron_line("0 */6", &user.path, &logs);
+    let cycle = cron_line("0 */6", &user.path, &logs, &backups);
     let out = sh(&cycle);
     assert!(
         out.status.success(),
@@ -634,13 +815,35 @@ fn the_crontab_runs_as_cron_runs_it() {
     );
     let jsonl = std::fs::read_to_string(logs.join("cycle.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 3);
-    let check = cron_line("30 *", &user.path, &logs);
+    assert!(jsonl.contains(backups.to_str().unwrap()), "{jsonl}");
+    let check = cron_line("30 *", &user.path, &logs, &backups);
     let out = sh(&check);
     assert!(
         out.stdout.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The weekly drill: quiet, its JSON in drill.jsonl.
+    let drill_entry = entries
+        .iter()
+        .find(|e| e.contains("--restore-test"))
+        .unwrap();
+    assert!(
+        drill_entry.starts_with("0 3 * * 0 "),
+        "DRILL_SCHEDULE's default: {drill_entry}"
+    );
+    let drill = cron_line("0 3 * * 0", &user.path, &logs, &backups);
+    let out = sh(&drill);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "drill: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(logs.join("drill.log")).unwrap_or_default()
+    );
+    let drill_json = std::fs::read_to_string(logs.join("drill.jsonl")).unwrap();
+    let result: Value = serde_json::from_str(drill_json.trim()).unwrap();
+    assert_eq!(result["command"], "verify");
+    assert_eq!(result["status"], "ok", "{result}");
 
     // A failed dump: the cycle fails with the dump's code and cron gets something to mail.
     let broken = user.text.replace(
@@ -654,11 +857,19 @@ fn the_crontab_runs_as_cron_runs_it() {
         mail.contains("pg-backups cycle failed with exit status 69"),
         "{mail}"
     );
+    // A failed drill mails too.
+    let out = sh(&drill);
+    let mail = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        mail.contains("pg-backups drill failed with exit status"),
+        "{mail}"
+    );
     // Arguments pass through: `docker run IMAGE list`.
     let out = Command::new(bin.join("pg-backups-cycle"))
         .env_clear()
         .env("PATH", path_with(&bin))
         .env("PG_BACKUPS_ENV_FILE", &user.path)
+        .env("BACKUP_DIR", &backups)
         .args(["list", "--source", "local"])
         .output()
         .unwrap();
