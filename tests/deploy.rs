@@ -115,7 +115,6 @@ fn every_variable_is_in_env_example_readme_and_help_and_nothing_else_is() {
     let in_example: BTreeSet<String> = env_lines(&example).into_iter().map(|(k, _)| k).collect();
     // Read by the supplied units (the drill's schedule), or by `check` once the drill's code
     // lands (issue 20 §5, DRILL_MAX_AGE): in .env.example and README either way.
-    let mut help = help;
     for units_only in ["DRILL_SCHEDULE", "DRILL_MAX_AGE"] {
         help.insert(units_only.to_string());
     }
