@@ -879,7 +879,15 @@ fn the_crontab_runs_as_cron_runs_it() {
 /// script) reads.
 fn known_variables() -> BTreeSet<String> {
     let mut known = variables_in_help();
-    for extra in ["PG_BACKUPS_JSONL", "PG_BACKUPS_BIN", "HOME"] {
+    // The script's own, and the drill's (DRILL_MAX_AGE: read by `check` once the drill's code
+    // lands, issue 20 §5).
+    for extra in [
+        "PG_BACKUPS_JSONL",
+        "PG_BACKUPS_BIN",
+        "HOME",
+        "DRILL_SCHEDULE",
+        "DRILL_MAX_AGE",
+    ] {
         known.insert(extra.to_string());
     }
     known
@@ -893,9 +901,17 @@ fn stack_config(dir: &Path, files: &[&str], envs: &[(&str, &str)]) -> std::proce
     for f in files {
         cmd.args(["-c", f]);
     }
-    cmd.env_remove("BACKUP_SCHEDULE")
-        .env_remove("RESTORE_FOLDER")
-        .env_remove("RESTORE_TYPE");
+    for var in [
+        "BACKUP_SCHEDULE",
+        "DRILL_SCHEDULE",
+        "RESTORE_SOURCE",
+        "RESTORE_FOLDER",
+        "RESTORE_TYPE",
+        "BACKUP_VOLUME",
+        "POSTGRES_NETWORK",
+    ] {
+        cmd.env_remove(var);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -938,24 +954,32 @@ fn assert_known_variables(file: &str, doc: &Value) {
     }
 }
 
+/// The swarm files in a folder, with the operator's env file beside them.
+fn swarm_dir(env_text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(root().join("swarm")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("pg-backups.env"), env_text).unwrap();
+    dir
+}
+
+fn secret_sources(svc: &Value) -> Vec<String> {
+    svc["secrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["source"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn the_swarm_stack_validates_with_and_without_the_optional_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    for f in [
-        "pg-backups-stack.yml",
-        "with-s3-keys.yml",
-        "with-rsync.yml",
-        "pg-backups-restore.yml",
-    ] {
-        std::fs::copy(root().join("swarm").join(f), dir.path().join(f)).unwrap();
-    }
-    std::fs::copy(
-        root().join(".env.example"),
-        dir.path().join("pg-backups.env"),
-    )
-    .unwrap();
+    let dir = swarm_dir(&read(".env.example"));
+    let dir = dir.path();
     // Without BACKUP_SCHEDULE in the deploying shell, the deploy fails loudly.
-    let out = stack_config(dir.path(), &["pg-backups-stack.yml"], &[]);
+    let out = stack_config(dir, &["pg-backups-stack.yml"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("BACKUP_SCHEDULE"));
     let schedule = [("BACKUP_SCHEDULE", "0 */6 * * *")];
@@ -966,56 +990,229 @@ fn the_swarm_stack_validates_with_and_without_the_optional_secrets() {
         &["pg-backups-stack.yml", "with-s3-keys.yml", "with-rsync.yml"],
     ];
     for files in variants {
-        let doc = rendered(&stack_config(dir.path(), files, &schedule));
-        let svc = &doc["services"]["pg-backups"];
+        let doc = rendered(&stack_config(dir, files, &schedule));
+        for (name, schedule) in [
+            ("pg-backups", "0 */6 * * *"),
+            ("pg-backups-check", "30 * * * *"),
+            ("pg-backups-drill", "0 3 * * 0"),
+        ] {
+            let svc = &doc["services"][name];
+            assert_eq!(
+                svc["deploy"]["labels"]["swarm.cronjob.schedule"], schedule,
+                "{name}"
+            );
+            assert_eq!(svc["deploy"]["replicas"], 0, "{name}");
+            assert_eq!(svc["deploy"]["restart_policy"]["condition"], "none");
+            assert_eq!(
+                svc["deploy"]["labels"]["swarm.cronjob.skip-running"],
+                "true"
+            );
+            assert_eq!(svc["deploy"]["labels"]["swarm.cronjob.enable"], "true");
+            assert!(svc["stop_grace_period"].is_string(), "{name} {files:?}");
+            let secrets = secret_sources(svc);
+            assert_eq!(
+                secrets.contains(&"s3_secret_key".to_string()),
+                files.contains(&"with-s3-keys.yml"),
+                "{name} {files:?}"
+            );
+            assert_eq!(
+                secrets.contains(&"pg_backups_ssh_key".to_string()),
+                files.contains(&"with-rsync.yml"),
+                "{name} {files:?}"
+            );
+        }
+        for name in ["pg-backups", "pg-backups-drill"] {
+            assert!(secret_sources(&doc["services"][name]).contains(&"pg_password".to_string()));
+        }
         assert_eq!(
-            svc["deploy"]["labels"]["swarm.cronjob.schedule"],
-            "0 */6 * * *"
-        );
-        assert_eq!(svc["deploy"]["replicas"], 0);
-        assert_eq!(svc["deploy"]["restart_policy"]["condition"], "none");
-        assert_eq!(
-            svc["deploy"]["labels"]["swarm.cronjob.skip-running"],
-            "true"
-        );
-        assert!(svc["stop_grace_period"].is_string(), "{files:?}");
-        let secrets: Vec<String> = svc["secrets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["source"].as_str().unwrap().to_string())
-            .collect();
-        assert!(secrets.contains(&"pg_password".to_string()));
-        assert_eq!(
-            secrets.contains(&"s3_secret_key".to_string()),
-            files.contains(&"with-s3-keys.yml"),
-            "{files:?}"
-        );
-        assert_eq!(
-            secrets.contains(&"pg_backups_ssh_key".to_string()),
-            files.contains(&"with-rsync.yml"),
-            "{files:?}"
+            doc["services"]["pg-backups-drill"]["command"],
+            serde_json::json!(["verify", "latest", "--restore-test"])
         );
         assert_known_variables(&files.join(" + "), &doc);
     }
-    // The restore is its own one-shot stack (a swarm job), and its inputs are required.
-    let out = stack_config(dir.path(), &["pg-backups-restore.yml"], &[]);
-    assert!(!out.status.success());
+    // DRILL_SCHEDULE from the deploying shell, like BACKUP_SCHEDULE.
     let doc = rendered(&stack_config(
-        dir.path(),
-        &["pg-backups-restore.yml"],
-        &[("RESTORE_FOLDER", "latest"), ("RESTORE_TYPE", "cluster")],
+        dir,
+        &["pg-backups-stack.yml"],
+        &[
+            ("BACKUP_SCHEDULE", "0 */6 * * *"),
+            ("DRILL_SCHEDULE", "0 5 * * 6"),
+        ],
     ));
     assert_eq!(
-        doc["services"]["restore"]["deploy"]["mode"],
-        "replicated-job"
+        doc["services"]["pg-backups-drill"]["deploy"]["labels"]["swarm.cronjob.schedule"],
+        "0 5 * * 6"
     );
-    assert_known_variables("pg-backups-restore.yml", &doc);
+
+    // Coming from the backup scripts: their volume, as it is, for every service that mounts one.
+    let doc = rendered(&stack_config(
+        dir,
+        &["pg-backups-stack.yml", "from-backup-scripts.yml"],
+        &schedule,
+    ));
+    let volume = &doc["volumes"]["postgres_backup_data"];
+    assert_eq!(volume["external"], true);
+    assert_eq!(volume["name"], "postgres-stack_postgres_backup_data");
+    for name in ["pg-backups", "pg-backups-check", "pg-backups-drill"] {
+        let mounts = doc["services"][name]["volumes"].to_string();
+        assert!(
+            mounts.contains("\"source\":\"postgres_backup_data\"")
+                && mounts.contains("\"target\":\"/backups\""),
+            "{name}: {mounts}"
+        );
+    }
     let readme = read("README.md");
+    // README's adopt step runs on the volume the override mounts.
+    let old_volume = yaml(&root().join("swarm/from-backup-scripts.yml")).remove(0)["volumes"]
+        ["postgres_backup_data"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(old_volume, "postgres-stack_postgres_backup_data");
+    assert!(readme.contains(&format!("-v {old_volume}:/backups")));
+    assert!(readme.contains("-c swarm/from-backup-scripts.yml"));
+    assert!(!readme.contains("the same volume name (`postgres_backup_data`)"));
+
+    // The restore is its own one-shot stack (a swarm job), and its inputs are required.
+    let out = stack_config(dir, &["pg-backups-restore.yml"], &[]);
+    assert!(!out.status.success());
+    let inputs = [
+        ("RESTORE_SOURCE", "s3"),
+        ("RESTORE_FOLDER", "latest"),
+        ("RESTORE_TYPE", "cluster"),
+    ];
+    let out = stack_config(dir, &["pg-backups-restore.yml"], &inputs[1..]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RESTORE_SOURCE"));
+    let restore_variants: [&[&str]; 4] = [
+        &["pg-backups-restore.yml"],
+        &["pg-backups-restore.yml", "restore-with-s3-keys.yml"],
+        &["pg-backups-restore.yml", "restore-with-rsync.yml"],
+        &[
+            "pg-backups-restore.yml",
+            "restore-with-s3-keys.yml",
+            "restore-with-rsync.yml",
+            "restore-from-local.yml",
+        ],
+    ];
+    for files in restore_variants {
+        let doc = rendered(&stack_config(dir, files, &inputs));
+        let svc = &doc["services"]["restore"];
+        assert_eq!(svc["deploy"]["mode"], "replicated-job");
+        // Jobs retry without end by default: a failed (or dropping) restore must not repeat.
+        assert_eq!(
+            svc["deploy"]["restart_policy"]["condition"], "none",
+            "{files:?}"
+        );
+        let secrets = secret_sources(svc);
+        assert!(secrets.contains(&"pg_password".to_string()));
+        assert_eq!(
+            secrets.contains(&"s3_access_key".to_string()),
+            files.contains(&"restore-with-s3-keys.yml")
+        );
+        assert_eq!(
+            secrets.contains(&"pg_backups_known_hosts".to_string()),
+            files.contains(&"restore-with-rsync.yml")
+        );
+        let local = files.contains(&"restore-from-local.yml");
+        // Pinned to the backup node (and its volume) only for a local restore.
+        assert_eq!(svc["deploy"]["placement"].is_object(), local, "{files:?}");
+        assert_eq!(svc["volumes"].is_array(), local, "{files:?}");
+        assert_known_variables(&files.join(" + "), &doc);
+    }
+    let doc = rendered(&stack_config(
+        dir,
+        &["pg-backups-restore.yml", "restore-from-local.yml"],
+        &[
+            inputs[1],
+            inputs[2],
+            ("RESTORE_SOURCE", "local"),
+            ("BACKUP_VOLUME", "postgres-stack_postgres_backup_data"),
+        ],
+    ));
+    assert_eq!(
+        doc["volumes"]["postgres_backup_data"]["name"],
+        "postgres-stack_postgres_backup_data"
+    );
     assert!(
         readme.contains("--attachable"),
         "README: the overlay network must be attachable"
     );
+}
+
+#[test]
+fn the_swarm_services_run_their_commands_against_the_real_servers() {
+    let server = PgServer::start(17);
+    server.psql("postgres", "CREATE DATABASE app");
+    server.psql(
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t SELECT generate_series(1, 300);",
+    );
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let work = tempfile::tempdir().unwrap();
+    // The operator's swarm/pg-backups.env: the connection and S3, no secrets in it.
+    let mut changes = vec![
+        ("PGHOST".to_string(), "127.0.0.1".to_string()),
+        ("PGPORT".to_string(), server.port.to_string()),
+        ("PG_BIN_DIR".to_string(), server.bin().display().to_string()),
+    ];
+    changes.extend(
+        s3.env(BUCKET, "").into_iter().filter(|(k, _)| {
+            !["S3_PREFIX", "S3_ACCESS_KEY", "S3_SECRET_KEY"].contains(&k.as_str())
+        }),
+    );
+    let user = UserEnv::new(work.path(), &changes);
+    let dir = swarm_dir(&user.text);
+    let doc = rendered(&stack_config(
+        dir.path(),
+        &["pg-backups-stack.yml", "with-s3-keys.yml"],
+        &[("BACKUP_SCHEDULE", "0 */6 * * *")],
+    ));
+    // The Docker secrets and the volume, as folders.
+    let secrets = work.path().join("secrets");
+    let backups = work.path().join("backups");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::create_dir_all(&backups).unwrap();
+    std::fs::write(secrets.join("pg_password"), PASSWORD).unwrap();
+    let s3_env: BTreeMap<String, String> = s3.env(BUCKET, "").into_iter().collect();
+    std::fs::write(secrets.join("s3_access_key"), &s3_env["S3_ACCESS_KEY"]).unwrap();
+    std::fs::write(secrets.join("s3_secret_key"), &s3_env["S3_SECRET_KEY"]).unwrap();
+    let bin = bin_dir(work.path());
+    for (name, expected) in [
+        ("pg-backups", &["dump", "ship", "prune"][..]),
+        ("pg-backups-drill", &["verify"][..]),
+        ("pg-backups-check", &["check"][..]),
+    ] {
+        let svc = &doc["services"][name];
+        let mut cmd = Command::new(bin.join("pg-backups-cycle"));
+        for arg in svc["command"].as_array().into_iter().flatten() {
+            cmd.arg(arg.as_str().unwrap());
+        }
+        cmd.env_clear()
+            .env("PATH", path_with(&bin))
+            .env("HOME", work.path());
+        for (k, v) in svc["environment"].as_object().unwrap() {
+            let v = v.as_str().unwrap_or("");
+            let v = v
+                .replace("/run/secrets", secrets.to_str().unwrap())
+                .replacen("/backups", backups.to_str().unwrap(), 1);
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let lines = json_lines(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {lines:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(commands_of(&lines), expected, "{name}");
+        assert!(
+            lines.iter().all(|l| l["status"] == "ok"),
+            "{name}: {lines:?}"
+        );
+    }
+    assert!(backups.join("pg-backups.jsonl").exists());
+    assert!(!s3.keys(BUCKET, "").is_empty());
 }
 
 #[test]
