@@ -1632,6 +1632,54 @@ fn readme_has_the_migration_section_and_the_image_table() {
 }
 
 #[test]
+fn readme_documents_connections_certificates_sizes_and_the_drill() {
+    let readme = read("README.md");
+    // Every libpq variable the tools get, as the code lists them.
+    // Wherever the code keeps them (src/ is being reorganised): all of src/ as one text.
+    fn sources(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut pg = String::new();
+    sources(&root().join("src"), &mut pg);
+    let list = pg
+        .split("LIBPQ_PASS_THROUGH: &[&str] = &[")
+        .nth(1)
+        .and_then(|rest| rest.split("];").next())
+        .expect("the libpq pass-through list (LIBPQ_PASS_THROUGH) in src/");
+    let vars: Vec<&str> = list.split('"').filter(|w| w.starts_with("PG")).collect();
+    assert!(vars.len() > 10, "{vars:?}");
+    for var in vars {
+        assert!(
+            readme.contains(&format!("`{var}`")),
+            "README does not name {var}"
+        );
+    }
+    for needed in [
+        "**`PGCONNECT_TIMEOUT` is injected as `10` (seconds) when it is unset**",
+        "SSL_CERT_FILE",
+        "16.2 MiB",
+        "### The restore drill",
+        "pg-backups-drill.timer",
+        "DRILL_MAX_AGE",
+        "not been benchmarked",
+        "### Helm",
+        "Multi-Attach",
+    ] {
+        assert!(readme.contains(needed), "README lacks {needed:?}");
+    }
+    assert!(!readme.contains("13.3 MiB"), "the old binary size");
+    // The code does inject it.
+    assert!(pg.contains("\"PGCONNECT_TIMEOUT\", \"10\""));
+}
+
+#[test]
 fn a_cycle_that_finds_another_run_holding_the_lock_stops_at_once() {
     let server = PgServer::start(17);
     server.psql("postgres", "CREATE DATABASE app");
