@@ -1715,3 +1715,145 @@ fn a_cycle_that_finds_another_run_holding_the_lock_stops_at_once() {
     drop(lock);
     parse_run(first.wait_with_output().unwrap()).expect(0);
 }
+
+/// A CA of one's own and a server certificate for 127.0.0.1 signed by it, with openssl.
+fn private_ca(dir: &Path) {
+    let openssl = tool("openssl", "apt-get install openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pg-backups test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[test]
+fn ssl_cert_file_lets_notifications_reach_a_server_of_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    private_ca(dir.path());
+    let port = free_port();
+    let got = dir.path().join("got");
+    let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('content-length', 0)))
+        open(sys.argv[2], 'a').write(self.path + '\n')
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain('server.pem', 'server.key')
+s.socket = c.wrap_socket(s.socket, server_side=True)
+print('ready', flush=True)
+s.serve_forever()
+"#;
+    let mut https = Command::new("python3")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(server)
+        .arg(port.to_string())
+        .arg(&got)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(https.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let backups = dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let ca = dir.path().join("ca.pem");
+    for (case, cert) in [("without", None), ("with", Some(&ca))] {
+        let _ = std::fs::remove_file(&got);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg-backups"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", dir.path())
+            .env("BACKUP_DIR", &backups)
+            .env("NOTIFY_URL", format!("https://127.0.0.1:{port}/hook"))
+            .env("NOTIFY_ON", "always")
+            .env("NOTIFY_TIMEOUT", "3s")
+            .args(["check", "--json"]);
+        if let Some(cert) = cert {
+            cmd.env("SSL_CERT_FILE", cert);
+        }
+        let out = cmd.output().unwrap();
+        let reached = std::fs::read_to_string(&got).unwrap_or_default();
+        match case {
+            "without" => assert!(
+                reached.is_empty() && String::from_utf8_lossy(&out.stderr).contains("certificate"),
+                "a certificate of an unknown CA was trusted: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            _ => assert_eq!(
+                reached.trim(),
+                "/hook",
+                "SSL_CERT_FILE did not add the CA: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+    let _ = https.kill();
+    let _ = https.wait();
+}
