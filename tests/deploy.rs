@@ -1276,6 +1276,30 @@ fn the_compose_file_follows_the_compose_spec_and_waits_for_what_it_needs() {
     let path = dir.path().join("compose.json");
     std::fs::write(&path, doc.to_string()).unwrap();
     assert_known_variables("docker-compose.yml", &doc);
+    // `docker compose build` builds both images from this checkout, at once: each service's
+    // Dockerfile is one the Dockerfile test holds to "public bases and its own stages only".
+    let mut built = BTreeSet::new();
+    for (name, service) in services {
+        if let Some(build) = service.get("build") {
+            assert_eq!(build["context"], ".", "{name}");
+            let file = build["dockerfile"].as_str().unwrap();
+            assert!(
+                [
+                    "Dockerfile.backup-17-alpine",
+                    "Dockerfile.restore-17-alpine"
+                ]
+                .contains(&file),
+                "{name}: {file}"
+            );
+            assert!(
+                build
+                    .get("args")
+                    .is_none_or(|a| a.get("BACKUP_IMAGE").is_none())
+            );
+            built.insert(file.to_string());
+        }
+    }
+    assert_eq!(built.len(), 2, "both images are built by compose");
 }
 
 /// The stages of a Dockerfile: (FROM, AS name, the lines after the FROM).
