@@ -654,9 +654,19 @@ fn the_helm_chart_refuses_values_that_cannot_work() {
             "servers: [{name: a, host: h, passwordSecret: {name: s}}, {name: a, host: h2, passwordSecret: {name: s}}]\n",
             "appears twice",
         ),
+        // values.schema.json, checked by Helm before any template runs.
         (
             "servers: [{name: Main_DB, host: h, passwordSecret: {name: s}}]\n",
-            "DNS label",
+            "at '/servers/0/name'",
+        ),
+        ("schedule: 5\n", "at '/schedule'"),
+        (
+            "servers: [{name: a, host: h, passwordSecret: {name: s}, shedule: x}]\n",
+            "'shedule' not allowed",
+        ),
+        (
+            "notifications: {keys: [notify_ur]}\n",
+            "at '/notifications/keys/0'",
         ),
         ("servers: [{name: a, host: h}]\n", "passwordSecret"),
         (
