@@ -35,6 +35,15 @@ case $how in
     sleep 30 </dev/null >/dev/null 2>&1 & s=$!
     echo started > "$FAKE_LOG.$cmd"
     wait $s ;;
+  deaf)
+    # The first SIGTERM never reaches it (as when it came between fork and exec): only a
+    # second one stops it. Without one it ends after 30 s with 0.
+    s=""
+    stop() { [ -n "$s" ] && kill $s 2>/dev/null; echo "{\"command\":\"$cmd\",\"status\":\"failed\",\"exit_code\":75}"; exit 75; }
+    trap 'trap stop TERM' TERM
+    sleep 30 </dev/null >/dev/null 2>&1 & s=$!
+    echo started > "$FAKE_LOG.$cmd"
+    while kill -0 $s 2>/dev/null; do wait $s; done ;;
   sleep)
     if [ "${2:-}" = start ]; then echo started > "$FAKE_LOG.$cmd"; exec sleep 30; fi ;;
 esac
@@ -182,6 +191,24 @@ fn a_command_that_ends_right_after_the_signal_keeps_its_own_exit_code() {
             );
             assert_eq!(got[0]["error"]["kind"], "interrupted");
         }
+    }
+}
+
+#[test]
+fn a_signal_the_command_missed_is_passed_on_again() {
+    for shell in SHELLS {
+        let fake = Fake::new();
+        let child = fake.spawn(shell, &[("FAKE_DUMP", "deaf")]);
+        fake.wait_started("dump");
+        let started = Instant::now();
+        term(&child);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{shell}: the dump ran on"
+        );
+        assert_eq!(out.status.code(), Some(75), "{shell}: {out:?}");
+        assert_eq!(lines(&out).len(), 1, "{shell}");
     }
 }
 
