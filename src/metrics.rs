@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -80,6 +80,9 @@ pub fn update(path: &Path, command: &str, report: &Value) -> std::io::Result<()>
             .truncate(true)
             .mode(0o644)
             .open(&tmp)?;
+        // node_exporter reads it as another user, and a service's `UMask=0077` would have
+        // turned the mode above into 0600: set it explicitly.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(render(&series).as_bytes())?;
         f.sync_all()?;
     }
