@@ -152,6 +152,11 @@ pub struct CheckArgs {
     /// daily schedule, 7d 2h for a weekly one).
     #[arg(long)]
     pub max_age: Option<String>,
+    /// Oldest acceptable age of the last successful restore drill (`verify --restore-test`,
+    /// which the supplied drill units run on DRILL_SCHEDULE), with a unit: `8d`. Older, or no
+    /// drill at all, is stale (exit 1). Unset: the drill is not checked.
+    #[arg(long, env = "DRILL_MAX_AGE")]
+    pub drill_max_age: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +264,10 @@ pub struct GlobalArgs {
     /// Cron schedule, used by the supplied scheduler units and for `check`'s default max age.
     #[arg(long, global = true, env = "BACKUP_SCHEDULE", default_value = "0 */6 * * *", help_heading = BACKUP)]
     pub backup_schedule: String,
+    /// Cron schedule of the restore drill (`verify latest --restore-test`), used only by the
+    /// supplied drill units; `check --drill-max-age` / DRILL_MAX_AGE says how old it may get.
+    #[arg(long, global = true, env = "DRILL_SCHEDULE", default_value = "0 3 * * 0", help_heading = BACKUP)]
+    pub drill_schedule: String,
     /// Comma list of databases to dump (default: all but template0 and template1).
     #[arg(long, global = true, env = "BACKUP_DATABASES", help_heading = BACKUP)]
     pub backup_databases: Option<String>,

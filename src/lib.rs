@@ -169,11 +169,14 @@ pub fn run(args: Vec<OsString>) -> Exit {
         }
     };
     let report = Report::new(command, started_at, outcome);
-    if let Some(path) = &config.metrics_file
-        && matches!(command, "dump" | "ship" | "prune" | "check")
-    {
+    // A restore drill (`verify --restore-test`) has series of its own.
+    let series = match &cli.command {
+        Command::Verify(args) if args.restore_test => Some("drill"),
+        _ => matches!(command, "dump" | "ship" | "prune" | "check").then_some(command),
+    };
+    if let (Some(path), Some(series)) = (&config.metrics_file, series) {
         let value = serde_json::to_value(&report).unwrap_or_default();
-        if let Err(e) = metrics::update(path, command, &value) {
+        if let Err(e) = metrics::update(path, series, &value) {
             // Metrics are a side channel: the run's own result stands.
             tracing::warn!("could not update METRICS_FILE {}: {e}", path.display());
         }

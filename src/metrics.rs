@@ -51,6 +51,18 @@ const HELP: &[(&str, &str)] = &[
         "Time of the newest complete backup seen at each destination (Unix time).",
     ),
     (
+        "pg_backups_drill_last_success_timestamp_seconds",
+        "When the last restore drill (verify --restore-test) restored every database with every row (Unix time).",
+    ),
+    (
+        "pg_backups_drill_tables",
+        "Tables the last restore drill restored.",
+    ),
+    (
+        "pg_backups_drill_rows",
+        "Rows the last restore drill restored.",
+    ),
+    (
         "pg_backups_stale",
         "1 if the last check found the destination stale or empty, else 0.",
     ),
@@ -128,6 +140,7 @@ pub fn apply(series: &mut Series, command: &str, r: &Value) {
         "ship" => apply_ship(series, &c, &destinations),
         "prune" => apply_prune(series, &destinations),
         "check" => apply_check(series, &destinations),
+        "drill" => apply_drill(series, r),
         _ => {}
     }
 }
@@ -231,6 +244,25 @@ fn apply_prune(series: &mut Series, destinations: &[Value]) {
                 t,
             );
         }
+    }
+}
+
+/// A restore drill: when it last passed, and how much it restored.
+fn apply_drill(series: &mut Series, r: &Value) {
+    let tests = r["restore_test"].as_array().cloned().unwrap_or_default();
+    let sum = |key: &str| tests.iter().filter_map(|t| t[key].as_f64()).sum::<f64>();
+    set(series, "pg_backups_drill_tables", "", sum("tables"));
+    set(series, "pg_backups_drill_rows", "", sum("rows"));
+    if r["status"] == "ok"
+        && r["exit_code"] == 0
+        && let Some(t) = time_of(&r["finished_at"])
+    {
+        set(
+            series,
+            "pg_backups_drill_last_success_timestamp_seconds",
+            "",
+            t,
+        );
     }
 }
 

@@ -50,6 +50,23 @@ struct DestinationCheck {
     error: Option<ErrorInfo>,
 }
 
+/// The last restore drill against `DRILL_MAX_AGE`.
+#[derive(Debug, Serialize)]
+struct DrillCheck {
+    /// `ok`, `stale` (the last good drill is too old, or the last one failed long enough
+    /// ago) or `never` (no successful drill recorded under BACKUP_DIR).
+    status: &'static str,
+    max_age: String,
+    max_age_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_success: Option<crate::restore::drill::DrillRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_seconds: Option<i64>,
+    /// The last drill, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_failure: Option<crate::restore::drill::DrillRun>,
+}
+
 #[derive(Debug, Serialize)]
 struct CheckDetails {
     max_age: String,
@@ -58,6 +75,8 @@ struct CheckDetails {
     destinations: Vec<DestinationCheck>,
     stale: Vec<SourceKind>,
     warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drill: Option<DrillCheck>,
 }
 
 /// The default: the longest gap between two runs of the schedule plus two hours (26h for a
@@ -80,13 +99,54 @@ pub fn run(cfg: &Config, args: &CheckArgs) -> Result<Outcome> {
         Some(v) => (parse_duration("--max-age", v)?, "--max-age".to_string()),
         None => default_max_age(&cfg.schedule, Utc::now()),
     };
-    run_at(cfg, max_age, from, Utc::now())
+    let drill_max_age = args
+        .drill_max_age
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_duration("DRILL_MAX_AGE", v))
+        .transpose()?;
+    run_at(cfg, max_age, from, drill_max_age, Utc::now())
+}
+
+/// The last successful drill recorded under BACKUP_DIR against `max_age`.
+fn check_drill(cfg: &Config, max_age: Duration, now: DateTime<Utc>) -> DrillCheck {
+    let log = crate::restore::drill::DrillLog::read(&cfg.backup_dir);
+    let max = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    let age = log
+        .last_success
+        .as_ref()
+        .map(|r| (now - r.finished_at).num_seconds());
+    let status = match age {
+        None => "never",
+        Some(a) if a > max.num_seconds() => "stale",
+        Some(_) => "ok",
+    };
+    if status != "ok" {
+        tracing::warn!(
+            "the last successful restore drill is {} (DRILL_MAX_AGE {}): run `pg-backups verify \
+             latest --restore-test` and see why the drill unit did not",
+            match age {
+                Some(a) => format!("{} old", crate::human::age(a)),
+                None => "not recorded".to_string(),
+            },
+            crate::human::duration(max_age)
+        );
+    }
+    DrillCheck {
+        status,
+        max_age: crate::human::duration(max_age),
+        max_age_seconds: max_age.as_secs(),
+        age_seconds: age,
+        last_failure: log.last_run.filter(|r| !r.ok),
+        last_success: log.last_success,
+    }
 }
 
 pub fn run_at(
     cfg: &Config,
     max_age: Duration,
     from: String,
+    drill_max_age: Option<Duration>,
     now: DateTime<Utc>,
 ) -> Result<Outcome> {
     let destinations = crate::storage::open_all(cfg, None)?;
@@ -111,6 +171,8 @@ pub fn run_at(
     let any_ok = out
         .iter()
         .any(|d| !matches!(d.status, Freshness::Unreachable | Freshness::Missing));
+    let drill = drill_max_age.map(|m| check_drill(cfg, m, now));
+    let drill_stale = drill.as_ref().is_some_and(|d| d.status != "ok");
     let details = CheckDetails {
         max_age: crate::human::duration(max_age),
         max_age_seconds: max_age.as_secs(),
@@ -118,13 +180,16 @@ pub fn run_at(
         destinations: out,
         stale: stale.clone(),
         warnings,
+        drill,
     };
     let outcome = Outcome::from_parts(errors, any_ok, details);
-    Ok(if outcome.exit_code == 0 && !stale.is_empty() {
-        outcome.stale()
-    } else {
-        outcome
-    })
+    Ok(
+        if outcome.exit_code == 0 && (!stale.is_empty() || drill_stale) {
+            outcome.stale()
+        } else {
+            outcome
+        },
+    )
 }
 
 /// How fresh one destination is: its newest complete backup's age against `max_age`, and a

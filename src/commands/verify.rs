@@ -60,6 +60,48 @@ struct VerifyDetails {
 }
 
 pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
+    let outcome = check_and_drill(cfg, args);
+    if args.restore_test {
+        record_drill(cfg, &args.source, &outcome);
+    }
+    outcome
+}
+
+/// A drill's result goes into `BACKUP_DIR/.pg-backups-drill.json` for `check` (a log that
+/// cannot be written is a warning: the drill's own result stands).
+fn record_drill(cfg: &Config, source: &str, outcome: &Result<Outcome>) {
+    let (ok, details) = match outcome {
+        Ok(o) => (o.exit_code == 0, Some(&o.details)),
+        Err(_) => (false, None),
+    };
+    let tests = details
+        .and_then(|d| d.get("restore_test"))
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let sum = |key: &str| tests.iter().filter_map(|t| t[key].as_u64()).sum::<u64>();
+    let run = crate::restore::drill::DrillRun {
+        finished_at: chrono::Utc::now(),
+        folder: details
+            .and_then(|d| d.get("folder"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        source: source.to_string(),
+        ok,
+        databases: tests.len(),
+        tables: sum("tables"),
+        rows: sum("rows"),
+    };
+    if let Err(e) = crate::restore::drill::DrillLog::record(&cfg.backup_dir, run) {
+        tracing::warn!(
+            "could not record the drill in {}: {e}; `check` with DRILL_MAX_AGE will not see it",
+            cfg.backup_dir.display()
+        );
+    }
+}
+
+fn check_and_drill(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
     let jobs = crate::config::parse_jobs("RESTORE_JOBS", &args.jobs)?;
     let folder_arg = validate_folder_arg("FOLDER", &args.folder)?;
     let source = SourceKind::parse("--source", &args.source)?;

@@ -121,6 +121,10 @@ impl Config {
         let schedule = Schedule::parse(&args.backup_schedule).map_err(|reason| {
             ConfigError::invalid("BACKUP_SCHEDULE", &args.backup_schedule, reason)
         })?;
+        // Used by the drill units only; a wrong one is refused here all the same.
+        Schedule::parse(&args.drill_schedule).map_err(|reason| {
+            ConfigError::invalid("DRILL_SCHEDULE", &args.drill_schedule, reason)
+        })?;
         let log_format = LogFormat::parse(&args.log_format)?;
         Ok(Config {
             pg,

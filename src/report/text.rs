@@ -232,6 +232,20 @@ fn check(out: &mut Out, d: &Fields) {
         &["WHERE", "STATE", "NEWEST", "COMPLETE", "LOCATION", "NOTE"],
         &rows,
     );
+    if let Some(drill) = d.get("drill").and_then(Value::as_object) {
+        let when = match drill.get("age_seconds").and_then(Value::as_i64) {
+            Some(age) => format!("last passed {} ago", human::age(age)),
+            None => "never passed".to_string(),
+        };
+        out.line(format!(
+            "restore drill: {} ({when}; must be younger than {})",
+            match s(drill, "status") {
+                "ok" => "fresh",
+                other => other,
+            },
+            s(drill, "max_age")
+        ));
+    }
 }
 
 fn prune(out: &mut Out, d: &Fields) {

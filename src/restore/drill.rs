@@ -158,3 +158,59 @@ fn count_tables_and_rows(tools: &PgTools, database: &str) -> Result<(u64, u64)> 
         .ok_or_else(|| Error::Internal("no answer to the table count".into()))?;
     Ok((row[0].parse().unwrap_or(0), row[1].parse().unwrap_or(0)))
 }
+
+/// The last drills, kept beside the backups (`BACKUP_DIR/.pg-backups-drill.json`) so that
+/// `check` can say when the last good one ran (`DRILL_MAX_AGE`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
+pub struct DrillLog {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<DrillRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<DrillRun>,
+}
+
+/// One drill: when it finished, what it restored and whether everything arrived.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+pub struct DrillRun {
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub folder: String,
+    pub source: String,
+    pub ok: bool,
+    pub databases: usize,
+    pub tables: u64,
+    pub rows: u64,
+}
+
+const DRILL_LOG: &str = ".pg-backups-drill.json";
+
+impl DrillLog {
+    /// The log under `root`; an absent or unreadable one is empty (no drill known).
+    pub fn read(root: &std::path::Path) -> DrillLog {
+        std::fs::read(root.join(DRILL_LOG))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records `run` (and, when it passed, as the last success), atomically, readable by
+    /// the owner only.
+    pub fn record(root: &std::path::Path, run: DrillRun) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut log = DrillLog::read(root);
+        if run.ok {
+            log.last_success = Some(run.clone());
+        }
+        log.last_run = Some(run);
+        let tmp = root.join(format!("{DRILL_LOG}.tmp"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&log).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, root.join(DRILL_LOG))
+    }
+}
