@@ -181,6 +181,8 @@ pub fn check_stream(
 struct Decoded {
     sql_bytes: u64,
     header: DumpHeader,
+    /// Each table's rows as the COPY blocks carried them.
+    tables: Vec<super::psql_scan::TableRows>,
 }
 
 /// Reads `source` to its end, hashing it on one thread and decoding and scanning on this one.
@@ -486,11 +488,26 @@ fn archive_of_its_database(
     })
 }
 
-/// Checks `pg_restore --list --create` output as a restore does: a custom archive's table of
-/// contents, of `database` (for `dump`, which reads the listing of the archive it writes).
-pub fn check_listing(stdout: impl Read, name: &str, database: &str) -> Result<(), BackupError> {
-    let decoded = read_listing(stdout, name)?;
-    archive_of_its_database(name, &decoded, Some(&ConnectTargets::only(database)))
+/// Reads the SQL that `pg_restore --create --file=-` writes for the archive of `database`
+/// the way a restore's check does (the scanner, its `\connect` only to that database, the
+/// completion line), for `dump`, which reads the archive it writes; returns each table's rows
+/// as the archive carries them.
+pub fn scan_archive_sql(
+    sql: Box<dyn Read + Send>,
+    name: &str,
+    database: &str,
+) -> Result<Vec<super::psql_scan::TableRows>, BackupError> {
+    let file = FileRef {
+        name,
+        kind: FileKind::Database,
+        codec: FileCodec {
+            format: Format::Custom,
+            compression: super::codec::Compression::Gzip,
+            encrypted: false,
+        },
+    };
+    let decoded = scan_sql(sql, file, Some(ConnectTargets::only(database)))?;
+    Ok(decoded.tables)
 }
 
 /// `pg_restore --list` output: a header naming the database, then at least one entry.
@@ -519,6 +536,7 @@ fn read_listing(mut stdout: impl Read, name: &str) -> Result<Decoded, BackupErro
         });
     }
     Ok(Decoded {
+        tables: Vec::new(),
         sql_bytes: 0,
         header: DumpHeader {
             server_version: header("Dumped from database version:"),
@@ -629,6 +647,7 @@ fn scan_sql(
             .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
     };
     Ok(Decoded {
+        tables: scanner.take_copies(),
         sql_bytes: total,
         header: DumpHeader {
             server_version: after("-- Dumped from database version "),

@@ -1,8 +1,10 @@
 //! What a restore would refuse, dump refuses first (guarantee 9): every database's stream is
 //! read as the restore will read it while it is written. A plain dump goes through the same
 //! scanner as a restore's check (psql meta-commands, `\connect` only to its own database, a
-//! file that ends where pg_dump ends it); a custom archive through `pg_restore --list
-//! --create`, whose table of contents must be of that database. A database that fails the
+//! file that ends where pg_dump ends it); a custom archive through `pg_restore --create
+//! --file=-` as it streams by, whose SQL is read the same way (its `\connect`, to the
+//! archive's own database, must be to this one). Both give each table's rows as the stream
+//! carried them (guarantee 10). A database that fails the
 //! screening is reported as failed (the run is `partial`, with the reason), never written
 //! into a `complete` folder that cannot be restored.
 
@@ -21,7 +23,7 @@ use super::DumpError;
 pub enum Screen {
     /// Plain SQL, read as psql reads it.
     Sql { scanner: Scanner, what: String },
-    /// A custom archive, listed by pg_restore as it streams by.
+    /// A custom archive, read by pg_restore as it streams by.
     Archive(Listing),
 }
 
@@ -63,8 +65,7 @@ impl Screen {
         }
     }
 
-    /// The stream ended: the last checks. A plain stream gives each table's rows as its
-    /// COPY blocks carried them (guarantee 10); an archive's are not counted.
+    /// The stream ended: the last checks; each table's rows as the stream carried them.
     pub fn finish(self) -> Result<Option<Vec<TableRows>>, DumpError> {
         match self {
             Screen::Sql { mut scanner, what } => match scanner.finish() {
@@ -75,23 +76,24 @@ impl Screen {
                 }
                 .into()),
             },
-            Screen::Archive(listing) => listing.finish().map(|()| None),
+            Screen::Archive(listing) => listing.finish().map(Some),
         }
     }
 }
 
-/// `pg_restore --list --create` reading the archive from its stdin as pg_dump writes it.
+/// `pg_restore --create --file=-` reading the archive from its stdin as pg_dump writes it,
+/// its SQL scanned on a thread of its own.
 pub struct Listing {
     child: Running<Tail>,
     stdin: Option<ChildStdin>,
-    reader: Option<JoinHandle<Result<(), BackupError>>>,
+    reader: Option<JoinHandle<Result<Vec<TableRows>, BackupError>>>,
     database: String,
 }
 
 impl Listing {
     fn start(tools: &PgTools, database: &str) -> Result<Listing, DumpError> {
         let mut cmd = tools.command("pg_restore");
-        cmd.args(["--list", "--create"]);
+        cmd.args(["--create", "--file=-"]);
         let mut child = Running::spawn(cmd, "pg_restore", Stdio::piped(), true, Tail::default())
             .map_err(|e| tools.spawn_error("pg_restore", e))?;
         let stdin = child.take_stdin();
@@ -102,8 +104,9 @@ impl Listing {
             format!("the archive of database {database:?}"),
             database.to_string(),
         );
-        let reader =
-            std::thread::spawn(move || crate::backup::verify::check_listing(stdout, &name, &db));
+        let reader = std::thread::spawn(move || {
+            crate::backup::verify::scan_archive_sql(Box::new(stdout), &name, &db)
+        });
         Ok(Listing {
             child,
             stdin,
@@ -112,7 +115,7 @@ impl Listing {
         })
     }
 
-    /// pg_restore stops reading once it has the table of contents: the rest is not its.
+    /// A pg_restore that stopped reading has failed: its exit status says so at the end.
     fn feed(&mut self, chunk: &[u8]) {
         if let Some(stdin) = self.stdin.as_mut()
             && stdin.write_all(chunk).is_err()
@@ -121,24 +124,24 @@ impl Listing {
         }
     }
 
-    fn finish(mut self) -> Result<(), DumpError> {
+    fn finish(mut self) -> Result<Vec<TableRows>, DumpError> {
         drop(self.stdin.take());
         let listed = match self.reader.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
             _ => Err(BackupError::Archive {
                 file: self.database.clone(),
-                detail: "the listing thread failed".into(),
+                detail: "the reading thread failed".into(),
             }),
         };
         let finished = self
             .child
             .finish()
-            .map_err(|e| DumpError::Internal(format!("waiting for pg_restore --list: {e}")))?;
+            .map_err(|e| DumpError::Internal(format!("waiting for pg_restore: {e}")))?;
         if !finished.status.success() {
             return Err(BackupError::Archive {
                 file: format!("the archive of database {:?}", self.database),
                 detail: format!(
-                    "pg_restore --list cannot read it: {}",
+                    "pg_restore cannot read it: {}",
                     finished.stderr.text().trim()
                 ),
             }
