@@ -37,6 +37,7 @@ fn variables() -> Vec<(String, Vec<&'static str>)> {
             _ if own.is_empty() => continue,
             "restore" => vec!["restore"],
             "verify" => vec!["verify", "--source", "local"],
+            "check" => vec!["check"],
             other => panic!("{other} has a setting of its own: say how to run it here"),
         };
         out.extend(own.into_iter().map(|name| (name, args.clone())));
@@ -172,7 +173,7 @@ fn an_empty_variable_does_not_hide_the_env_files_value() {
         names.iter().map(|n| (n.clone(), String::new())).collect();
     // clap shows the value each flag fell back to in the help: `[env: NAME=value]`.
     let mut shown = String::new();
-    for command in [None, Some("restore"), Some("verify")] {
+    for command in [None, Some("restore"), Some("verify"), Some("check")] {
         let mut cmd = pgb_with(&all_empty, &["--env-file", file.to_str().unwrap()]);
         cmd.args(command).arg("--help");
         let out = cmd.output().unwrap();
