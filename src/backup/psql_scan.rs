@@ -135,6 +135,11 @@ pub struct Scanner {
     /// The table of the COPY block under way and the line its data starts on.
     copy_table: Option<(Vec<String>, u64)>,
     copies: Vec<TableRows>,
+    /// A `\connect` was read (a database's file: its own statements may follow).
+    connected: bool,
+    /// Where the statement under way started: its line and column (1: the line's first byte).
+    statement_line: u64,
+    statement_column: usize,
 }
 
 /// A table's rows as one COPY block of the dump carried them.
@@ -195,26 +200,69 @@ fn identifier(s: &[u8]) -> Option<(String, usize)> {
 /// (which `pg_dumpall` fills in place). A `\connect` elsewhere would write into a database
 /// that the operator did not agree to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectTargets(std::collections::BTreeSet<String>);
+pub struct ConnectTargets {
+    databases: std::collections::BTreeSet<String>,
+    /// One database's own file: it must connect to it, and before that it may only say
+    /// what pg_dump says there (session settings, its own `CREATE DATABASE` and owner).
+    own: Option<String>,
+}
 
 impl ConnectTargets {
     /// One database's file: only that database.
     pub fn only(database: &str) -> ConnectTargets {
-        ConnectTargets([database.to_string()].into())
+        ConnectTargets {
+            databases: [database.to_string()].into(),
+            own: Some(database.to_string()),
+        }
     }
 
-    /// A cluster or globals file: these databases, plus the two that every server has.
+    /// A cluster file: these databases, plus the two that every server has.
     pub fn cluster<'a>(databases: impl IntoIterator<Item = &'a str>) -> ConnectTargets {
         let mut set: std::collections::BTreeSet<String> =
             databases.into_iter().map(str::to_string).collect();
         set.insert("postgres".into());
         set.insert("template1".into());
-        ConnectTargets(set)
+        ConnectTargets {
+            databases: set,
+            own: None,
+        }
+    }
+
+    /// A globals file (`pg_dumpall --globals-only` writes no `\connect`): nowhere.
+    pub fn none() -> ConnectTargets {
+        ConnectTargets {
+            databases: Default::default(),
+            own: None,
+        }
     }
 
     pub fn allows(&self, database: &str) -> bool {
-        self.0.contains(database)
+        self.databases.contains(database)
     }
+}
+
+/// Whether a statement pg_dump writes before a database file's `\connect` (one line, at
+/// the start of it): session settings, and the database's own `CREATE DATABASE` and owner.
+/// Anything else would run in whatever database psql started in.
+fn allowed_before_connect(line: &[u8], own: &str) -> bool {
+    if line.starts_with(b"SET ")
+        || line == b"SELECT pg_catalog.set_config('search_path', '', false);"
+    {
+        return true;
+    }
+    for (prefix, then) in [
+        (&b"CREATE DATABASE "[..], &b" WITH "[..]),
+        (b"ALTER DATABASE ", b" OWNER TO "),
+    ] {
+        if let Some(rest) = line.strip_prefix(prefix)
+            && let Some((name, len)) = identifier(rest)
+            && name == own
+            && rest[len..].starts_with(then)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 impl Default for Scanner {
@@ -260,6 +308,9 @@ impl Scanner {
             targets: None,
             copy_table: None,
             copies: Vec::new(),
+            connected: false,
+            statement_line: 1,
+            statement_column: 1,
         }
     }
 
@@ -391,6 +442,12 @@ impl Scanner {
                 ));
             }
         }
+        if !self.connected && self.targets.as_ref().is_some_and(|t| t.own.is_some()) {
+            return Err(self.violation(
+                "a database's file that never connects to its database (pg_dump --create writes \
+                 a \\connect)",
+            ));
+        }
         Ok(())
     }
 
@@ -442,6 +499,8 @@ impl Scanner {
         }
         if self.statement_empty {
             self.statement_empty = false;
+            self.statement_line = self.line;
+            self.statement_column = self.column;
             self.head.clear();
             self.tail.clear();
             self.copy_candidate = false;
@@ -473,6 +532,17 @@ impl Scanner {
     }
 
     fn end_statement(&mut self) -> Result<(), Violation> {
+        if !self.connected
+            && let Some(own) = self.targets.as_ref().and_then(|t| t.own.as_deref())
+            && (self.statement_line != self.line
+                || self.statement_column != 1
+                || !allowed_before_connect(&self.snippet, own))
+        {
+            return Err(self.violation(
+                "SQL before the file connects to its database that pg_dump does not write there \
+                 (it would run in another database)",
+            ));
+        }
         if self.copy_candidate {
             let tail = String::from_utf8_lossy(&self.tail);
             if !tail.trim_end().ends_with(" from stdin") {
@@ -745,6 +815,7 @@ impl Scanner {
                 ))
             }
             Ok(m) => {
+                self.connected |= matches!(m, Meta::Connect(_));
                 self.metas.push(m);
                 Ok(())
             }
@@ -1245,7 +1316,7 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
 
     #[test]
     fn a_connect_to_a_database_the_file_may_not_write_is_refused_with_its_line() {
-        let text = "SELECT 1;\n\\connect victim\nCREATE TABLE t();\n";
+        let text = "SET x = 1;\n\\connect victim\nCREATE TABLE t();\n";
         let mut s = Scanner::new().with_targets(Some(ConnectTargets::only("app")));
         let v = s
             .feed(text.as_bytes())
@@ -1258,6 +1329,37 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
             .feed(b"\\connect template1\n\\connect postgres\n\\connect app\n")
             .unwrap();
         assert!(cluster.feed(b"\\connect victim\n").is_err());
+        let mut globals = Scanner::new().with_targets(Some(ConnectTargets::none()));
+        assert!(
+            globals
+                .feed(b"CREATE ROLE a;\n\\connect postgres\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_database_file_says_only_what_pg_dump_says_before_it_connects() {
+        let own = |text: &str| {
+            let mut s = Scanner::new().with_targets(Some(ConnectTargets::only("MyApp")));
+            s.feed(text.as_bytes()).and_then(|()| s.finish())
+        };
+        own(
+            "SET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\
+             CREATE DATABASE \"MyApp\" WITH TEMPLATE = template0;\n\
+             ALTER DATABASE \"MyApp\" OWNER TO postgres;\n\\connect \"MyApp\"\nCREATE TABLE t();\n",
+        )
+        .unwrap();
+        for text in [
+            "CREATE TABLE public.pwned(x int);\n\\connect \"MyApp\"\n",
+            "alter database \"MyApp\" set default_transaction_read_only = on;\n\\connect \"MyApp\"\n",
+            "ALTER DATABASE victim OWNER TO x;\n\\connect \"MyApp\"\n",
+            "SET x = 1;\nDROP DATABASE victim;\n\\connect \"MyApp\"\n",
+            "CREATE DATABASE \"MyApp\"\n WITH TEMPLATE = template0;\n\\connect \"MyApp\"\n",
+            "SET x = 1;\nCREATE TABLE t();\n",
+            "SET x = 1; CREATE TABLE public.pwned(x int);\n\\connect \"MyApp\"\n",
+        ] {
+            assert!(own(text).is_err(), "accepted {text:?}");
+        }
     }
 
     /// Ways to make this scanner read a file differently from psql's lexer, each followed by

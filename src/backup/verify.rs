@@ -70,9 +70,8 @@ impl Readers<'_> {
             (FileKind::Database, Some(db)) => ConnectTargets::only(db),
             // A database file without its name in the manifest may connect nowhere.
             (FileKind::Database, None) => ConnectTargets::only(""),
-            (FileKind::Cluster | FileKind::Globals, _) => {
-                ConnectTargets::cluster(databases.iter().map(String::as_str))
-            }
+            (FileKind::Cluster, _) => ConnectTargets::cluster(databases.iter().map(String::as_str)),
+            (FileKind::Globals, _) => ConnectTargets::none(),
         })
     }
 }

@@ -496,7 +496,7 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, DumpE
     // The restore's checks, on the stream as it is written (guarantee 9).
     let mut screen = match custom {
         true => Screen::archive(ctx.tools, &job.database)?,
-        false => Screen::sql(&job.database),
+        false => Screen::sql(&job.database, job.per_database),
     };
     let mut scratch = Vec::with_capacity(READ_CHUNK + 1024);
     stream_tool(

@@ -28,10 +28,15 @@ pub enum Screen {
 }
 
 impl Screen {
-    /// For a plain dump of `database` (its own file, or its section of the cluster file).
-    pub fn sql(database: &str) -> Screen {
+    /// For a plain dump of `database`: `--create` for its own file (which must connect to
+    /// it), or without for a section of the cluster file only (which connects nowhere).
+    pub fn sql(database: &str, own_file: bool) -> Screen {
+        let targets = match own_file {
+            true => ConnectTargets::only(database),
+            false => ConnectTargets::none(),
+        };
         Screen::Sql {
-            scanner: Scanner::new().with_targets(Some(ConnectTargets::only(database))),
+            scanner: Scanner::new().with_targets(Some(targets)),
             what: format!("the pg_dump output of database {database:?}"),
         }
     }
@@ -39,7 +44,7 @@ impl Screen {
     /// For the globals: they may connect only where pg_dumpall does.
     pub fn globals() -> Screen {
         Screen::Sql {
-            scanner: Scanner::new().with_targets(Some(ConnectTargets::cluster([]))),
+            scanner: Scanner::new().with_targets(Some(ConnectTargets::none())),
             what: "the pg_dumpall output of the globals".into(),
         }
     }

@@ -173,9 +173,9 @@ pub fn connect_targets(
 ) -> ConnectTargets {
     match kind {
         FileKind::Database => ConnectTargets::only(database.unwrap_or_default()),
-        FileKind::Cluster | FileKind::Globals => {
-            ConnectTargets::cluster(databases.iter().map(String::as_str))
-        }
+        FileKind::Cluster => ConnectTargets::cluster(databases.iter().map(String::as_str)),
+        // `pg_dumpall --globals-only` writes no `\connect`.
+        FileKind::Globals => ConnectTargets::none(),
     }
 }
 
