@@ -22,7 +22,7 @@ use super::DumpError;
 /// The screening of one stream.
 pub enum Screen {
     /// Plain SQL, read as psql reads it.
-    Sql { scanner: Scanner, what: String },
+    Sql { scanner: Box<Scanner>, what: String },
     /// A custom archive, read by pg_restore as it streams by.
     Archive(Listing),
 }
@@ -36,7 +36,7 @@ impl Screen {
             false => ConnectTargets::none(),
         };
         Screen::Sql {
-            scanner: Scanner::new().with_targets(Some(targets)),
+            scanner: Box::new(Scanner::new().with_targets(Some(targets))),
             what: format!("the pg_dump output of database {database:?}"),
         }
     }
@@ -44,7 +44,7 @@ impl Screen {
     /// For the globals: they may connect only where pg_dumpall does.
     pub fn globals() -> Screen {
         Screen::Sql {
-            scanner: Scanner::new().with_targets(Some(ConnectTargets::none())),
+            scanner: Box::new(Scanner::new().with_targets(Some(ConnectTargets::none()))),
             what: "the pg_dumpall output of the globals".into(),
         }
     }
