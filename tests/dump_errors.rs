@@ -462,7 +462,7 @@ fn a_database_a_restore_would_refuse_makes_the_dump_partial() {
     let bin = tempfile::tempdir().unwrap();
     lying_pg_dump(&server.bin(), bin.path());
     let envs = with(&server.env(), "PG_BIN_DIR", bin.path().to_str().unwrap());
-    for (format, reason) in [("plain", "may not write"), ("custom", "may not write")] {
+    for (format, reason) in [("plain", "may not write"), ("custom", "CREATE DATABASE victim")] {
         let dir = tempfile::tempdir().unwrap();
         let envs = with(&envs, "BACKUP_FORMAT", format);
         let run = pgb_run(&envs, dir.path(), &["dump"]).expect(65);
@@ -492,5 +492,31 @@ fn a_database_a_restore_would_refuse_makes_the_dump_partial() {
         );
         // What is in the folder passes a restore's checks.
         pgb_run(&envs, dir.path(), &["verify", &folder]).expect(0);
+        // A restore from it says what it lacks.
+        let restored = pgb_run(
+            &restore_env(
+                &envs,
+                &[
+                    ("RESTORE_SOURCE", "local"),
+                    ("RESTORE_FOLDER", &folder),
+                    ("RESTORE_TYPE", "database"),
+                    ("RESTORE_DATABASE", "other"),
+                    ("RESTORE_TARGET_DATABASE", &format!("other_{format}")),
+                ],
+            ),
+            dir.path(),
+            &["restore"],
+        )
+        .expect(0);
+        assert_eq!(
+            restored.json["backup_status"], "partial",
+            "{}",
+            restored.stdout
+        );
+        assert_eq!(
+            restored.json["not_in_backup"][0], "app",
+            "{}",
+            restored.stdout
+        );
     }
 }

@@ -20,6 +20,11 @@ use crate::storage::Storage;
 #[derive(Debug, Serialize)]
 struct RestoreDetails {
     folder: String,
+    /// `partial`: some databases failed to dump (`not_in_backup`), and a cluster restore
+    /// brings back the others only.
+    backup_status: crate::backup::ManifestStatus,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    not_in_backup: Vec<String>,
     source: SourceKind,
     location: String,
     #[serde(rename = "type")]
@@ -197,6 +202,13 @@ fn details_of(plan: &Plan, inputs: &RestoreInputs, done: Executed) -> RestoreDet
     let entries = &plan.entries;
     RestoreDetails {
         folder: plan.folder.to_string(),
+        backup_status: plan.manifest.status,
+        not_in_backup: plan
+            .manifest
+            .failed
+            .iter()
+            .map(|f| f.database.clone())
+            .collect(),
         source: plan.source,
         location: String::new(),
         restore_type: plan.restore_type,

@@ -539,6 +539,13 @@ fn restore(out: &mut Out, d: &Fields) {
             _ => "  row counts: not recorded in this backup, not checked".to_string(),
         });
     }
+    let missing = strings(d, "not_in_backup");
+    if !missing.is_empty() {
+        out.line(format!(
+            "  partial backup: not in it (their dump failed): {}",
+            missing.join(", ")
+        ));
+    }
     let dropped = strings(d, "dropped");
     if !dropped.is_empty() {
         out.line(format!("  replaced: {}", dropped.join(", ")));

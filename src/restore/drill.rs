@@ -107,9 +107,11 @@ impl Drill<'_> {
             }
             Err(e) => test.error = Some(e.info()),
         }
-        match super::rows::prove(self.tools, &test.scratch_database, entry.tables.as_deref()) {
-            Ok(check) => test.row_check = check,
-            Err(e) => test.error = test.error.take().or(Some(e.info())),
+        if errors.count == 0 {
+            match super::rows::prove(self.tools, &test.scratch_database, entry.tables.as_deref()) {
+                Ok(check) => test.row_check = check,
+                Err(e) => test.error = test.error.take().or(Some(e.info())),
+            }
         }
         if errors.count > 0 && test.error.is_none() {
             test.error = Some(

@@ -105,22 +105,27 @@ pub fn execute(
         let codec = codec_of(entry);
         let found = match (entry.kind, entry.database.as_deref()) {
             (FileKind::Database, Some(name)) => {
-                let exists = server::database_exists(tools, name)?;
+                // Only a cluster restore fills a database that exists (`postgres`).
+                let exists = plan.restore_type == crate::config::RestoreType::Cluster
+                    && server::database_exists(tools, name)?;
                 let into = plan.destination(name, exists);
                 let found = replayer.database_file(file.file, codec, name, into, &progress)?;
                 let restored_as = match into {
                     replay::Destination::Rename(target) => target,
                     _ => name,
                 };
-                let check = rows::prove(tools, restored_as, entry.tables.as_deref())?;
-                done.rows.absorb(check);
+                // After SQL errors the restore has failed already (65): they say why.
+                if found.count == 0 {
+                    let check = rows::prove(tools, restored_as, entry.tables.as_deref())?;
+                    done.rows.absorb(check);
+                }
                 found
             }
             (kind, database) => {
                 let targets = connect_targets(kind, database, &databases);
                 let found =
                     replayer.cluster_file(Box::new(file.file), codec, targets, &progress)?;
-                if kind == FileKind::Cluster {
+                if kind == FileKind::Cluster && found.count == 0 {
                     done.rows.absorb(prove_cluster(plan, tools)?);
                 }
                 found

@@ -42,6 +42,17 @@ impl Plan {
             RestoreType::Database => target.or_else(|| database.clone()),
             _ => None,
         };
+        if let Some(t) = target
+            .as_deref()
+            .filter(|t| matches!(*t, "template0" | "template1"))
+        {
+            return Err(crate::config::ConfigError::invalid(
+                "RESTORE_TARGET_DATABASE",
+                t,
+                "template0 and template1 cannot be replaced by a restore: restore under another name",
+            )
+            .into());
+        }
         Ok(Plan {
             source,
             folder,

@@ -129,7 +129,8 @@ pub fn confirm_drop(names: &[String], server: &str) -> Result<bool> {
         if names.len() == 1 { "it" } else { "them" },
     );
     let answer = Text::new(&message).prompt().map_err(cancelled)?;
-    Ok(answer.trim() == expected)
+    // A name may itself start or end with spaces: typed exactly, it counts too.
+    Ok(answer == expected || answer.trim() == expected)
 }
 
 pub fn proceed(summary: &str) -> Result<bool> {

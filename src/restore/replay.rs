@@ -70,7 +70,7 @@ impl Replayer<'_> {
         progress: &Bar,
     ) -> Result<SqlErrors> {
         let content = self.open(stored, codec, progress)?;
-        self.psql(content, None, targets)
+        self.psql(content, None, targets, "postgres")
     }
 
     /// Restores one database's file (plain or custom, as stored) of `database` into `into`.
@@ -91,7 +91,11 @@ impl Replayer<'_> {
                     Destination::Create | Destination::Existing => None,
                 };
                 let content = self.open(Box::new(stored), codec, progress)?;
-                self.psql(content, rename, ConnectTargets::only(database))
+                let start = match into {
+                    Destination::Rename(t) => super::server::maintenance_database(t),
+                    _ => super::server::maintenance_database(database),
+                };
+                self.psql(content, rename, ConnectTargets::only(database), start)
             }
             Format::Custom => {
                 let archive = plain_archive(stored, codec, self.keys, self.work)?;
@@ -124,12 +128,13 @@ impl Replayer<'_> {
         mut content: Box<dyn Read + Send>,
         rename: Option<(&str, &str)>,
         targets: ConnectTargets,
+        start: &str,
     ) -> Result<SqlErrors> {
         let tools = self.tools;
         tools.require_restrict()?;
         let mut cmd = tools.command("psql");
         cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", "-f", "-", "-d"])
-            .arg(crate::pg::conninfo("postgres"));
+            .arg(crate::pg::conninfo(start));
         let sink = PsqlErrors::new(self.expected);
         let lines = sink.lines.clone();
         let mut child = Running::spawn(cmd, "psql", Stdio::piped(), false, sink)
@@ -181,6 +186,14 @@ impl Replayer<'_> {
             source: e,
         })?;
         let errors = finished.stderr.errors;
+        if errors.count > 0 && (!finished.status.success() || write_failed.is_some()) {
+            // SQL failed, then psql stopped (a `\connect` to a database whose CREATE DATABASE
+            // failed): the SQL errors are what went wrong (65), not the connection.
+            let mut errors = errors;
+            let said: Vec<String> = errors.other.iter().take(3).cloned().collect();
+            errors.first.extend(said);
+            return Ok(errors);
+        }
         if !finished.status.success() || write_failed.is_some() {
             // psql stopped on its own: a connection that failed or was lost.
             let mut text = errors.other.join("\n");
@@ -257,6 +270,7 @@ impl Replayer<'_> {
             Box::new(std::io::Cursor::new(sql.into_bytes())),
             Some((database, target)),
             ConnectTargets::only(database),
+            super::server::maintenance_database(target),
         )
     }
 

@@ -26,9 +26,11 @@ pub fn user_databases(tools: &PgTools) -> Result<Vec<String>> {
 /// Drops a database, disconnecting its sessions first.
 pub fn drop_database(tools: &PgTools, name: &str, server_major: u32) -> Result<()> {
     let ident = quote_ident(name);
+    // A database cannot be dropped from a session in it.
+    let from = maintenance_database(name);
     if server_major >= 13 {
         tools.query(
-            "postgres",
+            from,
             &format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"),
             1,
         )?;
@@ -41,9 +43,19 @@ pub fn drop_database(tools: &PgTools, name: &str, server_major: u32) -> Result<(
             ),
             1,
         )?;
-        tools.query("postgres", &format!("DROP DATABASE IF EXISTS {ident}"), 1)?;
+        tools.query(from, &format!("DROP DATABASE IF EXISTS {ident}"), 1)?;
     }
     Ok(())
+}
+
+/// The database to work from while `database` is being replaced: `postgres`, or
+/// `template1` when `postgres` itself is.
+pub fn maintenance_database(database: &str) -> &'static str {
+    if database == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    }
 }
 
 /// A scratch database that is dropped when the guard goes, on every path.
