@@ -462,7 +462,10 @@ fn a_database_a_restore_would_refuse_makes_the_dump_partial() {
     let bin = tempfile::tempdir().unwrap();
     lying_pg_dump(&server.bin(), bin.path());
     let envs = with(&server.env(), "PG_BIN_DIR", bin.path().to_str().unwrap());
-    for (format, reason) in [("plain", "may not write"), ("custom", "CREATE DATABASE victim")] {
+    for (format, reason) in [
+        ("plain", "may not write"),
+        ("custom", "CREATE DATABASE victim"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let envs = with(&envs, "BACKUP_FORMAT", format);
         let run = pgb_run(&envs, dir.path(), &["dump"]).expect(65);

@@ -74,6 +74,7 @@ pub fn execute(
     let prefix = format!("pg-backups-restore-{}-", plan.folder);
     let work = source::private_dir(settings.restore_dir, &prefix)?;
     let staged = stage_all(plan, storage, tools, settings, work.path())?;
+    screen_archives(plan, &staged, tools, settings, work.path(), server_major)?;
     let verify_seconds = verify_started.elapsed().as_secs_f64();
 
     let mut done = Executed {
@@ -136,6 +137,36 @@ pub fn execute(
     drop_work(work);
     done.restore_seconds = restore_started.elapsed().as_secs_f64();
     Ok(done)
+}
+
+/// Custom archives: their own database entries are screened before anything is dropped.
+fn screen_archives(
+    plan: &Plan,
+    staged: &[Staged],
+    tools: &PgTools,
+    settings: &Settings<'_>,
+    work: &std::path::Path,
+    server_major: u32,
+) -> Result<()> {
+    let replayer = Replayer {
+        tools,
+        keys: settings.keys,
+        expected: Expected {
+            existing_roles: false,
+            server_major,
+        },
+        work,
+        jobs: settings.jobs,
+    };
+    for (entry, file) in plan.entries.iter().zip(staged) {
+        let codec = codec_of(entry);
+        if let (FileKind::Database, Some(name), crate::backup::codec::Format::Custom) =
+            (entry.kind, entry.database.as_deref(), codec.format)
+        {
+            replayer.screen_archive(&file.file, codec, name)?;
+        }
+    }
+    Ok(())
 }
 
 /// After a cluster file: every database with a file of its own holds what that file (the

@@ -244,6 +244,55 @@ impl Replayer<'_> {
         database: &str,
         target: &str,
     ) -> Result<SqlErrors> {
+        let sql = self.database_entries(archive, database)?;
+        self.psql(
+            Box::new(std::io::Cursor::new(sql.into_bytes())),
+            Some((database, target)),
+            ConnectTargets::only(database),
+            super::server::maintenance_database(target),
+        )
+    }
+
+    /// Reads a custom archive's own database entries and screens them as a replay would
+    /// (its `CREATE DATABASE` and `\connect` must be of `database`): run before anything on
+    /// the server is dropped, so an archive of another database is refused while nothing has
+    /// changed yet.
+    pub fn screen_archive(
+        &self,
+        stored: &std::fs::File,
+        codec: FileCodec,
+        database: &str,
+    ) -> Result<()> {
+        let dup = stored.try_clone().map_err(|e| {
+            Error::Backup(crate::backup::BackupError::Read {
+                path: database.into(),
+                source: e,
+            })
+        })?;
+        let archive = plain_archive(dup, codec, self.keys, self.work)?;
+        let sql = self.database_entries(&archive, database)?;
+        // The descriptor was shared: the replay reads the file from its start again.
+        let mut rewind = stored;
+        rewind.seek(std::io::SeekFrom::Start(0)).map_err(|e| {
+            Error::Backup(crate::backup::BackupError::Read {
+                path: database.into(),
+                source: e,
+            })
+        })?;
+        let mut scanner = crate::backup::psql_scan::Scanner::new()
+            .with_targets(Some(ConnectTargets::only(database)));
+        scanner
+            .feed(sql.as_bytes())
+            .and_then(|()| scanner.finish())
+            .map_err(|v| {
+                Error::Data(format!(
+                    "the archive of {database:?} is not safe to restore (nothing was changed): {v}"
+                ))
+            })
+    }
+
+    /// The SQL pg_restore writes for the archive's database-level entries.
+    fn database_entries(&self, archive: &Archive, database: &str) -> Result<String> {
         // `--create`: without it pg_restore leaves the database-level entries out.
         let list = pg_restore_output(self.tools, archive, &["--list", "--create"])?;
         let wanted: Vec<&str> = list.lines().filter(|l| is_database_level(l)).collect();
@@ -261,16 +310,10 @@ impl Replayer<'_> {
             })
         })?;
         let use_list = format!("--use-list={}", list_file.display());
-        let sql = pg_restore_output(
+        pg_restore_output(
             self.tools,
             archive,
             &["--create", "--file=-", use_list.as_str()],
-        )?;
-        self.psql(
-            Box::new(std::io::Cursor::new(sql.into_bytes())),
-            Some((database, target)),
-            ConnectTargets::only(database),
-            super::server::maintenance_database(target),
         )
     }
 
