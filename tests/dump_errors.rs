@@ -523,3 +523,42 @@ fn a_database_a_restore_would_refuse_makes_the_dump_partial() {
         );
     }
 }
+
+/// A database whose name is not UTF-8 (bytes stored by a LATIN1 database) is reported failed
+/// by its bytes; it never stops the backup of the others, nor is dumped under another name.
+#[test]
+fn a_database_named_in_latin1_is_reported_and_the_others_are_dumped() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let server = PgServer::start(15);
+    server.psql(
+        "postgres",
+        "CREATE DATABASE l1 TEMPLATE template0 ENCODING 'LATIN1' LOCALE 'C'",
+    );
+    server.psql("postgres", "CREATE DATABASE caf");
+    let out = server
+        .client("psql")
+        .env("PGCLIENTENCODING", "LATIN1")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-d", "l1", "-c"])
+        .arg(OsStr::from_bytes(b"CREATE DATABASE \"caf\xe9\""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let run = pgb_run(&server.env(), dir.path(), &["dump"]).expect(65);
+    assert_eq!(run.json["status"], "partial", "{}", run.stdout);
+    assert!(run.stdout.contains("636166e9"), "{}", run.stdout);
+    let folder = folder_of(dir.path());
+    assert!(
+        dir.path()
+            .join(&folder)
+            .join("postgres_db_caf.sql.gz")
+            .exists()
+    );
+    assert!(
+        dir.path()
+            .join(&folder)
+            .join("postgres_db_l1.sql.gz")
+            .exists()
+    );
+}

@@ -44,7 +44,7 @@ struct DumpedDatabase {
     seconds: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct DatabaseFailure {
     database: String,
     error: ErrorInfo,
@@ -95,6 +95,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         pg_dump_path,
     };
     let mut details = DumpDetails::new(cfg, &facts);
+    details.databases_failed.extend(plan.unnamable.clone());
     let ctx = JobContext::new(
         &tools,
         &work,
@@ -437,6 +438,9 @@ struct Plan {
     jobs: Vec<Job>,
     /// Databases in the cluster file.
     cluster: Vec<String>,
+    /// Databases whose name is not UTF-8 (an SQL_ASCII or LATIN1 server's bytes): they are
+    /// reported failed by name, never dumped under a name that is not theirs.
+    unnamable: Vec<DatabaseFailure>,
 }
 
 /// Lists databases, applies BACKUP_DATABASES / BACKUP_EXCLUDE_DATABASES, and decides what
@@ -445,10 +449,12 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter, format: Format) -> Result<Plan
     let rows = tools.query(
         "postgres",
         "SELECT datname, CASE WHEN has_database_privilege(oid, 'CONNECT') \
-         THEN pg_database_size(oid) ELSE 0 END, pg_get_userbyid(datdba) \
+         THEN pg_database_size(oid) ELSE 0 END, pg_get_userbyid(datdba), \
+         encode(textsend(datname::text), 'hex') \
          FROM pg_database WHERE datallowconn AND datconnlimit <> -2 ORDER BY datname",
-        3,
+        4,
     )?;
+    let (rows, unnamable) = named_as_they_are(rows);
     let owners: BTreeMap<String, String> =
         rows.iter().map(|r| (r[0].clone(), r[2].clone())).collect();
     let all: Vec<(String, u64)> = rows
@@ -518,7 +524,36 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter, format: Format) -> Result<Plan
         });
     }
     cluster_order(&mut cluster);
-    Ok(Plan { jobs, cluster })
+    Ok(Plan {
+        jobs,
+        cluster,
+        unnamable,
+    })
+}
+
+/// Keeps the databases whose name, as the server stores it, is the name psql printed (UTF-8);
+/// the others become failures that name their bytes.
+fn named_as_they_are(rows: Vec<Vec<String>>) -> (Vec<Vec<String>>, Vec<DatabaseFailure>) {
+    let mut kept = Vec::new();
+    let mut failed = Vec::new();
+    for row in rows {
+        let raw = hex::decode(&row[3]).unwrap_or_default();
+        if String::from_utf8(raw).is_ok_and(|name| name == row[0]) {
+            kept.push(row);
+            continue;
+        }
+        let error = Error::Data(format!(
+            "a database whose name is not UTF-8 (bytes {}) cannot be dumped by pg-backups: \
+             rename it (ALTER DATABASE … RENAME TO …) to back it up",
+            row[3]
+        ));
+        tracing::error!("{error}");
+        failed.push(DatabaseFailure {
+            database: row[0].clone(),
+            error: error.info(),
+        });
+    }
+    (kept, failed)
 }
 
 /// A database's failure as the report shows it; one stopped because another part failed
