@@ -200,6 +200,18 @@ fn inject_after_settings(sql: String, injected: &str) -> String {
     sql.replacen(anchor, &format!("{anchor}{injected}"), 1)
 }
 
+/// The same after the file's `\connect` (pg_dump repeats its settings there), where SQL of
+/// the database's own belongs.
+fn inject_after_connect(sql: String, injected: &str) -> String {
+    let anchor = "SET row_security = off;\n";
+    let at = sql.rfind(anchor).expect("the settings after the connect") + anchor.len();
+    assert!(
+        sql[..at].contains("\\connect"),
+        "no settings after the connect"
+    );
+    format!("{}{injected}{}", &sql[..at], &sql[at..])
+}
+
 #[test]
 fn a_backup_file_with_a_shell_escape_is_refused_before_any_sql() {
     let marker_dir = tempfile::tempdir().unwrap();
@@ -263,7 +275,7 @@ fn a_meta_command_hidden_from_the_scan_is_refused_by_psql_itself() {
         "SET standard_conforming_strings = off;\nSELECT 'a\\'';\n\\! touch {}\nSELECT 1 --'\n;\nSET standard_conforming_strings = on;\n",
         marker.display()
     );
-    let (source, dir, folder) = dumped_with(17, |sql| inject_after_settings(sql, &injected));
+    let (source, dir, folder) = dumped_with(17, |sql| inject_after_connect(sql, &injected));
     source.psql("postgres", "DROP DATABASE app");
     let envs = restore_env(
         &source.env(),
