@@ -155,3 +155,158 @@ fn an_archive_of_another_database_is_refused_before_anything_is_dropped() {
     assert_eq!(server.psql("app", "SELECT x FROM t").trim(), "app");
     assert_eq!(server.psql("vic", "SELECT x FROM t").trim(), "vic");
 }
+
+/// Guarantee 11 as the issue reproduced it: a database's file that `\connect`s to another
+/// database, restored under its own name with consent for that name only; a cluster file
+/// that connects to a database its manifest does not list; a genuine archive of `victim`
+/// listed as `app3`. Each is refused (65) and `victim` is untouched.
+#[test]
+fn a_restore_writes_only_where_it_was_allowed_to() {
+    let server = PgServer::start(15);
+    for db in ["app", "victim"] {
+        server.psql("postgres", &format!("CREATE DATABASE {db}"));
+        server.psql(db, "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let envs = server.env();
+    pgb_run(&envs, dir.path(), &["dump"]).expect(0);
+    let folder = folder_of(dir.path());
+    let path = dir.path().join(&folder);
+    let victim_untouched = |what: &str| {
+        assert_eq!(
+            server.psql("victim", "SELECT count(*) FROM t").trim(),
+            "1",
+            "{what}"
+        );
+        let listed = server.psql(
+            "victim",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'pwned'",
+        );
+        assert_eq!(listed.trim(), "0", "{what}");
+    };
+    // A database's file connecting elsewhere, after its own connect.
+    rewrite_backup_file(&path, "postgres_db_app.sql.gz", |sql| {
+        sql.replace(
+            "-- PostgreSQL database dump complete",
+            "\\connect victim\nCREATE TABLE public.pwned(x int);\n-- PostgreSQL database dump complete",
+        )
+    });
+    let run = restore_one(
+        &envs,
+        dir.path(),
+        &[
+            ("RESTORE_FOLDER", &folder),
+            ("RESTORE_DATABASE", "app"),
+            ("RESTORE_DROP_EXISTING", "true"),
+        ],
+    )
+    .expect(65);
+    assert!(run.message().contains("may not write"), "{}", run.stdout);
+    victim_untouched("a database's file");
+    assert_eq!(
+        server.psql("app", "SELECT count(*) FROM t").trim(),
+        "1",
+        "app was not dropped"
+    );
+
+    // A cluster file reaching a database its manifest does not list.
+    let manifest = path.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["databases"] = serde_json::json!(["template1", "app", "postgres"]);
+    m["files"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["database"] != "victim");
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let run = pgb_run(
+        &restore_env(
+            &envs,
+            &[
+                ("RESTORE_SOURCE", "local"),
+                ("RESTORE_FOLDER", &folder),
+                ("RESTORE_TYPE", "cluster"),
+                ("RESTORE_DROP_EXISTING", "true"),
+            ],
+        ),
+        dir.path(),
+        &["restore"],
+    )
+    .expect(65);
+    assert!(run.message().contains("victim"), "{}", run.stdout);
+    victim_untouched("a cluster file");
+
+    // A genuine archive of victim, listed as app3.
+    let custom = tempfile::tempdir().unwrap();
+    let cenvs = with(&envs, "BACKUP_FORMAT", "custom");
+    server.psql("postgres", "CREATE DATABASE app3");
+    pgb_run(
+        &with(&cenvs, "BACKUP_DATABASES", "app3"),
+        custom.path(),
+        &["dump"],
+    )
+    .expect(0);
+    let cfolder = folder_of(custom.path());
+    let archive = custom.path().join(&cfolder).join("postgres_db_app3.dump");
+    let out = server
+        .client("pg_dump")
+        .args(["-Fc", "--dbname=victim"])
+        .output()
+        .unwrap();
+    std::fs::write(&archive, &out.stdout).unwrap();
+    let cmanifest = custom.path().join(&cfolder).join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cmanifest).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == "postgres_db_app3.dump" {
+            f["bytes"] = out.stdout.len().into();
+            f["sha256"] = sha256_file(&archive).into();
+        }
+    }
+    std::fs::write(&cmanifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    server.psql("postgres", "DROP DATABASE app3");
+    restore_one(&cenvs, custom.path(), &[("RESTORE_DATABASE", "app3")]).expect(65);
+    victim_untouched("an archive of another database");
+}
+
+/// A psql without `\restrict` (older than 17.6, 16.10, 15.14, 14.19, 13.22) is refused before
+/// any replay (78), naming what to install. The wrapper says it is 15.13 and is otherwise the
+/// real psql.
+#[test]
+fn a_psql_without_restrict_is_refused_with_78() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = PgServer::start(15);
+    server.psql("postgres", "CREATE DATABASE app");
+    let dir = tempfile::tempdir().unwrap();
+    pgb_run(&server.env(), dir.path(), &["dump"]).expect(0);
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore"] {
+        std::os::unix::fs::symlink(server.bin().join(tool), bin.path().join(tool)).unwrap();
+    }
+    let psql = bin.path().join("psql");
+    std::fs::write(
+        &psql,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'psql (PostgreSQL) 15.13'; exit 0; fi\nexec '{}' \"$@\"\n",
+            server.bin().join("psql").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&psql, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let envs = with(&server.env(), "PG_BIN_DIR", bin.path().to_str().unwrap());
+    let run = restore_one(
+        &envs,
+        dir.path(),
+        &[
+            ("RESTORE_DATABASE", "app"),
+            ("RESTORE_TARGET_DATABASE", "app2"),
+        ],
+    )
+    .expect(78);
+    assert!(
+        run.message().contains("15.14") && run.message().contains("PG_BIN_DIR"),
+        "{}",
+        run.stdout
+    );
+    pgb_run(&envs, dir.path(), &["verify", "latest", "--restore-test"]).expect(78);
+}
