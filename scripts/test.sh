@@ -10,5 +10,7 @@ echo "== cargo fmt --check" >&2
 cargo fmt --check
 echo "== cargo clippy" >&2
 cargo clippy --all-targets --locked -- -D warnings
+echo "== module layers: no import cycle (tests/architecture.rs)" >&2
+cargo test --locked --test architecture
 echo "== cargo test" >&2
 cargo test --locked "$@"
