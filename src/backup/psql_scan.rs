@@ -241,6 +241,52 @@ impl ConnectTargets {
     }
 }
 
+/// Client encodings whose multibyte characters can hold an ASCII backslash or quote byte:
+/// psql's lexer reads a string differently under them, so no backup may switch to one.
+const CLIENT_ONLY_ENCODINGS: &[&str] = &[
+    "SJIS",
+    "SHIFT_JIS_2004",
+    "BIG5",
+    "GBK",
+    "UHC",
+    "GB18030",
+    "JOHAB",
+];
+
+/// The session settings that change how psql reads what follows: pg_dump writes them once,
+/// in one form (`SET client_encoding = 'UTF8';`, `SET standard_conforming_strings = on;`), and
+/// never `RESET` or `set_config` them. `statement` is the statement's text when it fits on
+/// its line (`None`: it spans lines), `head` its first bytes, lowercased.
+fn lexer_setting_ok(head: &[u8], statement: Option<&[u8]>) -> bool {
+    let is_set = head.starts_with(b"set ") || head.starts_with(b"reset");
+    let Some(text) = statement else {
+        // pg_dump writes every SET on one line.
+        return !is_set;
+    };
+    let lower = text.to_ascii_lowercase();
+    let mentions = |word: &[u8]| lower.windows(word.len()).any(|w| w == word);
+    let lexer_word = mentions(b"client_encoding") || mentions(b"standard_conforming_strings");
+    // Only SET, RESET and a top-level set_config(): the same words in a comment's string or
+    // a column's name are data.
+    let touches = (is_set && (lexer_word || lower.starts_with(b"set names")))
+        || (head.starts_with(b"selec") && mentions(b"set_config(") && lexer_word);
+    if !touches {
+        return true;
+    }
+    if text == b"SET standard_conforming_strings = on;" {
+        return true;
+    }
+    if let Some(value) = text
+        .strip_prefix(b"SET client_encoding = '")
+        .and_then(|v| v.strip_suffix(b"';"))
+    {
+        let value = String::from_utf8_lossy(value).to_ascii_uppercase();
+        return value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !CLIENT_ONLY_ENCODINGS.contains(&value.as_str());
+    }
+    false
+}
+
 /// Whether a statement pg_dump writes before a database file's `\connect` (one line, at
 /// the start of it): session settings, and the database's own `CREATE DATABASE` and owner.
 /// Anything else would run in whatever database psql started in.
@@ -532,6 +578,16 @@ impl Scanner {
     }
 
     fn end_statement(&mut self) -> Result<(), Violation> {
+        let single_line = self.statement_line == self.line;
+        let statement = single_line
+            .then(|| self.snippet.get(self.statement_column.saturating_sub(1)..))
+            .flatten();
+        if !lexer_setting_ok(&self.head, statement) {
+            return Err(self.violation(
+                "a change of client_encoding or standard_conforming_strings that pg_dump does \
+                 not write (psql would read the rest of the file differently)",
+            ));
+        }
         if !self.connected
             && let Some(own) = self.targets.as_ref().and_then(|t| t.own.as_deref())
             && (self.statement_line != self.line
@@ -1401,6 +1457,25 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
                 "a file that ends inside COPY data",
                 "COPY t (a) FROM stdin;\n1\n",
             ),
+            (
+                "a client-only encoding",
+                "SET client_encoding = 'SJIS';\nSELECT 1;\n",
+            ),
+            (
+                "standard_conforming_strings off",
+                "SET standard_conforming_strings = off;\n",
+            ),
+            (
+                "the same in another spelling",
+                "set standard_conforming_strings to off;\n",
+            ),
+            ("a SET over two lines", "SET\nclient_encoding = 'SJIS';\n"),
+            (
+                "set_config",
+                "SELECT set_config('standard_conforming_strings', 'off', false);\n",
+            ),
+            ("SET NAMES", "SET NAMES 'SJIS';\n"),
+            ("RESET", "RESET client_encoding;\n"),
         ] {
             let mut s = Scanner::new();
             let result = s.feed(text.as_bytes()).and_then(|()| s.finish());
@@ -1408,6 +1483,12 @@ COPY public.t (a, b) FROM stdin;\n1\t\\N\n2\tback\\\\slash\\ttab\n3\t\\\\! escap
         }
         // What pg_dump does write around them still passes.
         accepted("SELECT $1, 1$$x$$ FROM t;\nCOPY \"T\" (a) FROM stdin;\n'\n\\.\nSELECT E'\\'';\n");
+        accepted(
+            "SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET client_encoding = 'LATIN1';\n",
+        );
+        accepted(
+            "COMMENT ON TABLE t IS 'about client_encoding';\nALTER TABLE t ALTER COLUMN standard_conforming_strings SET DEFAULT 1;\n",
+        );
     }
 
     #[test]
