@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (idempotently), then checks formatting, lints and runs every
-# test against real PostgreSQL 15 and 17, SeaweedFS and sshd on loopback.
+# test against real PostgreSQL 15, 17 and 18, SeaweedFS, sshd, moto and loopback HTTP servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
