@@ -266,13 +266,13 @@ fn a_backup_file_with_a_shell_escape_is_refused_before_any_sql() {
 
 #[test]
 fn a_meta_command_hidden_from_the_scan_is_refused_by_psql_itself() {
-    // With standard_conforming_strings off, psql ends the string on the second line where the
-    // scan (which reads the file as pg_dump writes it, with it on) sees it go on: the `\!`
-    // looks like string content to the scan. psql's \restrict mode refuses it at replay.
+    // A COPY that fails on the server (no such table): psql then reads its data as SQL, where
+    // the scan (which cannot know the COPY will fail) read COPY data holding an escaped
+    // backslash. psql's \restrict mode refuses the meta-command at replay.
     let marker_dir = tempfile::tempdir().unwrap();
     let marker = marker_dir.path().join("pwned");
     let injected = format!(
-        "SET standard_conforming_strings = off;\nSELECT 'a\\'';\n\\! touch {}\nSELECT 1 --'\n;\nSET standard_conforming_strings = on;\n",
+        "COPY public.no_such_table (a) FROM stdin;\n\\\\! touch {}\n\\.\n",
         marker.display()
     );
     let (source, dir, folder) = dumped_with(17, |sql| inject_after_connect(sql, &injected));
