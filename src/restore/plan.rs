@@ -137,7 +137,7 @@ impl Plan {
         let one = in_the_way.len() == 1;
         Error::Refused(format!(
             "{} already exist{} on {server}; nothing was changed. To replace {}, set \
-             RESTORE_DROP_EXISTING=true (or type the name at the prompt){}",
+             RESTORE_DROP_EXISTING=true (or, at the prompt, type {}){}",
             in_the_way
                 .iter()
                 .map(|d| format!("database \"{d}\""))
@@ -145,6 +145,7 @@ impl Plan {
                 .join(", "),
             if one { "s" } else { "" },
             if one { "it" } else { "them" },
+            if one { "its name" } else { "yes" },
             if self.restore_type == RestoreType::Database {
                 ", or restore under another name with RESTORE_TARGET_DATABASE"
             } else {
