@@ -154,13 +154,7 @@ impl S3Storage {
     ) -> Result<(), StorageError> {
         let md5 = crate::storage::hash::md5_bytes(&bytes);
         let len = bytes.len() as i64;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_server_side_encryption(self.sse.clone())
-            .set_ssekms_key_id(self.kms_key.clone())
-            .set_storage_class(self.storage_class.clone())
+        self.put_object(key)
             .content_md5(md5)
             .content_length(len)
             .metadata("sha256", sha256)
@@ -169,6 +163,21 @@ impl S3Storage {
             .await
             .map_err(|e| self.error(&format!("uploading {key}"), e))?;
         Ok(())
+    }
+
+    /// A PUT of `key` with what every object of ours carries (server-side encryption, KMS
+    /// key, storage class): one place for the per-object headers.
+    fn put_object(
+        &self,
+        key: &str,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key.clone())
+            .set_storage_class(self.storage_class.clone())
     }
 
     /// Uploads one file whose SHA-256 must be `sha256` (from the manifest). A file that no
@@ -205,13 +214,7 @@ impl S3Storage {
                     context: format!("reading {}", path.display()),
                     source: std::io::Error::other(e.to_string()),
                 })?;
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .set_server_side_encryption(self.sse.clone())
-                .set_ssekms_key_id(self.kms_key.clone())
-                .set_storage_class(self.storage_class.clone())
+            self.put_object(key)
                 .content_md5(md5)
                 .content_length(size as i64)
                 .metadata("sha256", sha256)
