@@ -116,7 +116,6 @@ fn an_archive_of_another_database_is_refused_before_anything_is_dropped() {
     )
     .expect(0);
     let folder = folder_of(dir.path());
-    let archive = dir.path().join(&folder).join("postgres_db_app.dump");
     // `pg_dump -Fc` of vic, its header's database name patched to app.
     let out = server
         .client("pg_dump")
@@ -127,17 +126,7 @@ fn an_archive_of_another_database_is_refused_before_anything_is_dropped() {
     let mut bytes = out.stdout;
     let at = bytes.windows(3).position(|w| w == b"vic").unwrap();
     bytes[at..at + 3].copy_from_slice(b"app");
-    std::fs::write(&archive, &bytes).unwrap();
-    let manifest = dir.path().join(&folder).join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    for f in m["files"].as_array_mut().unwrap() {
-        if f["name"] == "postgres_db_app.dump" {
-            f["bytes"] = bytes.len().into();
-            f["sha256"] = sha256_file(&archive).into();
-        }
-    }
-    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    replace_backup_file(&dir.path().join(&folder), "postgres_db_app.dump", &bytes);
     let run = restore_one(
         &envs,
         dir.path(),
@@ -247,23 +236,16 @@ fn a_restore_writes_only_where_it_was_allowed_to() {
     )
     .expect(0);
     let cfolder = folder_of(custom.path());
-    let archive = custom.path().join(&cfolder).join("postgres_db_app3.dump");
     let out = server
         .client("pg_dump")
         .args(["-Fc", "--dbname=victim"])
         .output()
         .unwrap();
-    std::fs::write(&archive, &out.stdout).unwrap();
-    let cmanifest = custom.path().join(&cfolder).join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cmanifest).unwrap()).unwrap();
-    for f in m["files"].as_array_mut().unwrap() {
-        if f["name"] == "postgres_db_app3.dump" {
-            f["bytes"] = out.stdout.len().into();
-            f["sha256"] = sha256_file(&archive).into();
-        }
-    }
-    std::fs::write(&cmanifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    replace_backup_file(
+        &custom.path().join(&cfolder),
+        "postgres_db_app3.dump",
+        &out.stdout,
+    );
     server.psql("postgres", "DROP DATABASE app3");
     restore_one(&cenvs, custom.path(), &[("RESTORE_DATABASE", "app3")]).expect(65);
     victim_untouched("an archive of another database");

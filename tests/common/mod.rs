@@ -785,6 +785,22 @@ pub fn rewrite_backup_file(folder: &Path, file: &str, edit: impl FnOnce(String) 
     std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 
+/// Replaces a backup file with `bytes` as stored (an archive, say) and makes its manifest
+/// entry match them, as someone who controls the destination can.
+pub fn replace_backup_file(folder: &Path, file: &str, bytes: &[u8]) {
+    let path = folder.join(file);
+    std::fs::write(&path, bytes).unwrap();
+    let mpath = folder.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == file {
+            f["bytes"] = bytes.len().into();
+            f["sha256"] = sha256_file(&path).into();
+        }
+    }
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
 /// Renames a complete folder (and the name in its manifest), to age a real backup.
 pub fn rename_folder(root: &Path, from: &str, to: &str) {
     std::fs::rename(root.join(from), root.join(to)).unwrap();
