@@ -134,9 +134,10 @@ pub struct VerifyArgs {
     /// Folder name (YYYYMMDD_HHMMSS) or `latest` (the newest complete folder).
     #[arg(default_value = "latest")]
     pub folder: String,
-    /// Where the folder is: local, s3 or remote.
-    #[arg(long, default_value = "local")]
-    pub source: String,
+    /// Where the folder is: local, s3 or remote (default: local; s3 with
+    /// BACKUP_LOCAL_COPY=false).
+    #[arg(long)]
+    pub source: Option<String>,
     /// Also restore every database file into a scratch database and count tables and rows.
     #[arg(long)]
     pub restore_test: bool,
@@ -298,6 +299,12 @@ pub struct GlobalArgs {
     /// or an unencrypted ssh private key. Keep it off the backup host.
     #[arg(long, global = true, env = "AGE_IDENTITY_FILE", help_heading = BACKUP)]
     pub age_identity_file: Option<String>,
+
+    /// false: dump streams every file straight into S3 (needs S3_ENABLED; nothing is written
+    /// under BACKUP_DIR but the lock, and RSYNC_ENABLED must stay false: rsync ships a local
+    /// copy). list, verify, pin and check then look at S3.
+    #[arg(long, global = true, env = "BACKUP_LOCAL_COPY", default_value = "true", help_heading = BACKUP)]
+    pub backup_local_copy: String,
 
     /// Keep every complete local backup younger than this many days, plus the newest older one.
     #[arg(long, global = true, env = "LOCAL_RETENTION_DAYS", default_value = "1", help_heading = LOCAL)]

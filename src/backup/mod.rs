@@ -13,6 +13,7 @@ pub mod codec;
 mod manifest;
 pub mod psql_scan;
 pub mod sql_lines;
+pub mod store;
 pub mod verify;
 pub mod writer;
 
@@ -258,6 +259,9 @@ impl BackupError {
         match self {
             BackupError::SourceLost { .. } => exitcode::UNAVAILABLE,
             BackupError::CreateFolder { .. } => exitcode::CANTCREAT,
+            BackupError::Write { source, .. } if store::SinkFailed::of(source).is_some() => {
+                store::SinkFailed::of(source).map_or(exitcode::IOERR, |f| f.exit_code)
+            }
             BackupError::Write { source, .. } => match source.kind() {
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
                     exitcode::CANTCREAT
@@ -283,6 +287,9 @@ impl BackupError {
         match self {
             BackupError::SourceLost { .. } => "unreachable",
             BackupError::CreateFolder { .. } => "cannot_create",
+            BackupError::Write { source, .. } if store::SinkFailed::of(source).is_some() => {
+                "upload_failed"
+            }
             BackupError::Write { .. } => "io_write",
             BackupError::Read { .. } => "io_read",
             BackupError::Manifest { .. } => "bad_manifest",

@@ -2,7 +2,7 @@
 //! backup file is never read back to be checked.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::BackupError;
 use super::codec::{Encryption, FileCodec, Packed, Sealed, compress_member, open_for_assembly};
+use super::store::{FileStore, StoredSink};
 
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -54,6 +55,8 @@ impl<W: Write> Write for HashingWriter<W> {
 /// What was written: the numbers that go into the manifest.
 #[derive(Debug, Clone)]
 pub struct WrittenFile {
+    /// Its name in the folder, and where it is (for messages).
+    pub name: String,
     pub path: PathBuf,
     /// Size and SHA-256 of the stored bytes.
     pub bytes: u64,
@@ -80,7 +83,14 @@ pub fn create_private(path: &Path) -> Result<File, BackupError> {
         })
 }
 
-type Stored = HashingWriter<BufWriter<File>>;
+type Stored<'s> = HashingWriter<Box<dyn StoredSink + 's>>;
+
+/// Ends the stored layer: the sink commits what the hash counted.
+fn commit(stored: Stored<'_>) -> std::io::Result<(String, u64)> {
+    let (sink, sha256, bytes) = stored.finish();
+    sink.commit(&sha256, bytes)?;
+    Ok((sha256, bytes))
+}
 
 /// Hashes what passes on to the encryption, when there is encryption: the decrypted file's
 /// bytes, for `content_sha256`.
@@ -118,34 +128,39 @@ impl<W: Write> Write for PlainTap<W> {
 
 /// A backup file being written from its content (SQL, or a custom archive): compressed,
 /// encrypted and hashed as stored, in one pass (see [`codec`](super::codec)).
-pub struct FileWriter {
+pub struct FileWriter<'s> {
+    name: String,
     path: PathBuf,
-    stack: Packed<PlainTap<Sealed<Stored>>>,
+    stack: Packed<PlainTap<Sealed<Stored<'s>>>>,
     sql_bytes: u64,
     codec: FileCodec,
 }
 
-impl FileWriter {
+impl<'s> FileWriter<'s> {
     /// `assembly`: the file will be read back by this run to build the cluster file.
+    /// `size_hint`: about how large it may grow (see [`FileStore::create`]).
     pub fn create(
-        path: &Path,
+        store: &'s dyn FileStore,
+        name: &str,
         codec: FileCodec,
         level: u32,
         enc: Option<&Encryption>,
         assembly: bool,
-    ) -> Result<FileWriter, BackupError> {
+        size_hint: u64,
+    ) -> Result<FileWriter<'s>, BackupError> {
+        let path = store.display(name);
         let werr = |source| BackupError::Write {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         };
-        let file = create_private(path)?;
-        let stored = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+        let stored = HashingWriter::new(store.create(name, size_hint)?);
         let enc = enc.filter(|_| codec.encrypted);
         let sealed = Sealed::new(stored, enc, assembly).map_err(werr)?;
         let tap = PlainTap::new(sealed, enc.is_some());
         let stack = Packed::new(tap, codec.compression, level).map_err(werr)?;
         Ok(FileWriter {
-            path: path.to_path_buf(),
+            name: name.to_string(),
+            path,
             stack,
             sql_bytes: 0,
             codec,
@@ -174,10 +189,9 @@ impl FileWriter {
         };
         let (sealed, content_sha256) = self.stack.finish().map_err(werr)?.finish();
         let stored = sealed.finish().map_err(werr)?;
-        let (buffered, sha256, bytes) = stored.finish();
-        let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
+        let (sha256, bytes) = commit(stored).map_err(werr)?;
         Ok(WrittenFile {
+            name: self.name.clone(),
             path: self.path.clone(),
             bytes,
             sha256,
@@ -192,31 +206,35 @@ impl FileWriter {
 /// compressed here, finished files appended as they are stored (decrypted with the run's
 /// in-process key when they are encrypted), the whole encrypted again as one stream.
 /// Concatenated members are one valid stream for `gunzip -c` and `zstd -dc`.
-pub struct AssembledFile {
+pub struct AssembledFile<'s> {
+    name: String,
     path: PathBuf,
-    out: PlainTap<Sealed<Stored>>,
+    out: PlainTap<Sealed<Stored<'s>>>,
     codec: FileCodec,
     level: u32,
     sql_bytes: u64,
 }
 
-impl AssembledFile {
+impl<'s> AssembledFile<'s> {
     pub fn create(
-        path: &Path,
+        store: &'s dyn FileStore,
+        name: &str,
         codec: FileCodec,
         level: u32,
         enc: Option<&Encryption>,
-    ) -> Result<AssembledFile, BackupError> {
-        let file = create_private(path)?;
-        let stored = HashingWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file));
+        size_hint: u64,
+    ) -> Result<AssembledFile<'s>, BackupError> {
+        let path = store.display(name);
+        let stored = HashingWriter::new(store.create(name, size_hint)?);
         let enc = enc.filter(|_| codec.encrypted);
         let out = Sealed::new(stored, enc, false).map_err(|source| BackupError::Write {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         })?;
         let out = PlainTap::new(out, enc.is_some());
         Ok(AssembledFile {
-            path: path.to_path_buf(),
+            name: name.to_string(),
+            path,
             out,
             codec,
             level,
@@ -240,10 +258,11 @@ impl AssembledFile {
         Ok(())
     }
 
-    /// Appends a finished file of this run, byte for byte once decrypted (it is read from
-    /// the page cache).
+    /// Appends a finished file of this run, byte for byte once decrypted (read back from
+    /// `store`: the page cache, or the upload it became).
     pub fn append_file(
         &mut self,
+        store: &dyn FileStore,
         part: &WrittenFile,
         enc: Option<&Encryption>,
     ) -> Result<(), BackupError> {
@@ -251,10 +270,10 @@ impl AssembledFile {
             path: part.path.clone(),
             source: e,
         };
-        let file = File::open(&part.path).map_err(rerr)?;
+        let file = store.open(&part.name)?;
         let mut input: Box<dyn Read + Send> = match enc.filter(|_| part.codec.encrypted) {
             Some(e) => open_for_assembly(Box::new(file), e).map_err(rerr)?,
-            None => Box::new(file),
+            None => file,
         };
         let mut buf = vec![0u8; WRITE_BUFFER];
         loop {
@@ -278,10 +297,9 @@ impl AssembledFile {
         };
         let (sealed, content_sha256) = self.out.finish();
         let stored = sealed.finish().map_err(werr)?;
-        let (buffered, sha256, bytes) = stored.finish();
-        let file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
+        let (sha256, bytes) = commit(stored).map_err(werr)?;
         Ok(WrittenFile {
+            name: self.name,
             path: self.path,
             bytes,
             sha256,
@@ -296,6 +314,7 @@ impl AssembledFile {
 mod tests {
     use super::*;
     use crate::backup::codec::{Compression, Format};
+    use crate::backup::store::LocalStore;
     use flate2::read::MultiGzDecoder;
     use std::os::unix::fs::PermissionsExt;
 
@@ -311,7 +330,8 @@ mod tests {
     fn a_file_records_the_sha256_of_the_bytes_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.sql.gz");
-        let mut f = FileWriter::create(&path, gzip(), 6, None, false).unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut f = FileWriter::create(&store, "a.sql.gz", gzip(), 6, None, false, 0).unwrap();
         f.write(b"SELECT 1;\n").unwrap();
         let written = f.finish().unwrap();
         let on_disk = std::fs::read(&path).unwrap();
@@ -325,14 +345,14 @@ mod tests {
     #[test]
     fn an_assembled_file_concatenates_into_one_readable_stream() {
         let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("part.gz");
-        let mut f = FileWriter::create(&part, gzip(), 1, None, true).unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut f = FileWriter::create(&store, "part.gz", gzip(), 1, None, true, 0).unwrap();
         f.write(b"middle\n").unwrap();
         let part_written = f.finish().unwrap();
         let whole = dir.path().join("whole.gz");
-        let mut m = AssembledFile::create(&whole, gzip(), 6, None).unwrap();
+        let mut m = AssembledFile::create(&store, "whole.gz", gzip(), 6, None, 0).unwrap();
         m.append_text("first\n").unwrap();
-        m.append_file(&part_written, None).unwrap();
+        m.append_file(&store, &part_written, None).unwrap();
         m.append_text("last\n").unwrap();
         let written = m.finish().unwrap();
         let mut text = String::new();

@@ -152,8 +152,11 @@ struct Run<'a> {
 /// why, so the others are pruned all the same.
 fn open_destinations(cfg: &Config) -> Result<Vec<Destination>> {
     let local: Box<dyn Storage> = Box::new(LocalStorage::new(&cfg.backup_dir));
-    let mut destinations: Vec<Destination> =
-        vec![(SourceKind::Local, Ok(local), cfg.local_retention)];
+    let mut destinations: Vec<Destination> = Vec::new();
+    // Without local copy there is nothing local to prune (dump writes to S3 only).
+    if cfg.local_copy {
+        destinations.push((SourceKind::Local, Ok(local), cfg.local_retention));
+    }
     if let Some(s3) = cfg.s3.get()? {
         destinations.push((
             SourceKind::S3,

@@ -77,6 +77,15 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         destinations: Vec::new(),
         note: None,
     };
+    if !cfg.local_copy {
+        // Settings refuse rsync without a local copy, and S3 got every file from dump.
+        details.note = Some(
+            "BACKUP_LOCAL_COPY=false: dump writes every backup straight to S3, so there is \
+             nothing to ship"
+                .into(),
+        );
+        return Ok(Outcome::ok(details));
+    }
     let kinds = [
         crate::config::SourceKind::S3,
         crate::config::SourceKind::Remote,

@@ -60,11 +60,21 @@ struct VerifyDetails {
 }
 
 pub fn run(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
-    let outcome = check_and_drill(cfg, args);
+    let source = source_name(cfg, args);
+    let outcome = check_and_drill(cfg, args, source);
     if args.restore_test {
-        record_drill(cfg, &args.source, &outcome);
+        record_drill(cfg, source, &outcome);
     }
     outcome
+}
+
+/// `--source`, else where the backups are: local, or S3 when dump keeps no local copy.
+fn source_name<'a>(cfg: &Config, args: &'a VerifyArgs) -> &'a str {
+    match args.source.as_deref() {
+        Some(s) => s,
+        None if !cfg.local_copy => "s3",
+        None => "local",
+    }
 }
 
 /// A drill's result goes into `BACKUP_DIR/.pg-backups-drill.json` for `check` (a log that
@@ -101,10 +111,10 @@ fn record_drill(cfg: &Config, source: &str, outcome: &Result<Outcome>) {
     }
 }
 
-fn check_and_drill(cfg: &Config, args: &VerifyArgs) -> Result<Outcome> {
+fn check_and_drill(cfg: &Config, args: &VerifyArgs, source: &str) -> Result<Outcome> {
     let jobs = crate::config::parse_jobs("RESTORE_JOBS", &args.jobs)?;
     let folder_arg = validate_folder_arg("FOLDER", &args.folder)?;
-    let source = SourceKind::parse("--source", &args.source)?;
+    let source = SourceKind::parse("--source", source)?;
     let storage = crate::storage::open(cfg, source, true)?
         .ok_or_else(|| Error::Internal("source did not open".into()))?;
     let (folder, manifest) = resolve(storage.as_ref(), &folder_arg)?;

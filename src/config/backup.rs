@@ -27,6 +27,7 @@ pub(super) struct BackupSettings {
     pub compression_level: u32,
     pub encryption: Option<Arc<Encryption>>,
     pub decryption: Option<Arc<Decryption>>,
+    pub local_copy: bool,
 }
 
 impl BackupSettings {
@@ -49,7 +50,9 @@ impl BackupSettings {
         if args.backup_dir.trim().is_empty() {
             return Err(ConfigError::invalid("BACKUP_DIR", "", "must not be empty"));
         }
+        let local_copy = super::parse_bool("BACKUP_LOCAL_COPY", &args.backup_local_copy)?;
         Ok(BackupSettings {
+            local_copy,
             backup_dir: PathBuf::from(&args.backup_dir),
             databases,
             jobs,

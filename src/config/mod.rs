@@ -87,6 +87,29 @@ impl<T> Destination<T> {
     }
 }
 
+/// `BACKUP_LOCAL_COPY=false` needs S3 to write to, and leaves rsync nothing to ship (it
+/// copies the local folder): both are configuration errors (78) that name the two settings.
+fn direct_to_s3_needs(
+    s3: &Destination<S3Config>,
+    rsync: &Destination<RsyncConfig>,
+) -> Result<(), ConfigError> {
+    if !s3.is_enabled() {
+        return Err(ConfigError::Incomplete(
+            "BACKUP_LOCAL_COPY=false streams every backup straight into S3, but S3_ENABLED is \
+             not true: set S3_ENABLED=true and its settings, or BACKUP_LOCAL_COPY=true"
+                .into(),
+        ));
+    }
+    if rsync.is_enabled() {
+        return Err(ConfigError::Incomplete(
+            "BACKUP_LOCAL_COPY=false keeps no local copy, which RSYNC_ENABLED=true needs (rsync \
+             ships the local folders): set RSYNC_ENABLED=false, or BACKUP_LOCAL_COPY=true"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Every setting a run may need, validated.
 #[derive(Debug)]
 pub struct Config {
@@ -102,6 +125,8 @@ pub struct Config {
     pub encryption: Option<Arc<Encryption>>,
     /// `AGE_IDENTITY_FILE`: what verify and restore decrypt with.
     pub decryption: Option<Arc<Decryption>>,
+    /// `BACKUP_LOCAL_COPY`: false when `dump` writes straight into S3 and keeps nothing here.
+    pub local_copy: bool,
     pub local_retention: RetentionRules,
     pub s3: Destination<S3Config>,
     pub rsync: Destination<RsyncConfig>,
@@ -126,6 +151,9 @@ impl Config {
             ConfigError::invalid("DRILL_SCHEDULE", &args.drill_schedule, reason)
         })?;
         let log_format = LogFormat::parse(&args.log_format)?;
+        if !backup.local_copy {
+            direct_to_s3_needs(&s3, &rsync)?;
+        }
         Ok(Config {
             pg,
             backup_dir: backup.backup_dir,
@@ -136,6 +164,7 @@ impl Config {
             compression_level: backup.compression_level,
             encryption: backup.encryption,
             decryption: backup.decryption,
+            local_copy: backup.local_copy,
             local_retention,
             s3,
             rsync,

@@ -5,8 +5,9 @@
 //! Databases are dumped a bounded number at once; a failure that dooms the run stops the
 //! others early.
 //!
-//! Everything here writes into the work folder it is given; naming, publishing and the run's
-//! report are the `dump` command's.
+//! Everything here writes into the folder it is given (a [`FileStore`]: the local work
+//! folder, or the folder at S3 for a dump without local copy); naming, publishing and the
+//! run's report are the `dump` command's.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
@@ -25,6 +26,7 @@ use crate::backup::cluster::{
     CLUSTER_TRAILER, DATABASES_HEADER, create_filter, database_header, missing_database_note,
 };
 use crate::backup::codec::{Compression, Encryption, Format, Layout};
+use crate::backup::store::{FileStore, SinkFailed};
 use crate::backup::writer::{AssembledFile, FileWriter, WrittenFile};
 use crate::pg::{PgError, PgTools, ToolVersion, conninfo};
 use crate::process::{Running, Tail, describe_status, enlarge_pipe};
@@ -61,6 +63,20 @@ fn scratch_name(i: usize, layout: &Layout) -> String {
 
 fn cluster_head_name(layout: &Layout) -> String {
     format!(".cluster_head{}", layout.sql().suffix())
+}
+
+/// The globals are small; this only sizes an upload's parts.
+const GLOBALS_SIZE_HINT: u64 = 64 * 1024 * 1024;
+
+/// Removes the scratch files the cluster file was assembled from (`jobs`: every job of the
+/// run), wherever the store keeps them.
+pub fn remove_scratch(store: &dyn FileStore, layout: &Layout, jobs: &[Job]) {
+    store.remove(&cluster_head_name(layout));
+    for job in jobs {
+        if matches!(job.section, Section::Filtered | Section::PlainOnly) {
+            store.remove(&scratch_name(job.index, layout));
+        }
+    }
 }
 
 /// The published folder holds backup files only: sections and heads were this run's own.
@@ -100,12 +116,14 @@ pub struct Job {
     pub owner: String,
     pub per_database: bool,
     pub section: Section,
+    /// `pg_database_size`: plans the parts of an upload.
+    pub size: u64,
 }
 
 /// What every part of one dump shares: the tools, the work folder and the file layout.
 pub struct JobContext<'a> {
     tools: &'a PgTools,
-    work: &'a Path,
+    store: &'a dyn FileStore,
     layout: Layout,
     level: u32,
     enc: Option<&'a Encryption>,
@@ -118,7 +136,7 @@ impl<'a> JobContext<'a> {
     /// `pg_dump`: the version chosen for this server, which decides its compression flags.
     pub fn new(
         tools: &'a PgTools,
-        work: &'a Path,
+        store: &'a dyn FileStore,
         layout: Layout,
         level: u32,
         enc: Option<&'a Encryption>,
@@ -126,7 +144,7 @@ impl<'a> JobContext<'a> {
     ) -> JobContext<'a> {
         JobContext {
             tools,
-            work,
+            store,
             layout,
             level,
             enc,
@@ -262,19 +280,23 @@ const CLUSTER_COMPLETE: &[u8] = b"-- PostgreSQL database cluster dump complete";
 pub fn dump_globals(ctx: &JobContext<'_>) -> Result<Globals, DumpError> {
     let sql = ctx.layout.sql();
     let mut file = FileWriter::create(
-        &ctx.work.join(ctx.layout.globals_file()),
+        ctx.store,
+        &ctx.layout.globals_file(),
         sql,
         ctx.level,
         ctx.enc,
         false,
+        GLOBALS_SIZE_HINT,
     )?;
     let mut head = match ctx.layout.format {
         Format::Plain => Some(FileWriter::create(
-            &ctx.work.join(cluster_head_name(&ctx.layout)),
+            ctx.store,
+            &cluster_head_name(&ctx.layout),
             sql,
             ctx.level,
             ctx.enc,
             true,
+            GLOBALS_SIZE_HINT,
         )?),
         Format::Custom => None,
     };
@@ -423,11 +445,15 @@ fn dump_database(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, JobFailure>
                 ctx.layout.database_file(&job.database),
                 scratch_name(job.index, &ctx.layout),
             ] {
-                let _ = std::fs::remove_file(ctx.work.join(name));
+                ctx.store.remove(&name);
             }
             let fatal = match &e {
                 DumpError::Pg(p) => p.is_unreachable() || matches!(p, PgError::Spawn { .. }),
-                DumpError::Backup(BackupError::Write { .. }) => true,
+                // A file that outgrew its upload fails alone; a destination that fails, or
+                // a full disk, fails every file.
+                DumpError::Backup(BackupError::Write { source, .. }) => {
+                    !SinkFailed::of(source).is_some_and(|f| f.only_this_file)
+                }
                 DumpError::Interrupted | DumpError::Cancelled | DumpError::Internal(_) => true,
                 DumpError::Backup(_) | DumpError::Data(_) => false,
             };
@@ -453,21 +479,25 @@ fn dump_database_inner(ctx: &JobContext<'_>, job: &Job) -> Result<JobDone, DumpE
     let custom = ctx.layout.format == Format::Custom && job.per_database;
     let mut file = match job.per_database {
         true => Some(FileWriter::create(
-            &ctx.work.join(ctx.layout.database_file(&job.database)),
+            ctx.store,
+            &ctx.layout.database_file(&job.database),
             ctx.layout.database(),
             ctx.level,
             ctx.enc,
             job.section == Section::SameAsFile,
+            job.size,
         )?),
         false => None,
     };
     let mut section = match job.section {
         Section::Filtered | Section::PlainOnly => Some(FileWriter::create(
-            &ctx.work.join(scratch_name(job.index, &ctx.layout)),
+            ctx.store,
+            &scratch_name(job.index, &ctx.layout),
             ctx.layout.sql(),
             ctx.level,
             ctx.enc,
             true,
+            job.size,
         )?),
         Section::None | Section::SameAsFile => None,
     };
@@ -549,13 +579,25 @@ pub fn assemble_cluster(
         .head
         .as_ref()
         .ok_or_else(|| DumpError::Internal("no globals head for the cluster file".into()))?;
+    let parts = |db: &String| {
+        done.get(db)
+            .and_then(|d| d.section.as_ref().or(d.file.as_ref()))
+    };
+    let size: u64 = head.bytes
+        + cluster
+            .iter()
+            .filter_map(parts)
+            .map(|p| p.bytes)
+            .sum::<u64>();
     let mut out = AssembledFile::create(
-        &ctx.work.join(ctx.layout.cluster_file()),
+        ctx.store,
+        &ctx.layout.cluster_file(),
         ctx.layout.sql(),
         ctx.level,
         ctx.enc,
+        size,
     )?;
-    out.append_file(head, ctx.enc)?;
+    out.append_file(ctx.store, head, ctx.enc)?;
     out.append_text(DATABASES_HEADER)?;
     for db in cluster {
         if crate::signals::interrupted() {
@@ -569,7 +611,7 @@ pub fn assemble_cluster(
         let part = d.section.as_ref().or(d.file.as_ref()).ok_or_else(|| {
             DumpError::Internal(format!("no cluster section for database \"{db}\""))
         })?;
-        out.append_file(part, ctx.enc)?;
+        out.append_file(ctx.store, part, ctx.enc)?;
     }
     out.append_text(CLUSTER_TRAILER)?;
     Ok(out.finish()?)

@@ -297,14 +297,15 @@ pub fn newest_complete(entries: &[FolderEntry], now: DateTime<Utc>) -> Option<&F
         .max_by(|a, b| a.folder.cmp(&b.folder))
 }
 
-/// Opens the destinations a command works on: `only` one of them, or local plus every enabled
-/// one. Asking for a destination that is not enabled is a configuration error (78).
+/// Opens the destinations a command works on: `only` one of them, or local (unless dump
+/// keeps no local copy) plus every enabled one. Asking for a destination that is not
+/// enabled is a configuration error (78).
 pub fn open_all(
     cfg: &crate::config::Config,
     only: Option<SourceKind>,
 ) -> Result<Vec<Box<dyn Storage>>, StorageError> {
     let mut out: Vec<Box<dyn Storage>> = Vec::new();
-    if only.is_none() || only == Some(SourceKind::Local) {
+    if only == Some(SourceKind::Local) || (only.is_none() && cfg.local_copy) {
         out.push(Box::new(local::LocalStorage::new(&cfg.backup_dir)));
     }
     for kind in [SourceKind::S3, SourceKind::Remote] {

@@ -21,7 +21,7 @@ const DELETES_IN_FLIGHT: usize = 16;
 
 impl S3Storage {
     /// Every object under `prefix`, 1,000 keys per request.
-    async fn list_objects(&self, prefix: &str) -> Result<Vec<Object>, StorageError> {
+    pub(super) async fn list_objects(&self, prefix: &str) -> Result<Vec<Object>, StorageError> {
         let mut out = Vec::new();
         let mut pages = self
             .client

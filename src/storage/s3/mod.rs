@@ -20,9 +20,11 @@
 mod client;
 mod listing;
 mod read;
+mod stream;
 mod upload;
 
 pub use client::root_cause;
+pub use stream::{S3FolderStore, stream_part_size};
 pub use upload::choose_part_size;
 
 use std::collections::BTreeMap;

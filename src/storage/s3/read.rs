@@ -67,14 +67,18 @@ impl S3Storage {
                 "{file:?} is not a backup file name"
             )));
         }
-        let key = self.key(folder.as_str(), file);
+        self.open_key(&self.key(folder.as_str(), file))
+    }
+
+    /// An object of ours as a stream.
+    pub(super) fn open_key(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
         let out = self
             .rt
             .block_on(
                 self.client
                     .get_object()
                     .bucket(&self.bucket)
-                    .key(&key)
+                    .key(key)
                     .send(),
             )
             .map_err(|e| match e {

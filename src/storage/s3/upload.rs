@@ -19,12 +19,12 @@ use crate::backup::{BackupError, FolderName, MANIFEST_FILE, Manifest};
 use crate::storage::local::LocalFolder;
 use crate::storage::{PutStats, StorageError};
 
-const MIB: u64 = 1024 * 1024;
+pub(super) const MIB: u64 = 1024 * 1024;
 /// Files up to this size go in one PUT (unless S3_PART_SIZE is smaller).
 const MULTIPART_THRESHOLD: u64 = 64 * MIB;
 /// Smallest part we choose ourselves (S3's minimum is 5 MiB).
 const MIN_PART: u64 = 16 * MIB;
-const MAX_PART: u64 = 5 * 1024 * MIB;
+pub(super) const MAX_PART: u64 = 5 * 1024 * MIB;
 /// Parts uploaded at once: bounded, so memory is too (bodies stream from the file).
 const PARTS_IN_FLIGHT: usize = 8;
 const READ_BUFFER: usize = 1024 * 1024;
@@ -167,12 +167,27 @@ impl S3Storage {
 
     /// A PUT of `key` with what every object of ours carries (server-side encryption, KMS
     /// key, storage class): one place for the per-object headers.
-    fn put_object(
+    pub(super) fn put_object(
         &self,
         key: &str,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         self.client
             .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.kms_key.clone())
+            .set_storage_class(self.storage_class.clone())
+    }
+
+    /// A multipart upload of `key` with the same per-object headers as [`Self::put_object`].
+    pub(super) fn create_multipart(
+        &self,
+        key: &str,
+    ) -> aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder
+    {
+        self.client
+            .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .set_server_side_encryption(self.sse.clone())
@@ -261,13 +276,7 @@ impl S3Storage {
         let part_size = self.part_size_for(size)?;
         let parts = size.div_ceil(part_size);
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_server_side_encryption(self.sse.clone())
-            .set_ssekms_key_id(self.kms_key.clone())
-            .set_storage_class(self.storage_class.clone())
+            .create_multipart(key)
             .metadata("sha256", sha256)
             .send()
             .await
@@ -306,7 +315,7 @@ impl S3Storage {
         }
     }
 
-    async fn abort(&self, key: &str, upload_id: &str) {
+    pub(super) async fn abort(&self, key: &str, upload_id: &str) {
         let r = self
             .client
             .abort_multipart_upload()

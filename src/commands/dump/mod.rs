@@ -5,14 +5,17 @@
 //! into `postgres_db_<name>.sql.gz`, and the cluster file is assembled afterwards from the
 //! globals and those same compressed files as a multi-member gzip (see `backup::cluster`).
 //! Everything is written into a hidden work folder that is renamed into place when every
-//! file is on disk; `manifest.json` comes last.
+//! file is on disk, or with `BACKUP_LOCAL_COPY=false` straight into the folder at S3
+//! (`target`); `manifest.json` comes last.
 //!
 //! The files themselves are written by `crate::dump`; this command picks the
 //! databases, names and publishes the folder, and reports.
 
+mod target;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -22,18 +25,18 @@ use crate::backup::codec::{Encryption, Format, Layout};
 use crate::backup::writer::WrittenFile;
 use crate::backup::{
     BackupError, EncryptionInfo, FailedDatabase, FileEntry, FileKind, FolderName, Manifest,
-    ManifestStatus, ServerInfo, manifest_fsync_dir,
+    ManifestStatus, ServerInfo,
 };
 use crate::config::{Config, DatabaseFilter};
 use crate::dump::{
     DumpError, Job, JobContext, JobDone, JobFailure, Section, assemble_cluster, dump_globals,
-    remove_scratch_files, run_jobs,
+    remove_scratch, run_jobs,
 };
 use crate::error::{Error, ErrorInfo, Result};
 use crate::lock::RunLock;
 use crate::pg::{PgTools, ServerVersion, ToolVersion};
 use crate::report::Outcome;
-use crate::storage::local::work_folder_name;
+use target::Target;
 
 #[derive(Debug, Serialize)]
 struct DumpedDatabase {
@@ -54,6 +57,8 @@ struct DatabaseFailure {
 struct DumpDetails {
     folder: Option<String>,
     path: Option<String>,
+    /// `local`, or `s3` when the folder was written straight to S3 (no local copy).
+    destination: &'static str,
     backup_status: Option<ManifestStatus>,
     server_version: String,
     pg_dump_version: String,
@@ -76,6 +81,12 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let started_at = Utc::now();
     create_root(&cfg.backup_dir)?;
     let _lock = RunLock::acquire(&cfg.backup_dir, "dump")?;
+    // Without local copy the folder is made at S3: reachable, and these keys may write,
+    // before any database is read.
+    let s3 = match cfg.local_copy {
+        true => None,
+        false => Some(open_s3(cfg)?),
+    };
     let mut tools = PgTools::new(&cfg.pg)?;
     let server = tools.server_version()?;
     let pg_dump = tools.use_for_dump(&server)?;
@@ -83,9 +94,12 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let plan = plan(&tools, &cfg.databases, cfg.layout.format)?;
     crate::signals::check()?;
 
-    let (folder, work) = create_work_folder(&cfg.backup_dir)?;
-    let mut guard = WorkFolderGuard(Some(work.clone()));
-    tracing::info!(folder = %folder, databases = plan.jobs.len(), "dump started");
+    let mut target = match s3 {
+        None => Target::local(&cfg.backup_dir)?,
+        Some(storage) => Target::s3(storage)?,
+    };
+    let folder = target.folder.clone();
+    tracing::info!(folder = %folder, destination = target.destination(), databases = plan.jobs.len(), "dump started");
 
     let facts = RunFacts {
         folder,
@@ -95,10 +109,12 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         pg_dump_path,
     };
     let mut details = DumpDetails::new(cfg, &facts);
+    details.destination = target.destination();
     details.databases_failed.extend(plan.unnamable.clone());
+    let store = target.store();
     let ctx = JobContext::new(
         &tools,
-        &work,
+        store.as_ref(),
         cfg.layout,
         cfg.compression_level,
         cfg.encryption.as_deref(),
@@ -125,6 +141,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         },
         Format::Custom => None,
     };
+    remove_scratch(store.as_ref(), &cfg.layout, &plan.jobs);
+    drop(store);
     let files = file_entries(cfg, cluster.as_ref(), &globals.file, &done, &mut details);
     let status = if details.databases_failed.is_empty() {
         ManifestStatus::Complete
@@ -140,14 +158,10 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     cluster_order(&mut cluster_dbs);
     let manifest = build_manifest(cfg, &facts, status, cluster_dbs, &files, &details);
 
-    let final_dir = cfg.backup_dir.join(facts.folder.as_str());
-    if let Err(e) = publish(&cfg.backup_dir, &work, &final_dir, &manifest) {
-        let _ = std::fs::remove_dir_all(&final_dir);
-        return Ok(Outcome::failed(Error::from(e).info(), details));
+    if let Err(e) = target.publish(&manifest) {
+        return Ok(Outcome::failed(e.info(), details));
     }
-    guard.disarm();
-
-    details.finish(files, &facts.folder, &final_dir, status);
+    details.finish(files, &facts.folder, target.shown(), status);
     tracing::info!(folder = %facts.folder, bytes = details.total_bytes, ?status, "dump finished");
     Ok(match details.databases_failed.first() {
         None => Outcome::ok(details),
@@ -185,7 +199,7 @@ impl DumpDetails {
         &mut self,
         files: Vec<FileEntry>,
         folder: &FolderName,
-        final_dir: &Path,
+        shown: String,
         status: ManifestStatus,
     ) {
         self.total_bytes = files.iter().map(|f| f.bytes).sum();
@@ -196,7 +210,7 @@ impl DumpDetails {
             .sum();
         self.files = files;
         self.folder = Some(folder.to_string());
-        self.path = Some(final_dir.display().to_string());
+        self.path = Some(shown);
         self.backup_status = Some(status);
     }
 }
@@ -326,24 +340,6 @@ fn build_manifest(
     }
 }
 
-/// The work folder becomes the backup folder, and only then gets its manifest: a folder
-/// under its real name is complete only once the manifest is there.
-fn publish(
-    root: &Path,
-    work: &Path,
-    final_dir: &Path,
-    manifest: &Manifest,
-) -> std::result::Result<(), BackupError> {
-    remove_scratch_files(work)?;
-    let werr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BackupError::Write { path, source }
-    };
-    std::fs::rename(work, final_dir).map_err(werr(final_dir))?;
-    manifest_fsync_dir(root).map_err(werr(root))?;
-    manifest.write_atomic(final_dir)
-}
-
 fn entry(name: &str, kind: FileKind, database: Option<String>, w: &WrittenFile) -> FileEntry {
     FileEntry {
         name: name.to_string(),
@@ -369,6 +365,15 @@ fn encryption_info(enc: Option<&Encryption>) -> Option<EncryptionInfo> {
     })
 }
 
+/// The bucket a dump without local copy writes to (`BACKUP_LOCAL_COPY=false` is refused
+/// at start-up unless S3 is enabled).
+fn open_s3(cfg: &Config) -> Result<crate::storage::s3::S3Storage> {
+    let s3 = cfg.s3.get()?.ok_or_else(|| {
+        Error::Internal("BACKUP_LOCAL_COPY=false without S3 passed the settings check".into())
+    })?;
+    Ok(crate::storage::s3::S3Storage::new(s3)?)
+}
+
 /// Creates `BACKUP_DIR` (mode 0700) when it is missing.
 fn create_root(dir: &Path) -> Result<()> {
     match std::fs::DirBuilder::new()
@@ -382,54 +387,6 @@ fn create_root(dir: &Path) -> Result<()> {
             source,
         }
         .into()),
-    }
-}
-
-/// Picks the folder name (UTC now; a later second if a folder of this second exists) and
-/// creates its hidden work folder.
-fn create_work_folder(root: &Path) -> Result<(FolderName, PathBuf)> {
-    for _ in 0..5 {
-        let folder = FolderName::from_time(Utc::now());
-        let work = root.join(work_folder_name(&folder));
-        if root.join(folder.as_str()).exists() {
-            std::thread::sleep(std::time::Duration::from_millis(1000));
-            continue;
-        }
-        match std::fs::DirBuilder::new().mode(0o700).create(&work) {
-            Ok(()) => return Ok((folder, work)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Left by a killed run of the same second; we hold the lock, so it is dead.
-                std::fs::remove_dir_all(&work).map_err(|source| BackupError::CreateFolder {
-                    path: work.clone(),
-                    source,
-                })?;
-            }
-            Err(source) => {
-                return Err(BackupError::CreateFolder { path: work, source }.into());
-            }
-        }
-    }
-    Err(Error::Internal(
-        "could not find a free folder name after 5 attempts".into(),
-    ))
-}
-
-/// Removes the work folder unless the run published it.
-struct WorkFolderGuard(Option<PathBuf>);
-
-impl WorkFolderGuard {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for WorkFolderGuard {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.take()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
-        {
-            tracing::warn!("could not remove the work folder {}: {e}", dir.display());
-        }
     }
 }
 
@@ -496,7 +453,7 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter, format: Format) -> Result<Plan
     let mut cluster = Vec::new();
     let mut sized: Vec<&(String, u64)> = all.iter().collect();
     sized.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    for (name, _) in sized {
+    for (name, size) in sized {
         if excluded(name) {
             continue;
         }
@@ -521,6 +478,7 @@ fn plan(tools: &PgTools, filter: &DatabaseFilter, format: Format) -> Result<Plan
             owner: owners.get(name).cloned().unwrap_or_default(),
             per_database,
             section,
+            size: *size,
         });
     }
     cluster_order(&mut cluster);
