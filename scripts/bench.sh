@@ -2,7 +2,7 @@
 # Measures pg-backups against the pipelines a user would otherwise run, as ratios from the
 # same run, and peak memory with /usr/bin/time -v. A benchmark, not a test: it prints figures.
 #
-#   scripts/bench.sh [dump|ship|verify|prune|size|formats[-dump|-restore]|encryption|all]
+#   scripts/bench.sh [dump|ship|direct|verify|prune|size|formats[-dump|-restore]|encryption|all]
 #
 # Data sets (built once, kept in $BENCH_DIR between runs, on PostgreSQL 15):
 #   pgbench  pgbench -i -s 100 (~1.5 GB; its dump compresses ~35:1: shows the cost of reading)
@@ -232,6 +232,34 @@ bench_ship() {
     unset BACKUP_DIR S3_ENABLED S3_BUCKET S3_ENDPOINT S3_FORCE_PATH_STYLE S3_ACCESS_KEY S3_SECRET_KEY S3_PREFIX
 }
 
+# --- dump straight to S3 (BACKUP_LOCAL_COPY=false) ------------------------------------------
+bench_direct() {
+    start_weed
+    local EP=http://127.0.0.1:18433 OUT=$BENCH_DIR/direct
+    export S3_ENABLED=true S3_BUCKET=bench S3_ENDPOINT=$EP S3_FORCE_PATH_STYLE=true \
+        S3_ACCESS_KEY=AKIDBENCH S3_SECRET_KEY=bench-secret-key BACKUP_COMPRESSION_LEVEL=6 BACKUP_JOBS=2
+    for set in random pgbench; do
+        use "$set"
+        note "direct: $set, dump straight to S3 against dump + ship"
+        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/direct-$set.json" \
+            --prepare "rm -rf $OUT && mkdir -p $OUT && aws --endpoint-url $EP s3 rm --recursive --quiet s3://bench/" \
+            -n "dump + ship" "BACKUP_DIR=$OUT/local S3_PREFIX=shipped $BIN dump >/dev/null 2>&1 && BACKUP_DIR=$OUT/local S3_PREFIX=shipped $BIN ship >/dev/null 2>&1" \
+            -n "dump, BACKUP_LOCAL_COPY=false" "BACKUP_DIR=$OUT/direct S3_PREFIX=direct BACKUP_LOCAL_COPY=false $BIN dump >/dev/null 2>&1"
+        local both direct; both=$(mean "$BENCH_DIR/direct-$set.json" 0); direct=$(mean "$BENCH_DIR/direct-$set.json" 1)
+        rm -rf "$OUT"; mkdir -p "$OUT"
+        local rss; rss=$(BACKUP_DIR=$OUT/direct S3_PREFIX=direct BACKUP_LOCAL_COPY=false peak_rss_mib "$BIN" dump)
+        # The part size planned for a 100 GiB database (31 MiB at S3_MAX_PARTS=10000), forced
+        # on this one: memory depends on the part size, not on the database.
+        local rss100; rss100=$(BACKUP_DIR=$OUT/direct S3_PREFIX=direct BACKUP_LOCAL_COPY=false S3_PART_SIZE=31MiB peak_rss_mib "$BIN" dump)
+        report "direct dump $set: ${direct}s vs dump + ship ${both}s: ratio $(ratio "$direct" "$both") (target <= 1.1);" \
+               "peak RSS ${rss} MiB, with 100 GiB parts (31 MiB) ${rss100} MiB (target <= 256)"
+        rm -rf "$OUT"
+    done
+    aws --endpoint-url $EP s3 rm --recursive --quiet s3://bench/
+    stop_weed
+    unset S3_ENABLED S3_BUCKET S3_ENDPOINT S3_FORCE_PATH_STYLE S3_ACCESS_KEY S3_SECRET_KEY BACKUP_COMPRESSION_LEVEL BACKUP_JOBS
+}
+
 # --- verify and restore --------------------------------------------------------------------
 PORTS[target]=55104
 bench_verify_restore() {
@@ -437,6 +465,7 @@ case $WHAT in
     prepare) ;;
     dump) bench_dump ;;
     ship) bench_ship ;;
+    direct) bench_direct ;;
     verify|restore) bench_verify_restore ;;
     prune|check) bench_prune ;;
     size) bench_size ;;
@@ -444,7 +473,7 @@ case $WHAT in
     formats-dump) bench_formats_dump ;;
     formats-restore) bench_formats_restore ;;
     encryption) bench_encryption ;;
-    all) bench_size; bench_dump; bench_ship; bench_verify_restore; bench_prune; bench_formats; bench_encryption ;;
+    all) bench_size; bench_dump; bench_ship; bench_direct; bench_verify_restore; bench_prune; bench_formats; bench_encryption ;;
     *) echo "unknown benchmark $WHAT" >&2; exit 64 ;;
 esac
 note "results (also in $RESULTS)"

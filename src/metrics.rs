@@ -179,8 +179,10 @@ fn apply_run(series: &mut Series, c: &str, r: &Value) {
 }
 
 fn apply_dump(series: &mut Series, c: &str, r: &Value) {
+    // A dump without local copy wrote its folder to S3.
+    let dest = r["destination"].as_str().unwrap_or("local");
     if let Some(bytes) = r["total_bytes"].as_f64() {
-        let labels = format!("{c},{}", destination_label("local"));
+        let labels = format!("{c},{}", destination_label(dest));
         set(series, "pg_backups_bytes", &labels, bytes);
     }
     if r["backup_status"] == "complete"
@@ -189,7 +191,7 @@ fn apply_dump(series: &mut Series, c: &str, r: &Value) {
         set(
             series,
             "pg_backups_newest_complete_timestamp_seconds",
-            &destination_label("local"),
+            &destination_label(dest),
             t,
         );
     }

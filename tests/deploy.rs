@@ -146,6 +146,7 @@ fn every_variable_is_in_env_example_readme_and_help_and_nothing_else_is() {
         ("BACKUP_COMPRESSION", "gzip"),
         // Empty: the default of the compression (6 for gzip, 3 for zstd).
         ("BACKUP_COMPRESSION_LEVEL", ""),
+        ("BACKUP_LOCAL_COPY", "true"),
         ("RESTORE_JOBS", "1"),
         ("LOCAL_RETENTION_DAYS", "1"),
         ("LOCAL_KEEP_LAST", "3"),

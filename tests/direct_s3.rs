@@ -88,8 +88,16 @@ fn round_trip(source: &PgServer, s3: &S3Server, case: &Case) {
         envs = with(&envs, "AGE_IDENTITY_FILE", key.to_str().unwrap());
     }
     let dir = tempfile::tempdir().unwrap();
+    let metrics = keys.path().join("pg_backups.prom");
+    envs = with(&envs, "METRICS_FILE", metrics.to_str().unwrap());
     let run = pgb_run(&envs, dir.path(), &["dump"]).expect(0);
     assert_eq!(run.json["destination"], "s3", "{}", run.stdout);
+    let exported = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        exported.contains("pg_backups_newest_complete_timestamp_seconds{destination=\"s3\"}"),
+        "{exported}"
+    );
+    assert!(!exported.contains("destination=\"local\""), "{exported}");
     let folder = run.json["folder"].as_str().unwrap().to_string();
     assert_eq!(
         run.json["path"],
@@ -123,6 +131,17 @@ fn round_trip(source: &PgServer, s3: &S3Server, case: &Case) {
         verified.stdout
     );
     assert_only_the_lock_and_drill_log(dir.path());
+    // pin and prune work at S3, and there is nothing local to prune.
+    pgb_run(&envs, dir.path(), &["pin", &folder]).expect(0);
+    let pruned = pgb_run(&envs, dir.path(), &["prune"]).expect(0);
+    let pruned_at: Vec<&str> = pruned.json["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(pruned_at, ["s3"], "{}", pruned.stdout);
+    assert!(s3.keys(BUCKET, &format!("{}/{folder}/", case.prefix)).len() > 2);
 
     let target = PgServer::start(source.version);
     let base = restore_env(

@@ -142,6 +142,18 @@ pub fn is_safe_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'%'))
 }
 
+/// The scratch files a dump keeps beside its files until the cluster file is assembled
+/// (`.section_<n><suffix>`, `.cluster_head<suffix>`): in the work folder, or at S3 for a dump
+/// without local copy, where a killed run's uploads of them are cleared like any of ours.
+pub const SCRATCH_PREFIXES: [&str; 2] = [".section_", ".cluster_head"];
+
+pub fn is_scratch_file_name(name: &str) -> bool {
+    SCRATCH_PREFIXES.iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|rest| is_safe_file_name(&format!("x{rest}")))
+    })
+}
+
 /// Whether `name` is a file that pg-backups writes into a folder (a data file of any format,
 /// the manifest, the pin marker): what a cleanup may touch.
 pub fn is_backup_file_name(name: &str) -> bool {
@@ -313,6 +325,25 @@ impl BackupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dumps_scratch_files_are_recognised_and_nothing_else() {
+        for name in [
+            ".section_0.sql.gz",
+            ".section_12.sql.zst.age",
+            ".cluster_head.sql.gz",
+        ] {
+            assert!(is_scratch_file_name(name), "{name}");
+        }
+        for name in [
+            ".section_0/../x",
+            ".cluster_head/a",
+            ".other",
+            "postgres_db_a.sql.gz",
+        ] {
+            assert!(!is_scratch_file_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn folder_names_must_be_real_utc_timestamps() {

@@ -21,13 +21,13 @@ use thiserror::Error;
 mod screen;
 use screen::Screen;
 
-use crate::backup::BackupError;
 use crate::backup::cluster::{
     CLUSTER_TRAILER, DATABASES_HEADER, create_filter, database_header, missing_database_note,
 };
 use crate::backup::codec::{Compression, Encryption, Format, Layout};
 use crate::backup::store::{FileStore, SinkFailed};
 use crate::backup::writer::{AssembledFile, FileWriter, WrittenFile};
+use crate::backup::{BackupError, SCRATCH_PREFIXES};
 use crate::pg::{PgError, PgTools, ToolVersion, conninfo};
 use crate::process::{Running, Tail, describe_status, enlarge_pipe};
 
@@ -58,11 +58,11 @@ pub enum DumpError {
 /// Cluster sections and the globals head live beside the files until assembly (encrypted
 /// like them: no plaintext byte reaches the disk).
 fn scratch_name(i: usize, layout: &Layout) -> String {
-    format!(".section_{i}{}", layout.sql().suffix())
+    format!("{}{i}{}", SCRATCH_PREFIXES[0], layout.sql().suffix())
 }
 
 fn cluster_head_name(layout: &Layout) -> String {
-    format!(".cluster_head{}", layout.sql().suffix())
+    format!("{}{}", SCRATCH_PREFIXES[1], layout.sql().suffix())
 }
 
 /// The globals are small; this only sizes an upload's parts.

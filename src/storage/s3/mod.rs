@@ -96,7 +96,9 @@ impl S3Storage {
         };
         match rest.split_once('/') {
             Some((folder, file)) => {
-                FolderName::parse(folder).is_some() && crate::backup::is_backup_file_name(file)
+                FolderName::parse(folder).is_some()
+                    && (crate::backup::is_backup_file_name(file)
+                        || crate::backup::is_scratch_file_name(file))
             }
             None => false,
         }
