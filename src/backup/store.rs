@@ -5,12 +5,12 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use super::BackupError;
-use super::writer::create_private;
 
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -55,6 +55,19 @@ impl SinkFailed {
     pub fn of(e: &std::io::Error) -> Option<&SinkFailed> {
         e.get_ref().and_then(|i| i.downcast_ref::<SinkFailed>())
     }
+}
+
+/// Creates a backup file readable by its owner only; an existing file is an error.
+pub fn create_private(path: &Path) -> Result<File, BackupError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| BackupError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The hidden work folder of a local dump.

@@ -1,9 +1,7 @@
 //! Files written in one streaming pass: gzip, SHA-256 and sizes computed while writing, so a
 //! backup file is never read back to be checked.
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -68,19 +66,6 @@ pub struct WrittenFile {
     /// inside too, as cheaply as the stored bytes.
     pub content_sha256: Option<String>,
     pub codec: FileCodec,
-}
-
-/// Creates a backup file readable by its owner only; an existing file is an error.
-pub fn create_private(path: &Path) -> Result<File, BackupError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| BackupError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 type Stored<'s> = HashingWriter<Box<dyn StoredSink + 's>>;
@@ -315,6 +300,7 @@ mod tests {
     use super::*;
     use crate::backup::codec::{Compression, Format};
     use crate::backup::store::LocalStore;
+    use std::fs::File;
     use flate2::read::MultiGzDecoder;
     use std::os::unix::fs::PermissionsExt;
 
