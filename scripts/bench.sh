@@ -23,8 +23,8 @@ PG17=${PGB_PG17_DIR:-/opt/pg-backups-test/pg17}/bin
 PASSWORD=bench-password
 
 scripts/install-deps.sh --bench
-cargo build --release --quiet
-BIN=$ROOT/target/release/pg-backups
+# BENCH_BIN: measure that binary (another target's build, say) instead of building this one.
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=$ROOT/target/release/pg-backups; fi
 
 mkdir -p "$BENCH_DIR"
 chmod 755 "$BENCH_DIR"
