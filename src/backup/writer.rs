@@ -300,8 +300,8 @@ mod tests {
     use super::*;
     use crate::backup::codec::{Compression, Format};
     use crate::backup::store::LocalStore;
-    use std::fs::File;
     use flate2::read::MultiGzDecoder;
+    use std::fs::File;
     use std::os::unix::fs::PermissionsExt;
 
     fn gzip() -> FileCodec {
