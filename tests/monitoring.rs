@@ -274,8 +274,9 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 word.as_str(),
                 "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
             ) {
-                // The label list that follows, up to its ')', names labels.
-                skip_list = true;
+                // The label list that follows, up to its ')', names labels (group_left may
+                // have none).
+                skip_list = function;
             } else if !(skip_list || function || exponent || keyword) {
                 names.insert(word);
             }
@@ -347,6 +348,10 @@ fn metric_names_reads_promql_as_the_tests_need() {
     );
     assert_eq!(
         names(r#"a{c="d"} and on (instance, job, command) b == 1 or c > 1e3"#),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        names("a * on (x) group_left b + sum without (y) (c[5m])"),
         ["a", "b", "c"]
     );
     assert_eq!(
