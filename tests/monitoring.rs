@@ -154,6 +154,8 @@ struct RealMetrics {
     healthy: String,
     /// The same file after one more dump, which could not reach the server.
     failed_dump: String,
+    /// The max age `check` allowed with the default BACKUP_SCHEDULE.
+    check_max_age_seconds: u64,
 }
 
 /// The METRICS_FILE of real runs, made once for every test of this file.
@@ -183,10 +185,11 @@ fn real_metrics() -> &'static RealMetrics {
             &["ship"],
             &["prune"],
             &["verify", "latest", "--restore-test"],
-            &["check"],
         ] {
             pgb_run(&env, &backups, args).expect(0);
         }
+        let check = pgb_run(&env, &backups, &["check"]).expect(0);
+        let check_max_age_seconds = check.json["max_age_seconds"].as_u64().unwrap();
         let healthy = std::fs::read_to_string(&metrics).unwrap();
         let unreachable = with(&env, "PGPORT", &free_port().to_string());
         let run = pgb_run(&unreachable, &backups, &["dump"]);
@@ -195,6 +198,7 @@ fn real_metrics() -> &'static RealMetrics {
         RealMetrics {
             healthy,
             failed_dump,
+            check_max_age_seconds,
         }
     })
 }
@@ -485,6 +489,69 @@ fn the_alerts_read_only_written_metrics_and_every_written_metric_is_alerted_on_o
             .map(String::from)
             .into()
     );
+}
+
+/// The threshold `time() - METRIC > A * B` compares with, in seconds.
+fn threshold(expr: &str, metric: &str) -> u64 {
+    let after = expr
+        .split(metric)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{metric} not in {expr}"));
+    let after = &after[after.find('>').unwrap() + 1..];
+    let product = after.split(" or ").next().unwrap();
+    product
+        .split('*')
+        .map(|f| {
+            f.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{product}"))
+        })
+        .product()
+}
+
+#[test]
+fn the_backup_age_threshold_is_the_max_age_check_uses_for_the_default_schedule() {
+    let max_age = real_metrics().check_max_age_seconds;
+    assert_eq!(max_age, 8 * 3600, "0 */6 * * *: the longest gap plus 2h");
+    let rules = rules();
+    let expr = |alert: &str| {
+        rules
+            .iter()
+            .find(|r| r["alert"] == alert)
+            .unwrap_or_else(|| panic!("no {alert}"))["expr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let too_old = expr("PgBackupsBackupTooOld");
+    assert_eq!(
+        threshold(&too_old, "pg_backups_newest_complete_timestamp_seconds"),
+        max_age
+    );
+    let not_running = expr("PgBackupsNotRunning");
+    assert_eq!(
+        threshold(
+            &not_running,
+            "pg_backups_last_run_timestamp_seconds{command=~\"dump|ship|prune\"}"
+        ),
+        max_age
+    );
+    // The hourly check of every shipped unit, plus 2h; the weekly drill plus a day.
+    assert_eq!(
+        threshold(
+            &not_running,
+            "pg_backups_last_run_timestamp_seconds{command=\"check\"}"
+        ),
+        3 * 3600
+    );
+    assert_eq!(
+        threshold(
+            &expr("PgBackupsDrillStale"),
+            "pg_backups_drill_last_success_timestamp_seconds"
+        ),
+        8 * 86400
+    );
+    assert!(read("README.md").contains("DRILL_MAX_AGE` (e.g. `8d`)"));
 }
 
 /// The series of a textfile as promtool input, as node_exporter would export them, constant
