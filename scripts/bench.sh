@@ -241,7 +241,7 @@ bench_direct() {
     for set in random pgbench; do
         use "$set"
         note "direct: $set, dump straight to S3 against dump + ship"
-        hyperfine --runs "$RUNS" --export-json "$BENCH_DIR/direct-$set.json" \
+        hyperfine --show-output --runs "$RUNS" --export-json "$BENCH_DIR/direct-$set.json" \
             --prepare "rm -rf $OUT && mkdir -p $OUT && aws --endpoint-url $EP s3 rm --recursive --quiet s3://bench/" \
             -n "dump + ship" "BACKUP_DIR=$OUT/local S3_PREFIX=shipped $BIN dump >/dev/null 2>&1 && BACKUP_DIR=$OUT/local S3_PREFIX=shipped $BIN ship >/dev/null 2>&1" \
             -n "dump, BACKUP_LOCAL_COPY=false" "BACKUP_DIR=$OUT/direct S3_PREFIX=direct BACKUP_LOCAL_COPY=false $BIN dump >/dev/null 2>&1"

@@ -682,6 +682,20 @@ fn the_helm_chart_refuses_values_that_cannot_work() {
             "restore: {enabled: true, server: main, type: database}\n",
             "restore.database",
         ),
+        // A release without local copy writes to S3 only.
+        ("local: {copy: false}\n", "needs destinations.s3.enabled"),
+        (
+            "local: {copy: false}\ndestinations: {s3: {enabled: true, bucket: b}, rsync: {enabled: true, host: h, path: /p, existingSecret: s}}\n",
+            "destinations.rsync",
+        ),
+        (
+            "local: {copy: false}\ndestinations: {s3: {enabled: true, bucket: b}}\ndrill: {maxAge: 8d}\n",
+            "drill.maxAge",
+        ),
+        (
+            "local: {copy: false}\ndestinations: {s3: {enabled: true, bucket: b}}\nrestore: {enabled: true, server: main, type: cluster, source: local}\n",
+            "restore from s3",
+        ),
     ];
     for (i, (values, expected)) in cases.iter().enumerate() {
         let file = values_file(dir.path(), &format!("bad{i}.yaml"), values);
@@ -690,6 +704,46 @@ fn the_helm_chart_refuses_values_that_cannot_work() {
         assert!(!out.status.success(), "{values} rendered");
         assert!(err.contains(expected), "{values}: {err}");
     }
+}
+
+/// `local.copy: false`: the pods have no volume (no PVC at all, BACKUP_DIR an emptyDir
+/// holding the lock) and dump streams straight to S3.
+#[test]
+fn a_helm_release_without_local_copy_has_no_volume_and_dumps_straight_to_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = values_file(
+        dir.path(),
+        "direct.yaml",
+        "local: {copy: false}\ndestinations: {s3: {enabled: true, bucket: backups, existingSecret: s3}}\n\
+         restore: {enabled: true, server: main, type: cluster, source: s3}\n",
+    );
+    let docs = template(&[&file]);
+    validate(&docs, "the chart without local copy");
+    assert!(
+        docs.iter().all(|d| d["kind"] != "PersistentVolumeClaim"),
+        "no PVC is made"
+    );
+    let config = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(config["data"]["BACKUP_LOCAL_COPY"], "false");
+    let mut pods = 0;
+    for doc in &docs {
+        let Some(pod) = pod_of(doc) else { continue };
+        pods += 1;
+        let backups = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "backups")
+            .unwrap();
+        assert!(backups.get("persistentVolumeClaim").is_none(), "{doc:?}");
+        assert!(backups.get("emptyDir").is_some(), "{doc:?}");
+    }
+    assert!(pods >= 4, "backup, check, drill and restore pods: {pods}");
+    // The default stays a local copy on a PVC.
+    let docs = template(&[]);
+    let config = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(config["data"]["BACKUP_LOCAL_COPY"], "true");
+    assert!(docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim"));
 }
 
 // ---- The Jobs, run as the image runs them ---------------------------------------------------
