@@ -377,6 +377,13 @@ pub struct GlobalArgs {
     /// Storage class of every object: STANDARD_IA, GLACIER_IR, ONEZONE_IA … (the provider's).
     #[arg(long, global = true, env = "S3_STORAGE_CLASS", help_heading = S3)]
     pub s3_storage_class: Option<String>,
+    /// S3 Object Lock on every object of a backup: GOVERNANCE or COMPLIANCE (with
+    /// S3_OBJECT_LOCK_DAYS). The bucket must have Object Lock enabled.
+    #[arg(long, global = true, env = "S3_OBJECT_LOCK_MODE", help_heading = S3)]
+    pub s3_object_lock_mode: Option<String>,
+    /// Days each object stays locked, counted from its backup's time (the folder name).
+    #[arg(long, global = true, env = "S3_OBJECT_LOCK_DAYS", help_heading = S3)]
+    pub s3_object_lock_days: Option<String>,
 
     /// Ship backups to a remote host with rsync over ssh (true/false).
     #[arg(long, global = true, env = "RSYNC_ENABLED", default_value = "false", help_heading = RSYNC)]
@@ -463,7 +470,8 @@ fn settings_read_by(command: &str) -> String {
         ),
         "ship" => {
             format!(
-                "BACKUP_DIR {DEST} S3_PART_SIZE S3_MAX_PARTS S3_SSE S3_SSE_KMS_KEY_ID S3_STORAGE_CLASS {TELL}"
+                "BACKUP_DIR {DEST} S3_PART_SIZE S3_MAX_PARTS S3_SSE S3_SSE_KMS_KEY_ID S3_STORAGE_CLASS \
+                 S3_OBJECT_LOCK_MODE S3_OBJECT_LOCK_DAYS {TELL}"
             )
         }
         "prune" => format!(

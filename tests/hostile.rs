@@ -829,6 +829,7 @@ fn stale_upload_cleanup_touches_only_our_keys() {
         max_parts: 10_000,
         sse: None,
         storage_class: None,
+        object_lock: None,
         retention: pg_backups::config::RetentionRules {
             days: 7,
             keep_last: 3,

@@ -532,6 +532,7 @@ fn multipart_uploads_left_by_failed_ships_are_aborted_only_when_stale() {
         max_parts: 10_000,
         sse: None,
         storage_class: None,
+        object_lock: None,
         retention: pg_backups::config::RetentionRules {
             days: 7,
             keep_last: 3,

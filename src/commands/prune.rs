@@ -31,6 +31,12 @@ struct Kept {
     status: crate::storage::FolderStatus,
     bytes: u64,
     reasons: Vec<String>,
+    /// S3 Object Lock still holds it: retention would delete it, the provider would refuse.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    locked: bool,
+    /// The date the lock ends (none for a legal hold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked_until: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +78,9 @@ struct DestinationPrune {
     /// The newest complete backup left at this destination, for monitoring.
     #[serde(skip_serializing_if = "Option::is_none")]
     newest_complete: Option<String>,
+    /// Folders whose deletion the provider refused under Object Lock (kept, not failed).
+    #[serde(skip)]
+    locked_on_delete: Vec<Kept>,
 }
 
 #[derive(Debug, Serialize)]
@@ -272,6 +281,7 @@ fn prune_destination(
         work_folders_are_leftovers: *kind == SourceKind::Local,
     };
     let mut plan = retention::plan(&entries, &ctx);
+    let locked = keep_locked(storage.as_ref(), &mut plan, &entries, run.now);
     let holds = if *kind == SourceKind::Local && !run.dry_run {
         hold_local_deletions(&run.cfg.backup_dir, &mut plan)
     } else {
@@ -287,7 +297,8 @@ fn prune_destination(
     );
     // Holds of folders that stayed are kept until this destination is done.
     let _still_held = release_holds(holds, &deleted);
-    d.kept = kept(&plan);
+    d.kept = kept(&plan, &locked);
+    d.kept.append(&mut d.locked_on_delete);
     d.newest_complete = crate::storage::newest_complete(&entries, run.now).map(|e| e.name.clone());
     match storage.abort_stale_uploads(run.now - Duration::days(1), run.dry_run) {
         Ok(keys) => d.aborted_uploads = keys,
@@ -298,6 +309,40 @@ fn prune_destination(
     }
     settle(&mut d, deleted, run.dry_run);
     d
+}
+
+/// Folders the plan would delete whose objects S3 Object Lock still holds (the date read by
+/// HEAD) stay, with the date: the provider would refuse. One that cannot be asked is left to
+/// the deletion, which copes with a refusal all the same.
+fn keep_locked(
+    storage: &dyn Storage,
+    plan: &mut retention::Plan,
+    entries: &[FolderEntry],
+    now: DateTime<Utc>,
+) -> Vec<(String, crate::storage::ObjectLock)> {
+    let mut locked = Vec::new();
+    for item in plan
+        .items
+        .iter_mut()
+        .filter(|i| i.decision == Decision::Delete)
+    {
+        let Some(entry) = entries.iter().find(|e| e.name == item.folder) else {
+            continue;
+        };
+        match storage.object_lock(entry, now) {
+            Ok(Some(lock)) => {
+                item.decision = Decision::Keep;
+                item.reasons = vec![lock.reason()];
+                locked.push((item.folder.clone(), lock));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                folder = %item.folder,
+                "cannot read its Object Lock ({e}); trying to delete it all the same"
+            ),
+        }
+    }
+    locked
 }
 
 /// A local folder that a restore is reading stays (its hold is released when the restore
@@ -369,6 +414,17 @@ fn carry_out(
                     reason,
                 });
             }
+            Some(Err(StorageError::Locked { lock, .. })) => {
+                tracing::info!(destination = %kind, folder = %item.folder, "kept: {}", lock.reason());
+                d.locked_on_delete.push(Kept {
+                    folder: item.folder.clone(),
+                    status: item.status,
+                    bytes: item.bytes,
+                    reasons: vec![lock.reason()],
+                    locked: true,
+                    locked_until: lock_date(*lock),
+                });
+            }
             Some(Err(e)) => {
                 let info = Error::Internal(e.to_string()).info();
                 let info = ErrorInfo {
@@ -400,17 +456,30 @@ fn release_holds(holds: Vec<(String, DeleteHold)>, deleted: &[Deleted]) -> Vec<D
     still_held
 }
 
-fn kept(plan: &retention::Plan) -> Vec<Kept> {
+fn kept(plan: &retention::Plan, locked: &[(String, crate::storage::ObjectLock)]) -> Vec<Kept> {
     plan.items
         .iter()
         .filter(|i| i.decision == Decision::Keep)
-        .map(|item| Kept {
-            folder: item.folder.clone(),
-            status: item.status,
-            bytes: item.bytes,
-            reasons: item.reasons.clone(),
+        .map(|item| {
+            let lock = locked
+                .iter()
+                .find(|(f, _)| *f == item.folder)
+                .map(|(_, l)| l);
+            Kept {
+                folder: item.folder.clone(),
+                status: item.status,
+                bytes: item.bytes,
+                reasons: item.reasons.clone(),
+                locked: lock.is_some(),
+                locked_until: lock.and_then(|l| lock_date(*l)),
+            }
         })
         .collect()
+}
+
+fn lock_date(lock: crate::storage::ObjectLock) -> Option<String> {
+    lock.until
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// The destination's status and first error, and what was (or would be) deleted.
@@ -460,6 +529,7 @@ impl DestinationPrune {
             would_free: None,
             aborted_uploads: Vec::new(),
             newest_complete: None,
+            locked_on_delete: Vec::new(),
         }
     }
 }

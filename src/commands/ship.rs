@@ -154,6 +154,10 @@ pub fn ship_to(
 ) -> DestinationShip {
     let kind = dest.kind().to_string();
     let location = dest.location();
+    // Nothing is written where the settings' promises cannot be kept (S3 Object Lock).
+    if let Err(e) = dest.check_before_write() {
+        return failed_destination(&kind, &location, Error::from(e).info());
+    }
     let existing = match dest.list() {
         Ok(e) => e,
         // A remote root that does not exist yet simply holds nothing.

@@ -39,7 +39,7 @@ pub use restore::{
 };
 pub use retention::RetentionRules;
 pub use rsync::{HostKeys, RsyncConfig};
-pub use s3::{S3Config, S3Credentials, S3Sse};
+pub use s3::{S3Config, S3Credentials, S3LockMode, S3ObjectLock, S3Sse};
 pub use secrets::Secrets;
 
 /// How logs on stderr are written.

@@ -27,6 +27,36 @@ pub struct S3Config {
     pub retention: RetentionRules,
     pub sse: Option<S3Sse>,
     pub storage_class: Option<String>,
+    /// `S3_OBJECT_LOCK_MODE` with `S3_OBJECT_LOCK_DAYS`: every object of a backup is written
+    /// under Object Lock until that many days after the backup's time.
+    pub object_lock: Option<S3ObjectLock>,
+}
+
+/// S3 Object Lock for every object of a backup (DESIGN.md guarantee 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3ObjectLock {
+    pub mode: S3LockMode,
+    /// Counted from the folder's time (its name), not from the upload, so a folder shipped
+    /// again, or late, is locked until the same date.
+    pub days: u32,
+}
+
+/// GOVERNANCE: users with `s3:BypassGovernanceRetention` may still delete or shorten;
+/// COMPLIANCE: nobody can, not even the account's root user, until the date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3LockMode {
+    Governance,
+    Compliance,
+}
+
+impl S3LockMode {
+    /// The header value S3 expects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3LockMode::Governance => "GOVERNANCE",
+            S3LockMode::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 /// Static S3 credentials: `S3_ACCESS_KEY`/`S3_SECRET_KEY`, else `AWS_ACCESS_KEY_ID`/
@@ -83,6 +113,7 @@ struct Given {
     bucket: Option<String>,
     sse: Option<S3Sse>,
     storage_class: Option<String>,
+    object_lock: Option<S3ObjectLock>,
     prefix: String,
 }
 
@@ -110,6 +141,10 @@ impl Given {
         let sse = sse(args.s3_sse.as_deref(), args.s3_sse_kms_key_id.as_deref())?;
         let storage_class = storage_class(args.s3_storage_class.as_deref())?;
         let prefix = prefix(&args.s3_prefix)?;
+        let object_lock = object_lock(
+            args.s3_object_lock_mode.as_deref(),
+            args.s3_object_lock_days.as_deref(),
+        )?;
         Ok(Given {
             retention,
             force_path_style,
@@ -121,6 +156,7 @@ impl Given {
             bucket,
             sse,
             storage_class,
+            object_lock,
             prefix,
         })
     }
@@ -149,6 +185,7 @@ impl Given {
             retention: self.retention,
             sse: self.sse,
             storage_class: self.storage_class,
+            object_lock: self.object_lock,
         })
     }
 }
@@ -198,6 +235,47 @@ fn sse(value: Option<&str>, kms_key: Option<&str>) -> Result<Option<S3Sse>, Conf
         ));
     }
     Ok(sse)
+}
+
+/// `S3_OBJECT_LOCK_MODE` and `S3_OBJECT_LOCK_DAYS`: both or neither (empty is unset).
+fn object_lock(
+    mode: Option<&str>,
+    days: Option<&str>,
+) -> Result<Option<S3ObjectLock>, ConfigError> {
+    let mode = mode.map(str::trim).filter(|m| !m.is_empty());
+    let days = days.map(str::trim).filter(|d| !d.is_empty());
+    let (mode, days) = match (mode, days) {
+        (None, None) => return Ok(None),
+        (Some(m), Some(d)) => (m, d),
+        (Some(_), None) => {
+            return Err(ConfigError::Conflict(
+                "S3_OBJECT_LOCK_MODE is set but S3_OBJECT_LOCK_DAYS is not: set both (e.g. \
+                 S3_OBJECT_LOCK_DAYS=30), or unset S3_OBJECT_LOCK_MODE"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Conflict(
+                "S3_OBJECT_LOCK_DAYS is set but S3_OBJECT_LOCK_MODE is not: set both (e.g. \
+                 S3_OBJECT_LOCK_MODE=GOVERNANCE), or unset S3_OBJECT_LOCK_DAYS"
+                    .into(),
+            ));
+        }
+    };
+    let mode = match mode.to_ascii_uppercase().as_str() {
+        "GOVERNANCE" => S3LockMode::Governance,
+        "COMPLIANCE" => S3LockMode::Compliance,
+        _ => {
+            return Err(ConfigError::invalid(
+                "S3_OBJECT_LOCK_MODE",
+                mode,
+                "expected GOVERNANCE or COMPLIANCE",
+            ));
+        }
+    };
+    // S3 caps a retention period at 100 years; a bigger number is a typo.
+    let days = parse_range("S3_OBJECT_LOCK_DAYS", days, 1, 36_500)? as u32;
+    Ok(Some(S3ObjectLock { mode, days }))
 }
 
 fn storage_class(value: Option<&str>) -> Result<Option<String>, ConfigError> {
@@ -345,6 +423,45 @@ fn validate_bucket(bucket: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_lock_needs_both_settings_and_valid_values() {
+        assert_eq!(object_lock(None, None).unwrap(), None);
+        assert_eq!(object_lock(Some(""), Some(" ")).unwrap(), None);
+        assert_eq!(
+            object_lock(Some("compliance"), Some("30")).unwrap(),
+            Some(S3ObjectLock {
+                mode: S3LockMode::Compliance,
+                days: 30
+            })
+        );
+        assert_eq!(
+            object_lock(Some("GOVERNANCE"), Some("1"))
+                .unwrap()
+                .unwrap()
+                .mode,
+            S3LockMode::Governance
+        );
+        for (mode, days) in [
+            (Some("GOVERNANCE"), None),
+            (None, Some("7")),
+            (Some("LEGAL"), Some("7")),
+            (Some("COMPLIANCE"), Some("0")),
+            (Some("COMPLIANCE"), Some("-1")),
+            (Some("COMPLIANCE"), Some("7d")),
+        ] {
+            let e = object_lock(mode, days).unwrap_err();
+            assert_eq!(e.exit_code(), 64, "{mode:?} {days:?}: {e}");
+            assert!(e.to_string().contains("S3_OBJECT_LOCK_"), "{e}");
+        }
+        let e = object_lock(Some("COMPLIANCE"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("S3_OBJECT_LOCK_MODE") && e.contains("S3_OBJECT_LOCK_DAYS"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn endpoints_must_be_urls() {

@@ -154,6 +154,30 @@ pub fn is_scripts_file_name(name: &str) -> bool {
             .is_some_and(|db| !db.is_empty() && !db.contains('/'))
 }
 
+/// What holds a folder's objects at a destination with S3 Object Lock: a retention date
+/// still to come, or a legal hold (which has no date).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub until: Option<DateTime<Utc>>,
+    pub legal_hold: bool,
+}
+
+impl ObjectLock {
+    /// For reports: why the folder stays.
+    pub fn reason(&self) -> String {
+        match (self.until, self.legal_hold) {
+            (_, true) => {
+                "under an S3 Object Lock legal hold: kept until the hold is removed".into()
+            }
+            (Some(d), false) => format!(
+                "locked until {} (S3 Object Lock): deleted by a prune after that",
+                d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            (None, false) => "locked (S3 Object Lock)".into(),
+        }
+    }
+}
+
 /// What a copy of one folder to a destination did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PutStats {
@@ -210,6 +234,23 @@ pub trait Storage: Send + Sync {
         entries.iter().map(|e| self.delete(e)).collect()
     }
 
+    /// Checks, before anything is written, that the destination can keep what the settings
+    /// promise (S3: Object Lock enabled on the bucket when `S3_OBJECT_LOCK_MODE` is set).
+    /// `ship` calls it, and so must any other writer.
+    fn check_before_write(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Whether a folder's objects are still locked at `now` (S3 Object Lock), so retention
+    /// does not even try to delete it. Destinations without locks have none.
+    fn object_lock(
+        &self,
+        _entry: &FolderEntry,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<ObjectLock>, StorageError> {
+        Ok(None)
+    }
+
     /// Aborts multipart uploads started before `before` (leftovers of failed ships), returning
     /// their keys; destinations without such a thing have none. `dry_run` only lists them.
     fn abort_stale_uploads(
@@ -245,6 +286,12 @@ pub enum StorageError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Invalid(String),
+    /// The provider refused to delete object versions that S3 Object Lock still holds.
+    #[error("{destination}: {}", .lock.reason())]
+    Locked {
+        destination: String,
+        lock: ObjectLock,
+    },
 }
 
 impl StorageError {
@@ -258,6 +305,7 @@ impl StorageError {
             StorageError::Backup(e) => e.exit_code(),
             StorageError::Config(e) => e.exit_code(),
             StorageError::Invalid(_) => exitcode::USAGE,
+            StorageError::Locked { .. } => exitcode::NOPERM,
         }
     }
 
@@ -272,6 +320,7 @@ impl StorageError {
             StorageError::Backup(e) => e.kind(),
             StorageError::Config(e) => e.kind(),
             StorageError::Invalid(_) => "invalid_name",
+            StorageError::Locked { .. } => "locked",
         }
     }
 }

@@ -76,6 +76,9 @@ impl S3Storage {
                 .storage_class
                 .as_deref()
                 .map(aws_sdk_s3::types::StorageClass::from),
+            object_lock: cfg.object_lock,
+            retention_days: cfg.retention.days,
+            versioned: std::sync::OnceLock::new(),
         })
     }
 

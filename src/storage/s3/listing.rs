@@ -1,6 +1,6 @@
 //! Listing folders (one paginated listing, manifests fetched a bounded number at once) and
 //! deleting them (batched `DeleteObjects`, or one key at a time where a provider refuses
-//! batches).
+//! batches; on a versioned bucket, every version: see `versions`).
 
 use std::collections::BTreeMap;
 
@@ -190,6 +190,18 @@ impl S3Storage {
         &self,
         entries: &[&FolderEntry],
     ) -> Vec<Result<u64, StorageError>> {
+        if self.rt.block_on(self.is_versioned()) {
+            return entries
+                .iter()
+                .map(|entry| match &entry.folder {
+                    Some(folder) => self.rt.block_on(self.delete_folder_versions(folder)),
+                    None => Err(StorageError::Invalid(format!(
+                        "refusing to delete {:?}: not a backup folder name",
+                        entry.name
+                    ))),
+                })
+                .collect();
+        }
         let result = self.rt.block_on(async {
             let mut per_folder = Vec::with_capacity(entries.len());
             for entry in entries {
@@ -254,95 +266,151 @@ impl S3Storage {
         }
     }
 
-    /// Deletes keys in batches of 1,000. Some S3-compatible servers refuse `DeleteObjects`
-    /// without `Content-MD5` (which the SDK no longer sends): then one request per key,
-    /// a bounded number at once.
+    /// Deletes keys (current versions: on a versioned bucket, this adds delete markers).
+    /// A refusal is an error (77).
     pub(super) async fn delete_keys(&self, keys: &[String]) -> Result<(), StorageError> {
-        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let ids: Vec<(String, Option<String>)> = keys.iter().map(|k| (k.clone(), None)).collect();
+        match self.delete_ids(&ids).await?.first() {
+            None => Ok(()),
+            Some((key, _)) => Err(StorageError::Denied {
+                destination: self.location.clone(),
+                detail: format!("deleting {key}: AccessDenied"),
+            }),
+        }
+    }
+
+    /// Deletes keys, or versions of keys, in batches of 1,000. Some S3-compatible servers
+    /// refuse `DeleteObjects` without `Content-MD5` (which the SDK no longer sends): then one
+    /// request per key, a bounded number at once. Returns what was refused with
+    /// `AccessDenied` (a missing permission, or a version that Object Lock holds), for the
+    /// caller to tell which; any other failure is an error.
+    pub(super) async fn delete_ids(
+        &self,
+        ids: &[(String, Option<String>)],
+    ) -> Result<Vec<(String, Option<String>)>, StorageError> {
         use std::sync::atomic::Ordering;
-        for batch in keys.chunks(DELETE_BATCH) {
+        let mut refused = Vec::new();
+        for batch in ids.chunks(DELETE_BATCH) {
             if batch.len() > 1 && !self.no_batch_delete.load(Ordering::Relaxed) {
-                let objects: Result<Vec<ObjectIdentifier>, _> = batch
-                    .iter()
-                    .map(|k| ObjectIdentifier::builder().key(k).build())
-                    .collect();
-                let delete = objects
-                    .and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
-                let delete = delete.map_err(|e| StorageError::Failed {
-                    destination: self.location.clone(),
-                    detail: format!("building a delete request: {e}"),
-                })?;
-                match self
-                    .client
-                    .delete_objects()
-                    .bucket(&self.bucket)
-                    .delete(delete)
-                    .send()
-                    .await
-                {
-                    Ok(out) => {
-                        if let Some(err) = out.errors().first() {
-                            let code = err.code().unwrap_or("");
-                            let detail = format!(
-                                "deleting {}: {code} {}",
-                                err.key().unwrap_or(""),
-                                err.message().unwrap_or("")
-                            );
-                            return Err(if code == "AccessDenied" {
-                                StorageError::Denied {
-                                    destination: self.location.clone(),
-                                    detail,
-                                }
-                            } else {
-                                StorageError::Failed {
-                                    destination: self.location.clone(),
-                                    detail,
-                                }
+                if let Some(r) = self.delete_batch(batch).await? {
+                    refused.extend(r);
+                    continue;
+                }
+                self.no_batch_delete.store(true, Ordering::Relaxed);
+            }
+            refused.extend(self.delete_singly(batch).await?);
+        }
+        Ok(refused)
+    }
+
+    /// One `DeleteObjects`; `None` when the provider refuses batches.
+    async fn delete_batch(
+        &self,
+        batch: &[(String, Option<String>)],
+    ) -> Result<Option<Vec<(String, Option<String>)>>, StorageError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let objects: Result<Vec<ObjectIdentifier>, _> = batch
+            .iter()
+            .map(|(k, v)| {
+                ObjectIdentifier::builder()
+                    .key(k)
+                    .set_version_id(v.clone())
+                    .build()
+            })
+            .collect();
+        let delete =
+            objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+        let delete = delete.map_err(|e| StorageError::Failed {
+            destination: self.location.clone(),
+            detail: format!("building a delete request: {e}"),
+        })?;
+        let sent = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let mut refused = Vec::new();
+                for err in out.errors() {
+                    let key = err.key().unwrap_or("").to_string();
+                    match err.code().unwrap_or("") {
+                        "AccessDenied" => {
+                            refused.push((key, err.version_id().map(str::to_string)));
+                        }
+                        code => {
+                            return Err(StorageError::Failed {
+                                destination: self.location.clone(),
+                                detail: format!(
+                                    "deleting {key}: {code} {}",
+                                    err.message().unwrap_or("")
+                                ),
                             });
                         }
-                        continue;
                     }
-                    Err(SdkError::ServiceError(se))
-                        if matches!(
-                            se.err().code(),
-                            Some(
-                                "MissingContentMD5"
-                                    | "NotImplemented"
-                                    | "InvalidRequest"
-                                    | "InvalidDigest"
-                            )
-                        ) =>
-                    {
-                        tracing::info!(
-                            "{} refused a batched delete ({}); deleting one key at a time",
-                            self.location,
-                            se.err().code().unwrap_or("")
-                        );
-                        self.no_batch_delete.store(true, Ordering::Relaxed);
-                    }
-                    Err(e) => return Err(self.error("deleting objects", e)),
                 }
+                Ok(Some(refused))
             }
-            let mut set = tokio::task::JoinSet::new();
-            let mut pending = batch.iter().cloned();
-            loop {
-                while set.len() < DELETES_IN_FLIGHT {
-                    let Some(key) = pending.next() else { break };
-                    let client = self.client.clone();
-                    let bucket = self.bucket.clone();
-                    set.spawn(async move {
-                        let r = client.delete_object().bucket(bucket).key(&key).send().await;
-                        (key, r)
-                    });
-                }
-                let Some(joined) = set.join_next().await else {
+            Err(SdkError::ServiceError(se))
+                if matches!(
+                    se.err().code(),
+                    Some(
+                        "MissingContentMD5" | "NotImplemented" | "InvalidRequest" | "InvalidDigest"
+                    )
+                ) =>
+            {
+                tracing::info!(
+                    "{} refused a batched delete ({}); deleting one key at a time",
+                    self.location,
+                    se.err().code().unwrap_or("")
+                );
+                Ok(None)
+            }
+            Err(e) => Err(self.error("deleting objects", e)),
+        }
+    }
+
+    /// One `DeleteObject` per key (or version), a bounded number at once.
+    async fn delete_singly(
+        &self,
+        batch: &[(String, Option<String>)],
+    ) -> Result<Vec<(String, Option<String>)>, StorageError> {
+        let mut refused = Vec::new();
+        let mut set = tokio::task::JoinSet::new();
+        let mut pending = batch.iter().cloned();
+        loop {
+            while set.len() < DELETES_IN_FLIGHT {
+                let Some((key, version)) = pending.next() else {
                     break;
                 };
-                let (key, r) = joined.map_err(|e| join_error(&e))?;
-                r.map_err(|e| self.error(&format!("deleting {key}"), e))?;
+                let client = self.client.clone();
+                let bucket = self.bucket.clone();
+                set.spawn(async move {
+                    let r = client
+                        .delete_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .set_version_id(version.clone())
+                        .send()
+                        .await;
+                    (key, version, r)
+                });
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let (key, version, r) = joined.map_err(|e| join_error(&e))?;
+            match r {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(se)) if se.err().code() == Some("AccessDenied") => {
+                    refused.push((key, version));
+                }
+                Err(e) => return Err(self.error(&format!("deleting {key}"), e)),
             }
         }
-        Ok(())
+        Ok(refused)
     }
 }
 

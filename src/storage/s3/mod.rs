@@ -15,13 +15,17 @@
 //! The work is split by job: `client` builds the SDK client (credentials, endpoint, path
 //! style) and maps its errors to ours, `read` fetches objects, `upload` puts files and
 //! manifests (single PUT or multipart) and clears stale uploads, `listing` lists folders and
-//! deletes them. This file holds the type and its `Storage` face.
+//! deletes them, `lock` writes and reads S3 Object Lock (the retain-until date of each
+//! object, the bucket's preflight), `versions` deletes every version of a folder on a
+//! versioned bucket (Object Lock buckets are). This file holds the type and its `Storage` face.
 
 mod client;
 mod listing;
+mod lock;
 mod read;
 mod stream;
 mod upload;
+mod versions;
 
 pub use client::root_cause;
 pub use stream::{S3FolderStore, stream_part_size};
@@ -65,6 +69,14 @@ pub struct S3Storage {
     sse: Option<aws_sdk_s3::types::ServerSideEncryption>,
     kms_key: Option<String>,
     storage_class: Option<aws_sdk_s3::types::StorageClass>,
+    /// `S3_OBJECT_LOCK_MODE`/`_DAYS`: every object of a folder is locked until the folder's
+    /// time plus the days.
+    object_lock: Option<crate::config::S3ObjectLock>,
+    /// `S3_RETENTION_DAYS`, to warn when the lock ends before retention would delete.
+    retention_days: u32,
+    /// Whether the bucket keeps versions (asked once): then `prune` deletes versions, since
+    /// a plain delete only hides an object behind a delete marker and frees nothing.
+    versioned: std::sync::OnceLock<bool>,
 }
 
 /// One object under the prefix.
@@ -162,6 +174,18 @@ impl Storage for S3Storage {
         self.rt
             .block_on(self.upload_manifest(folder, manifest))
             .map(|_size| ())
+    }
+
+    fn check_before_write(&self) -> Result<(), StorageError> {
+        self.check_object_lock()
+    }
+
+    fn object_lock(
+        &self,
+        entry: &FolderEntry,
+        now: DateTime<Utc>,
+    ) -> Result<Option<super::ObjectLock>, StorageError> {
+        self.rt.block_on(self.folder_lock(entry, now))
     }
 
     fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError> {

@@ -1,7 +1,7 @@
 //! Uploads: one PUT for a small file, equal parts for a large one (a bounded number in
 //! flight, each read from the file by offset and carrying its Content-MD5), the file's
-//! SHA-256 checked before the upload becomes visible, SSE and storage class on every object;
-//! and the clean-up of multipart uploads that a killed run left behind.
+//! SHA-256 checked before the upload becomes visible, SSE, storage class and Object Lock on
+//! every object; and the clean-up of multipart uploads that a killed run left behind.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,11 +166,13 @@ impl S3Storage {
     }
 
     /// A PUT of `key` with what every object of ours carries (server-side encryption, KMS
-    /// key, storage class): one place for the per-object headers.
+    /// key, storage class, Object Lock mode and date): one place for the per-object headers.
+    /// The caller adds Content-MD5, which S3 requires of every PUT with a lock.
     pub(super) fn put_object(
         &self,
         key: &str,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let lock = self.lock_for(key, Utc::now());
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -178,14 +180,19 @@ impl S3Storage {
             .set_server_side_encryption(self.sse.clone())
             .set_ssekms_key_id(self.kms_key.clone())
             .set_storage_class(self.storage_class.clone())
+            .set_object_lock_mode(lock.as_ref().map(|l| l.mode.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.until))
     }
 
-    /// A multipart upload of `key` with the same per-object headers as [`Self::put_object`].
+    /// The start of a multipart upload of `key`, with the same per-object headers as
+    /// [`S3Storage::put_object`]: the object that the upload completes carries them. Each
+    /// part carries its own Content-MD5.
     pub(super) fn create_multipart(
         &self,
         key: &str,
     ) -> aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder
     {
+        let lock = self.lock_for(key, Utc::now());
         self.client
             .create_multipart_upload()
             .bucket(&self.bucket)
@@ -193,6 +200,8 @@ impl S3Storage {
             .set_server_side_encryption(self.sse.clone())
             .set_ssekms_key_id(self.kms_key.clone())
             .set_storage_class(self.storage_class.clone())
+            .set_object_lock_mode(lock.as_ref().map(|l| l.mode.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.until))
     }
 
     /// Uploads one file whose SHA-256 must be `sha256` (from the manifest). A file that no

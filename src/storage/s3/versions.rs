@@ -1,0 +1,224 @@
+//! Deleting a folder on a versioned bucket (every Object Lock bucket is one): a plain delete
+//! only puts a delete marker in front of an object, which hides it and frees nothing, so
+//! `prune` lists the folder's versions and deletes each by its version id, delete markers
+//! last. A version that Object Lock still holds is refused (AccessDenied); the folder is then
+//! reported as locked, never as a failure, and a later prune takes it once the date passed.
+//!
+//! Manifest first, as everywhere (guarantee 3): when a manifest version is refused nothing
+//! else of the folder is touched, so a locked folder stays complete.
+
+use aws_sdk_s3::types::BucketVersioningStatus;
+use chrono::Utc;
+
+use super::S3Storage;
+use crate::backup::{FolderName, MANIFEST_FILE};
+use crate::storage::{ObjectLock, StorageError};
+
+/// One version of an object, or a delete marker.
+#[derive(Debug, Clone)]
+struct Version {
+    key: String,
+    id: String,
+    size: u64,
+    marker: bool,
+}
+
+impl S3Storage {
+    /// Whether the bucket keeps versions, asked once per run. With Object Lock set it does
+    /// (S3 requires versioning for it). A provider that cannot say (no
+    /// `GetBucketVersioning`, or no permission for it) gets plain deletes, as before.
+    pub(super) async fn is_versioned(&self) -> bool {
+        if let Some(v) = self.versioned.get() {
+            return *v;
+        }
+        let versioned = if self.object_lock.is_some() {
+            true
+        } else {
+            match self
+                .client
+                .get_bucket_versioning()
+                .bucket(&self.bucket)
+                .send()
+                .await
+            {
+                Ok(out) => matches!(
+                    out.status(),
+                    Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
+                ),
+                Err(e) => {
+                    tracing::info!(
+                        "{}: cannot tell whether the bucket keeps versions ({}); deleting \
+                         objects, not versions",
+                        self.location,
+                        super::client::root_cause(&e)
+                    );
+                    false
+                }
+            }
+        };
+        *self.versioned.get_or_init(|| versioned)
+    }
+
+    /// Every version and delete marker under `prefix`.
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<Version>, StorageError> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.error("listing object versions", e))?;
+            for v in page.versions() {
+                if let (Some(key), Some(id)) = (v.key(), v.version_id()) {
+                    out.push(Version {
+                        key: key.to_string(),
+                        id: id.to_string(),
+                        size: v.size().unwrap_or(0).max(0) as u64,
+                        marker: false,
+                    });
+                }
+            }
+            for m in page.delete_markers() {
+                if let (Some(key), Some(id)) = (m.key(), m.version_id()) {
+                    out.push(Version {
+                        key: key.to_string(),
+                        id: id.to_string(),
+                        size: 0,
+                        marker: true,
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every version of a folder: the manifest's, then the data's, then the delete
+    /// markers. Returns the bytes freed.
+    pub(super) async fn delete_folder_versions(
+        &self,
+        folder: &FolderName,
+    ) -> Result<u64, StorageError> {
+        let versions = self
+            .list_versions(&format!("{}{}/", self.root(), folder.as_str()))
+            .await?;
+        let manifest = self.key(folder.as_str(), MANIFEST_FILE);
+        let (markers, objects): (Vec<&Version>, Vec<&Version>) =
+            versions.iter().partition(|v| v.marker);
+        let (manifests, data): (Vec<&Version>, Vec<&Version>) =
+            objects.into_iter().partition(|v| v.key == manifest);
+        let mut freed = 0;
+        for (step, group) in [("manifest", manifests), ("files", data)] {
+            let refused = self.delete_versions(&group).await?;
+            freed += group
+                .iter()
+                .filter(|v| !refused.iter().any(|(k, id)| *k == v.key && *id == v.id))
+                .map(|v| v.size)
+                .sum::<u64>();
+            if !refused.is_empty() {
+                return Err(self.refusal(folder, step, &refused).await);
+            }
+        }
+        let refused = self.delete_versions(&markers).await?;
+        if let Some((key, _)) = refused.first() {
+            return Err(StorageError::Denied {
+                destination: self.location.clone(),
+                detail: format!(
+                    "deleting the delete marker of {key}: AccessDenied; prune needs \
+                     s3:DeleteObjectVersion"
+                ),
+            });
+        }
+        Ok(freed)
+    }
+
+    /// Deletes these versions; returns the ones refused, as (key, version id).
+    async fn delete_versions(
+        &self,
+        versions: &[&Version],
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let ids: Vec<(String, Option<String>)> = versions
+            .iter()
+            .map(|v| (v.key.clone(), Some(v.id.clone())))
+            .collect();
+        let refused = self.delete_ids(&ids).await?;
+        Ok(refused
+            .into_iter()
+            .map(|(key, id)| {
+                // A provider that leaves the version id out of its error: the key's versions.
+                let id = id.unwrap_or_else(|| {
+                    versions
+                        .iter()
+                        .find(|v| v.key == key)
+                        .map(|v| v.id.clone())
+                        .unwrap_or_default()
+                });
+                (key, id)
+            })
+            .collect())
+    }
+
+    /// Why versions were refused: Object Lock (the latest date among them, read by HEAD),
+    /// else a missing permission.
+    async fn refusal(
+        &self,
+        folder: &FolderName,
+        step: &str,
+        refused: &[(String, String)],
+    ) -> StorageError {
+        let now = Utc::now();
+        let mut lock: Option<ObjectLock> = None;
+        for (key, id) in refused {
+            let version = (!id.is_empty()).then_some(id.as_str());
+            if let Ok(Some(l)) = self.lock_of(key, version, now).await {
+                lock = Some(match lock {
+                    None => l,
+                    Some(seen) => ObjectLock {
+                        until: seen.until.max(l.until),
+                        legal_hold: seen.legal_hold || l.legal_hold,
+                    },
+                });
+            }
+        }
+        match lock {
+            Some(lock) => {
+                if step == "files" {
+                    tracing::warn!(
+                        "{}: {folder} lost its manifest but some of its files are still \
+                         locked; it shows as incomplete until a prune after the lock removes \
+                         the rest",
+                        self.location
+                    );
+                }
+                StorageError::Locked {
+                    destination: self.location.clone(),
+                    lock,
+                }
+            }
+            None => StorageError::Denied {
+                destination: self.location.clone(),
+                detail: format!(
+                    "deleting {} of {folder} ({} versions, e.g. {}): AccessDenied and no Object \
+                     Lock holds them; prune needs s3:DeleteObjectVersion and s3:ListBucketVersions",
+                    step,
+                    refused.len(),
+                    refused.first().map_or("", |r| r.0.as_str())
+                ),
+            },
+        }
+    }
+}
