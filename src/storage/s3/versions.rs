@@ -25,8 +25,9 @@ struct Version {
 
 impl S3Storage {
     /// Whether the bucket keeps versions, asked once per run. With Object Lock set it does
-    /// (S3 requires versioning for it). A provider that cannot say (no
-    /// `GetBucketVersioning`, or no permission for it) gets plain deletes, as before.
+    /// (S3 requires versioning for it). Else `GetBucketVersioning` says; a provider whose
+    /// answer cannot be read (or a key without that permission) is asked for a version
+    /// under the prefix instead; one that cannot say either gets plain deletes, as before.
     pub(super) async fn is_versioned(&self) -> bool {
         if let Some(v) = self.versioned.get() {
             return *v;
@@ -46,17 +47,47 @@ impl S3Storage {
                     Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
                 ),
                 Err(e) => {
-                    tracing::info!(
-                        "{}: cannot tell whether the bucket keeps versions ({}); deleting \
-                         objects, not versions",
+                    tracing::debug!(
+                        "{}: GetBucketVersioning: {}; looking for versions instead",
                         self.location,
                         super::client::root_cause(&e)
                     );
-                    false
+                    self.has_versions().await
                 }
             }
         };
         *self.versioned.get_or_init(|| versioned)
+    }
+
+    /// Whether any object under the prefix has a real version id or a delete marker (an
+    /// unversioned bucket lists every object with the version id `null`).
+    async fn has_versions(&self) -> bool {
+        let listed = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(self.root())
+            .max_keys(100)
+            .send()
+            .await;
+        match listed {
+            Ok(page) => {
+                !page.delete_markers().is_empty()
+                    || page
+                        .versions()
+                        .iter()
+                        .any(|v| v.version_id().is_some_and(|id| id != "null"))
+            }
+            Err(e) => {
+                tracing::info!(
+                    "{}: cannot tell whether the bucket keeps versions ({}); deleting objects, \
+                     not versions",
+                    self.location,
+                    super::client::root_cause(&e)
+                );
+                false
+            }
+        }
     }
 
     /// Every version and delete marker under `prefix`.
@@ -158,16 +189,15 @@ impl S3Storage {
         let refused = self.delete_ids(&ids).await?;
         Ok(refused
             .into_iter()
-            .map(|(key, id)| {
-                // A provider that leaves the version id out of its error: the key's versions.
-                let id = id.unwrap_or_else(|| {
-                    versions
-                        .iter()
-                        .find(|v| v.key == key)
-                        .map(|v| v.id.clone())
-                        .unwrap_or_default()
-                });
-                (key, id)
+            .flat_map(|(key, id)| match id {
+                Some(id) => vec![(key, id)],
+                // A provider that leaves the version id out of its error: every version of
+                // the key that was asked for.
+                None => versions
+                    .iter()
+                    .filter(|v| v.key == key)
+                    .map(|v| (key.clone(), v.id.clone()))
+                    .collect(),
             })
             .collect())
     }
