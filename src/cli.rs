@@ -475,13 +475,14 @@ fn settings_read_by(command: &str) -> String {
             )
         }
         "prune" => format!(
-            "BACKUP_DIR LOCAL_* {DEST} S3_RETENTION_DAYS S3_KEEP_* RSYNC_RETENTION_DAYS \
-             RSYNC_KEEP_* {TELL}"
+            "BACKUP_DIR LOCAL_* {DEST} S3_RETENTION_DAYS S3_KEEP_* S3_OBJECT_LOCK_MODE \
+             RSYNC_RETENTION_DAYS RSYNC_KEEP_* {TELL}"
         ),
         "check" => format!("BACKUP_DIR BACKUP_SCHEDULE {DEST} {TELL}"),
         "verify" => format!("BACKUP_DIR {DEST} AGE_IDENTITY_FILE {PG} (--restore-test) {TELL}"),
         "restore" => format!("{PG} BACKUP_DIR {DEST} AGE_IDENTITY_FILE RESTORE_* {TELL}"),
-        "list" | "pin" | "adopt" => format!("BACKUP_DIR {DEST} LOG_FORMAT"),
+        "list" | "pin" => format!("BACKUP_DIR {DEST} LOG_FORMAT"),
+        "adopt" => format!("BACKUP_DIR {DEST} S3_OBJECT_LOCK_MODE S3_OBJECT_LOCK_DAYS LOG_FORMAT"),
         "ping" => "HEALTHCHECK_URL(_FILE) NOTIFY_TIMEOUT".to_string(),
         _ => return String::new(),
     };

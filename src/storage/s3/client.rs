@@ -79,6 +79,7 @@ impl S3Storage {
             object_lock: cfg.object_lock,
             retention_days: cfg.retention.days,
             versioned: std::sync::OnceLock::new(),
+            lock_checked: std::sync::OnceLock::new(),
         })
     }
 

@@ -56,6 +56,9 @@ impl S3Storage {
         let Some(lock) = self.object_lock else {
             return Ok(());
         };
+        if self.lock_checked.get().is_some() {
+            return Ok(());
+        }
         if lock.days < self.retention_days {
             tracing::warn!(
                 "S3_OBJECT_LOCK_DAYS={} is shorter than S3_RETENTION_DAYS={}: backups stay \
@@ -78,6 +81,7 @@ impl S3Storage {
                     .object_lock_configuration()
                     .and_then(|c| c.object_lock_enabled());
                 if enabled == Some(&ObjectLockEnabled::Enabled) {
+                    let _ = self.lock_checked.set(());
                     return Ok(());
                 }
                 "Object Lock is not enabled".to_string()

@@ -77,6 +77,8 @@ pub struct S3Storage {
     /// Whether the bucket keeps versions (asked once): then `prune` deletes versions, since
     /// a plain delete only hides an object behind a delete marker and frees nothing.
     versioned: std::sync::OnceLock<bool>,
+    /// Set once the bucket said it has Object Lock: asked once per run.
+    lock_checked: std::sync::OnceLock<()>,
 }
 
 /// One object under the prefix.
@@ -171,6 +173,8 @@ impl Storage for S3Storage {
     }
 
     fn put_manifest(&self, folder: &FolderName, manifest: &Manifest) -> Result<(), StorageError> {
+        // `adopt` writes here without `ship`'s preflight.
+        self.check_object_lock()?;
         self.rt
             .block_on(self.upload_manifest(folder, manifest))
             .map(|_size| ())
