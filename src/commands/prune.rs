@@ -426,11 +426,11 @@ fn carry_out(
                 });
             }
             Some(Err(e)) => {
-                let info = Error::Internal(e.to_string()).info();
+                // The storage error as it is (not "internal error: …": it is not a bug).
                 let info = ErrorInfo {
                     kind: e.kind().to_string(),
+                    message: e.to_string(),
                     exit_code: e.exit_code(),
-                    ..info
                 };
                 d.failed.push(Failed {
                     folder: item.folder.clone(),
