@@ -403,6 +403,14 @@ fn a_locked_folder_survives_prune_and_goes_after_its_date() {
             "{why}: {k}"
         );
     }
+    // The folder whose date the HEAD showed was not even tried: every version is there.
+    assert_eq!(
+        moto.versions(&format!("{planned}/")),
+        vec![
+            (format!("{planned}/manifest.json"), false),
+            (format!("{planned}/postgres_globals.sql.gz"), false)
+        ]
+    );
     // A locked folder stays complete: the refusal of its manifest left its files alone.
     let list = pgb_run(&e, dir.path(), &["list", "--source", "s3"]).expect(0);
     assert_eq!(

@@ -50,9 +50,15 @@ impl S3Storage {
 
     /// With `S3_OBJECT_LOCK_MODE` set, the bucket must have Object Lock enabled (it can only
     /// be switched on for a bucket made with it, or on AWS afterwards with versioning):
-    /// otherwise the run stops before writing anything, with what to do (78). The direct
-    /// `dump` to S3 calls this too.
+    /// otherwise the run stops before writing anything, with what to do (78). Asked once per
+    /// run. The direct `dump` to S3 calls this too (from async code inside this module:
+    /// [`S3Storage::ensure_object_lock`], since this one blocks on the runtime).
     pub fn check_object_lock(&self) -> Result<(), StorageError> {
+        self.rt.block_on(self.ensure_object_lock())
+    }
+
+    /// [`S3Storage::check_object_lock`], for async code of the S3 module.
+    pub(super) async fn ensure_object_lock(&self) -> Result<(), StorageError> {
         let Some(lock) = self.object_lock else {
             return Ok(());
         };
@@ -69,12 +75,12 @@ impl S3Storage {
                 self.location
             );
         }
-        let asked = self.rt.block_on(
-            self.client
-                .get_object_lock_configuration()
-                .bucket(&self.bucket)
-                .send(),
-        );
+        let asked = self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await;
         let said = match asked {
             Ok(out) => {
                 let enabled = out
