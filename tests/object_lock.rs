@@ -554,3 +554,51 @@ fn prune_on_a_versioned_bucket_frees_every_version() {
     );
     assert_eq!(listed_status(&list, &newest), "complete", "{}", list.stdout);
 }
+
+/// A dump without local copy (`BACKUP_LOCAL_COPY=false`) writes through the same two
+/// builders: every file and the manifest carry the folder's lock, the scratch files it
+/// assembles the cluster file from are not locked and leave no version behind; a bucket
+/// without Object Lock stops it (78) before any database is read.
+#[test]
+fn a_direct_dump_locks_every_file_and_leaves_no_scratch_version() {
+    let pg = PgServer::start(17);
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    let moto = Moto::start();
+    moto.create_bucket(true);
+    let proxy = CaptureProxy::start(moto.port);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let mut e = with_lock(&moto.env(&endpoint), "GOVERNANCE", "2");
+    e.extend(pg.env());
+    let e = with(&e, "BACKUP_LOCAL_COPY", "false");
+    let run = pgb_run(&e, dir.path(), &["dump"]).expect(0);
+    let folder = run.json["folder"].as_str().unwrap().to_string();
+    // The scratch files went up, without a lock.
+    let scratch = request_heads(&proxy.text(), &format!("PUT /{BUCKET}/{folder}/."));
+    assert!(!scratch.is_empty(), "no scratch file was written");
+    for head in &scratch {
+        assert!(header(head, "x-amz-object-lock-mode").is_none(), "{head}");
+    }
+    let until = (folder_time(&folder) + Duration::days(2)).timestamp();
+    let versions = moto.versions(&format!("{folder}/"));
+    assert!(versions.len() >= 4, "{versions:?}");
+    for (key, marker) in &versions {
+        assert!(!marker, "a delete marker is left: {key}");
+        assert!(!key.contains("/."), "a scratch file is left: {key}");
+        assert_eq!(moto.retain_until(key), Some(until), "{key}");
+    }
+
+    // A bucket without Object Lock: 78, and nothing written there.
+    let moto = Moto::start();
+    moto.create_bucket(false);
+    let mut e = with_lock(&moto.env(&moto.endpoint()), "GOVERNANCE", "2");
+    e.extend(pg.env());
+    let e = with(&e, "BACKUP_LOCAL_COPY", "false");
+    let m = pgb_run(&e, dir.path(), &["dump"]).expect(78).message();
+    assert!(m.contains("has no Object Lock"), "{m}");
+    assert_eq!(moto.versions(""), vec![]);
+}

@@ -46,6 +46,8 @@ impl Target {
     /// objects under that name). Listing it is also the run's first check that S3 can be
     /// reached with these keys, before any database is read.
     pub fn s3(storage: S3Storage) -> Result<Target> {
+        // With S3_OBJECT_LOCK_MODE, the bucket must keep the promise before a byte is read.
+        storage.check_object_lock()?;
         for _ in 0..5 {
             let folder = FolderName::from_time(Utc::now());
             if storage.holds_folder(&folder)? {

@@ -24,7 +24,8 @@ impl S3Storage {
     /// - a key without a folder name has no time to count from; a lock with an end we
     ///   cannot justify would make an object nobody can delete, so we lock none;
     /// - the pin marker is a switch, not backup data: `pin --remove` must be able to take
-    ///   it away, and locking it would protect nothing;
+    ///   it away, and locking it would protect nothing; the scratch files of a direct dump
+    ///   are removed once the cluster file is assembled;
     /// - a date already past: S3 refuses a retain-until date in the past, and the lock
     ///   would be over anyway (an old folder shipped after the lock was switched on).
     pub(super) fn lock_for(&self, key: &str, now: DateTime<Utc>) -> Option<LockHeaders> {
@@ -42,7 +43,11 @@ impl S3Storage {
     /// The folder of `<prefix><folder>/<file>`, when the file is one a lock applies to.
     fn folder_of_key(&self, key: &str) -> Option<FolderName> {
         let (folder, file) = key.strip_prefix(&self.root())?.split_once('/')?;
-        if file.is_empty() || file.contains('/') || file == PIN_FILE {
+        if file.is_empty()
+            || file.contains('/')
+            || file == PIN_FILE
+            || crate::backup::is_scratch_file_name(file)
+        {
             return None;
         }
         FolderName::parse(folder)
@@ -222,6 +227,7 @@ mod tests {
             "site/a/manifest.json",
             "site/a/notafolder/manifest.json",
             "site/a/20251005_120000/pinned",
+            "site/a/20251005_120000/.section_0.sql.gz",
             "site/a/20251005_120000/",
         ] {
             assert!(s.lock_for(key, now).is_none(), "{key}");

@@ -78,6 +78,10 @@ impl S3Storage {
     pub fn discard_folder(&self, folder: &FolderName) -> Result<(), StorageError> {
         let prefix = format!("{}{}/", self.root(), folder.as_str());
         self.rt.block_on(async {
+            // On a versioned bucket a plain delete would leave every version billed.
+            if self.is_versioned().await {
+                return self.delete_folder_versions(folder).await.map(|_freed| ());
+            }
             let keys: Vec<String> = self
                 .list_objects(&prefix)
                 .await?
@@ -123,7 +127,7 @@ impl FileStore for S3FolderStore<'_> {
 
     fn remove(&self, name: &str) {
         let key = self.key(name);
-        if let Err(e) = self.storage.rt.block_on(self.storage.delete_keys(&[key])) {
+        if let Err(e) = self.storage.rt.block_on(self.storage.remove_key(&key)) {
             tracing::warn!("could not remove {}: {e}", self.display(name).display());
         }
     }

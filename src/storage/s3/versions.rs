@@ -177,6 +177,28 @@ impl S3Storage {
         Ok(freed)
     }
 
+    /// Removes one key for good (a dump's scratch file): on a versioned bucket every version
+    /// of it, since a plain delete would leave it billed behind a delete marker.
+    pub(super) async fn remove_key(&self, key: &str) -> Result<(), StorageError> {
+        if !self.is_versioned().await {
+            return self.delete_keys(&[key.to_string()]).await;
+        }
+        let versions: Vec<Version> = self
+            .list_versions(key)
+            .await?
+            .into_iter()
+            .filter(|v| v.key == key)
+            .collect();
+        let refs: Vec<&Version> = versions.iter().collect();
+        match self.delete_versions(&refs).await?.first() {
+            None => Ok(()),
+            Some((key, _)) => Err(StorageError::Denied {
+                destination: self.location.clone(),
+                detail: format!("deleting the versions of {key}: AccessDenied"),
+            }),
+        }
+    }
+
     /// Deletes these versions; returns the ones refused, as (key, version id).
     async fn delete_versions(
         &self,
