@@ -264,8 +264,9 @@ impl S3Storage {
             None => StorageError::Denied {
                 destination: self.location.clone(),
                 detail: format!(
-                    "deleting {} of {folder} ({} versions, e.g. {}): AccessDenied and no Object \
-                     Lock holds them; prune needs s3:DeleteObjectVersion and s3:ListBucketVersions",
+                    "deleting {} of {folder} ({} versions, e.g. {}): AccessDenied, and no Object \
+                     Lock date or legal hold could be read for them; prune needs \
+                     s3:DeleteObjectVersion, s3:ListBucketVersions and s3:GetObjectRetention",
                     step,
                     refused.len(),
                     refused.first().map_or("", |r| r.0.as_str())
