@@ -13,6 +13,8 @@
 mod backup;
 mod error;
 pub(crate) mod notify;
+mod notify_mail;
+pub(crate) mod notify_urls;
 mod parse;
 mod pg;
 mod restore;
@@ -50,7 +52,7 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    fn parse(value: &str) -> Result<LogFormat, ConfigError> {
+    pub(crate) fn parse(value: &str) -> Result<LogFormat, ConfigError> {
         match value.to_ascii_lowercase().as_str() {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
