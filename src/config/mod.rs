@@ -22,6 +22,7 @@ mod retention;
 mod rsync;
 mod s3;
 mod secrets;
+mod service_url;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -6,8 +6,48 @@
 
 use url::Url;
 
-use super::notify_urls::{Mail, MailAuth, MailTls, decoded, query, yes};
+use super::service_url::{decoded, query, yes};
 use crate::secret::Secret;
+
+/// How the mail connection is protected (shoutrrr's `encryption` and `usestarttls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailTls {
+    /// TLS from the first byte (port 465, `encryption=ImplicitTLS`).
+    Implicit,
+    /// STARTTLS or nothing is sent (`encryption=ExplicitTLS`).
+    StartTlsRequired,
+    /// STARTTLS when the server offers it (shoutrrr's default: `Auto`, `usestarttls=yes`).
+    StartTlsOpportunistic,
+    /// Plain text (`usestarttls=no` with `Auto` or `None`).
+    None,
+}
+
+/// Which SASL mechanisms may be used (shoutrrr's `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailAuth {
+    /// PLAIN or LOGIN, whichever the server offers (`Unknown`, the default).
+    Any,
+    Plain,
+    Login,
+    OAuth2,
+    None,
+}
+
+/// One mail service.
+#[derive(Clone)]
+pub struct Mail {
+    pub host: String,
+    pub port: u16,
+    pub tls: MailTls,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub auth: MailAuth,
+    pub from: String,
+    pub from_name: Option<String>,
+    pub to: Vec<String>,
+    pub client_host: Option<String>,
+    pub shown: String,
+}
 
 pub(super) fn smtp(url: &Url) -> Result<Mail, String> {
     let host = url

@@ -18,10 +18,11 @@
 //! entry by its number and `scheme://host/…`. This module only parses and validates; sending
 //! lives in `crate::notify`.
 
-use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::ConfigError;
+pub use super::notify_mail::{Mail, MailAuth, MailTls};
+use super::service_url::{decoded, query, yes};
 use crate::secret::Secret;
 
 const VAR: &str = "NOTIFY_URLS";
@@ -58,46 +59,6 @@ pub struct Endpoint {
     pub path: Secret,
     /// Headers that carry a token (`Authorization`, `X-Gotify-Key`).
     pub headers: Vec<(&'static str, Secret)>,
-    pub shown: String,
-}
-
-/// How the mail connection is protected (shoutrrr's `encryption` and `usestarttls`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailTls {
-    /// TLS from the first byte (port 465, `encryption=ImplicitTLS`).
-    Implicit,
-    /// STARTTLS or nothing is sent (`encryption=ExplicitTLS`).
-    StartTlsRequired,
-    /// STARTTLS when the server offers it (shoutrrr's default: `Auto`, `usestarttls=yes`).
-    StartTlsOpportunistic,
-    /// Plain text (`usestarttls=no` with `Auto` or `None`).
-    None,
-}
-
-/// Which SASL mechanisms may be used (shoutrrr's `auth`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailAuth {
-    /// PLAIN or LOGIN, whichever the server offers (`Unknown`, the default).
-    Any,
-    Plain,
-    Login,
-    OAuth2,
-    None,
-}
-
-/// One mail service.
-#[derive(Clone)]
-pub struct Mail {
-    pub host: String,
-    pub port: u16,
-    pub tls: MailTls,
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    pub auth: MailAuth,
-    pub from: String,
-    pub from_name: Option<String>,
-    pub to: Vec<String>,
-    pub client_host: Option<String>,
     pub shown: String,
 }
 
@@ -205,28 +166,6 @@ fn parse_entry(entry: &str) -> Result<Target, String> {
 /// The URL, or a reason that does not quote it.
 pub(super) fn url(entry: &str) -> Result<Url, String> {
     Url::parse(entry).map_err(|e| format!("is not a valid URL ({e})"))
-}
-
-/// A percent-decoded part of a URL.
-pub(super) fn decoded(part: &str) -> String {
-    percent_decode_str(part).decode_utf8_lossy().into_owned()
-}
-
-/// A query parameter, case-insensitively (shoutrrr's keys are).
-pub(super) fn query(url: &Url, keys: &[&str]) -> Option<String> {
-    url.query_pairs()
-        .find(|(k, _)| keys.iter().any(|key| k.eq_ignore_ascii_case(key)))
-        .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty())
-}
-
-/// shoutrrr's booleans: yes/no, true/false, 1/0.
-pub(super) fn yes(value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "yes" | "true" | "1" | "on" => Ok(true),
-        "no" | "false" | "0" | "off" => Ok(false),
-        _ => Err(format!("expected yes or no, not {value:?}")),
-    }
 }
 
 fn host_port(url: &Url) -> Result<String, String> {
