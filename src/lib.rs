@@ -246,7 +246,7 @@ fn tell(notifier: &notify::Notifier, report: &Report, pings: bool, notifies: boo
         for d in notifier.tell_people(&message) {
             match d.result {
                 Ok(()) => tracing::debug!("{} told", d.service),
-                Err(e) => tracing::warn!("could not tell {}: {e}", d.service),
+                Err(e) => tracing::warn!("could not tell {}: {}", d.service, e.reason()),
             }
         }
     }

@@ -42,8 +42,8 @@ pub fn run(notifier: &Notifier, args: &NotifyArgs) -> Outcome {
         match d.result {
             Ok(()) => told.push(d.service),
             Err(e) => {
-                tracing::warn!("could not tell {}: {e}", d.service);
-                not_told.push(e.to_string());
+                tracing::warn!("could not tell {}: {}", d.service, e.reason());
+                not_told.push(format!("{}: {}", d.service, e.reason()));
             }
         }
     }

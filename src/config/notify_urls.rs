@@ -160,7 +160,23 @@ fn parse_entry(entry: &str) -> Result<Target, String> {
             ));
         }
     };
-    result.map_err(|reason| format!("{shown_scheme}: {reason}"))
+    result
+        .and_then(sendable)
+        .map_err(|reason| format!("{shown_scheme}: {reason}"))
+}
+
+/// The request the entry makes must be one HTTP can carry: found now, not at the first failure.
+fn sendable(target: Target) -> Result<Target, String> {
+    if let Target::Http(e) = &target {
+        format!("{}{}", e.base, e.path.expose())
+            .parse::<http::Uri>()
+            .map_err(|_| "holds a character a URL may not (percent-encode it)".to_string())?;
+        for (_, value) in &e.headers {
+            http::HeaderValue::from_str(value.expose())
+                .map_err(|_| "holds a character a header may not".to_string())?;
+        }
+    }
+    Ok(target)
 }
 
 /// The URL, or a reason that does not quote it.
@@ -534,6 +550,7 @@ mod tests {
             ("bogus://SECRET", "unknown service bogus://"),
             ("SECRET", "is not a service URL"),
             ("smtp://u:SECRET@h:25/?to=a@x", "from="),
+            ("discord://SE%20CRET@1", "percent-encode"),
         ] {
             let list = format!("ntfy://ok.example/t {bad}");
             let e = parse_list(&Secret::new(list)).unwrap_err().to_string();

@@ -93,6 +93,17 @@ pub enum SendError {
     Status(String, u16),
 }
 
+impl SendError {
+    /// What happened, without the endpoint (for messages that name it already).
+    pub fn reason(&self) -> String {
+        match self {
+            SendError::Timeout(_, timeout) => format!("no answer within {timeout:?}"),
+            SendError::Connect(_, reason) => reason.clone(),
+            SendError::Status(_, code) => format!("answered HTTP {code}"),
+        }
+    }
+}
+
 /// Sends the requests of one run.
 pub struct Notifier {
     settings: Settings,

@@ -69,6 +69,7 @@ fn render_fields(
         "restore" => restore(&mut out, d),
         "pin" | "adopt" => per_destination(&mut out, d),
         "ping" => ping(&mut out, d),
+        "notify" => told(&mut out, d),
         _ => {}
     }
     out.line(format!(
@@ -632,6 +633,19 @@ fn ping(out: &mut Out, d: &Fields) {
             .map(|n| format!(": {}", clean(n)))
             .unwrap_or_default()
     ));
+}
+
+/// `pg-backups notify`: who was told, who could not be.
+fn told(out: &mut Out, d: &Fields) {
+    for service in strings(d, "told") {
+        out.line(format!("told {service}"));
+    }
+    for problem in strings(d, "not_told") {
+        out.line(format!("not told: {problem}"));
+    }
+    if let Some(note) = d.get("note").and_then(Value::as_str) {
+        out.line(clean(note));
+    }
 }
 
 #[cfg(test)]
