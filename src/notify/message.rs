@@ -107,12 +107,24 @@ fn build(host: &str, what: &str, code: i32, results: &[Value]) -> Message {
         },
     ));
     facts.extend(where_facts(results));
-    let error = results
+    let first_error = results
         .iter()
         .find_map(|r| r.get("error").and_then(|e| e.get("message")))
-        .and_then(Value::as_str)
-        .map(|e| clean(e.lines().next().unwrap_or_default()));
-    let details: Vec<String> = results.iter().map(text::render_json).collect();
+        .and_then(Value::as_str);
+    // One line: the message's own lines (its advice among them) joined.
+    let error = first_error.map(|e| clean(&e.split_whitespace().collect::<Vec<_>>().join(" ")));
+    // The text output, less the error line already shown above it.
+    let shown_error = first_error.map(|e| format!("error: {}", clean(e)));
+    let details: Vec<String> = results
+        .iter()
+        .map(|r| {
+            text::render_json(r)
+                .lines()
+                .filter(|l| Some(*l) != shown_error.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
     Message {
         failed,
         subject: format!("[pg-backups] {word} {what} on {host}"),
@@ -249,8 +261,9 @@ mod tests {
         assert_eq!(m.headline, "dump failed on db-prod-1 (exit 69)");
         assert_eq!(
             m.error.as_deref(),
-            Some("cannot reach PostgreSQL at db:5432")
+            Some("cannot reach PostgreSQL at db:5432 more")
         );
+        assert!(!m.details.contains("error:"), "shown once: {}", m.details);
         assert!(m.hint.is_some());
         assert!(m.plain().contains("Host: db-prod-1"), "{}", m.plain());
         assert!(m.details.contains("dump failed in"), "{}", m.details);
