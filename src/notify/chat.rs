@@ -99,7 +99,7 @@ fn discord(m: &Message) -> Value {
         .collect();
     let mut description = problem(m).map(|p| format!("{p}\n")).unwrap_or_default();
     if !m.details.is_empty() {
-        description.push_str(&format!("```\n{}\n```", cut(&m.details, 3500)));
+        description.push_str(&format!("```\n{}\n```", cut(&m.details, 2900)));
     }
     json!({
         "username": "pg-backups",
@@ -181,7 +181,7 @@ fn telegram(m: &Message, chat: &str) -> Value {
     if !m.details.is_empty() {
         text.push_str(&format!(
             "\n<pre>{}</pre>",
-            html_escape(&cut(&m.details, 3000))
+            html_escape(&cut(&m.details, 2500))
         ));
     }
     let mut body = json!({"text": text, "parse_mode": "HTML", "disable_web_page_preview": true});
@@ -213,7 +213,8 @@ fn problem(m: &Message) -> Option<String> {
     if let Some(h) = &m.hint {
         text.push_str(&format!("\nwhat to do: {h}"));
     }
-    (!text.is_empty()).then(|| text.trim_start().to_string())
+    // Kept short: Slack sections hold 3000 characters, Discord descriptions 4096.
+    (!text.is_empty()).then(|| cut(text.trim_start(), 1000))
 }
 
 fn colour(m: &Message) -> u32 {
