@@ -4,10 +4,9 @@
 //!   with `NOTIFY_ON=always`;
 //! - `HEALTHCHECK_URL` is pinged healthchecks.io-style by `dump`, `ship` and `prune`: `/start`
 //!   when a run starts, the URL itself on success, `/fail` on failure (the JSON result as the
-//!   body, which healthchecks.io shows in its log). Inside `pg-backups-cycle` the script pings once per cycle
-//!   (`pg-backups ping`) and the commands stay quiet, so a successful `ship` after a failed
-//!   `dump` never turns the check green.
-//!
+//!   body, which healthchecks.io shows in its log). Inside `pg-backups-cycle` the script pings
+//!   once per cycle (`pg-backups ping`) and the commands stay quiet, so a successful `ship`
+//!   after a failed `dump` never turns the check green;
 //! - `NOTIFY_URLS` (chat services and mail, shoutrrr's URL forms) get a message a person
 //!   reads ([`Message`], formatted per service in `chat.rs` and `mail.rs`), per `NOTIFY_ON`:
 //!   from a command run on its own, and once per cycle from `pg-backups-cycle` through
