@@ -24,6 +24,8 @@ Secrets are read from the environment (or --env-file, or a *_FILE variable), nev
   S3_SECRET_KEY   [env: S3_SECRET_KEY]   or S3_SECRET_KEY_FILE (else AWS_SECRET_ACCESS_KEY)
   NOTIFY_URL      [env: NOTIFY_URL]      or NOTIFY_URL_FILE: the JSON result is POSTed there
   HEALTHCHECK_URL [env: HEALTHCHECK_URL] or HEALTHCHECK_URL_FILE: /start, success, /fail pings
+  NOTIFY_URLS     [env: NOTIFY_URLS]     or NOTIFY_URLS_FILE: slack://, discord://, teams://,
+                  telegram://, ntfy://, gotify://, smtp://, generic+https:// (shoutrrr's forms)
 
 On a terminal the result is text for a person; otherwise (or with --json) every run prints \
 one JSON object on stdout. It exits with a sysexits code (0 ok, 1 stale \
@@ -72,6 +74,16 @@ pub enum Command {
     Man(ManArgs),
     /// Ping HEALTHCHECK_URL: start, success or fail (pg-backups-cycle pings once per cycle).
     Ping(PingArgs),
+    /// Tell NOTIFY_URLS how a pg-backups-cycle went (the cycle's exit code and JSON lines).
+    Notify(NotifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    /// The exit code of the cycle (0: it succeeded).
+    pub code: i32,
+    /// The file that holds the cycle's JSON lines, one result per line.
+    pub results: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +123,7 @@ impl Command {
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
             Command::Ping(_) => "ping",
+            Command::Notify(_) => "notify",
         }
     }
 }
@@ -434,14 +447,19 @@ pub struct GlobalArgs {
     /// Read NOTIFY_URL (where the JSON result of a run is POSTed) from this file.
     #[arg(long, global = true, env = "NOTIFY_URL_FILE", help_heading = OUTPUT)]
     pub notify_url_file: Option<String>,
-    /// When NOTIFY_URL is told: failure (default) or always.
+    /// When NOTIFY_URL and NOTIFY_URLS are told: failure (default) or always.
     #[arg(long, global = true, env = "NOTIFY_ON", default_value = "failure", help_heading = OUTPUT)]
     pub notify_on: String,
+    /// Read NOTIFY_URLS (services that get a message a person reads: slack://, discord://,
+    /// teams://, telegram://, ntfy://, gotify://, smtp://, generic+https://) from this file.
+    #[arg(long, global = true, env = "NOTIFY_URLS_FILE", help_heading = OUTPUT)]
+    pub notify_urls_file: Option<String>,
     /// Read HEALTHCHECK_URL (healthchecks.io-style ping URL) from this file.
     #[arg(long, global = true, env = "HEALTHCHECK_URL_FILE", help_heading = OUTPUT)]
     pub healthcheck_url_file: Option<String>,
-    /// Timeout of each NOTIFY_URL / HEALTHCHECK_URL request (3 attempts at most); a dead
-    /// endpoint never fails or holds up a backup.
+    /// Timeout of each NOTIFY_URL / HEALTHCHECK_URL request (3 attempts at most) and of each
+    /// NOTIFY_URLS message (2 attempts, all services at once); a dead endpoint never fails or
+    /// holds up a backup.
     #[arg(long, global = true, env = "NOTIFY_TIMEOUT", default_value = "10s", help_heading = OUTPUT)]
     pub notify_timeout: String,
     /// node_exporter textfile that each run updates (atomically).
@@ -462,7 +480,8 @@ fn settings_read_by(command: &str) -> String {
     const DEST: &str = "S3_ENABLED S3_BUCKET S3_ENDPOINT S3_REGION S3_PREFIX S3_ACCESS_KEY(_FILE) \
                         S3_SECRET_KEY(_FILE) S3_FORCE_PATH_STYLE RSYNC_ENABLED RSYNC_HOST RSYNC_USER \
                         RSYNC_PORT RSYNC_PATH RSYNC_SSH_KEY RSYNC_KNOWN_HOSTS";
-    const TELL: &str = "NOTIFY_URL(_FILE) NOTIFY_ON HEALTHCHECK_URL(_FILE) METRICS_FILE LOG_FORMAT";
+    const TELL: &str = "NOTIFY_URL(_FILE) NOTIFY_URLS(_FILE) NOTIFY_ON HEALTHCHECK_URL(_FILE) \
+                        METRICS_FILE LOG_FORMAT";
     let text = match command {
         "dump" => format!(
             "{PG} BACKUP_DIR BACKUP_DATABASES BACKUP_EXCLUDE_DATABASES BACKUP_JOBS BACKUP_FORMAT \
@@ -484,6 +503,7 @@ fn settings_read_by(command: &str) -> String {
         "list" | "pin" => format!("BACKUP_DIR {DEST} LOG_FORMAT"),
         "adopt" => format!("BACKUP_DIR {DEST} S3_OBJECT_LOCK_MODE S3_OBJECT_LOCK_DAYS LOG_FORMAT"),
         "ping" => "HEALTHCHECK_URL(_FILE) NOTIFY_TIMEOUT".to_string(),
+        "notify" => "NOTIFY_URLS(_FILE) NOTIFY_ON NOTIFY_TIMEOUT".to_string(),
         _ => return String::new(),
     };
     format!(
@@ -601,7 +621,7 @@ pub fn env_file_from_args(args: &[OsString]) -> Option<PathBuf> {
 
 /// The subcommand word, for the JSON result of a run whose arguments did not parse.
 pub fn command_word(args: &[OsString]) -> String {
-    const NAMES: [&str; 12] = [
+    const NAMES: [&str; 13] = [
         "dump",
         "ship",
         "prune",
@@ -614,6 +634,7 @@ pub fn command_word(args: &[OsString]) -> String {
         "completions",
         "man",
         "ping",
+        "notify",
     ];
     args.iter()
         .skip(1)

@@ -128,13 +128,8 @@ pub fn run(args: Vec<OsString>) -> Exit {
         Ok(settings) => notify::Notifier::new(settings),
         Err(e) => return refuse(command, e.into()),
     };
-    if let Command::Ping(args) = &cli.command {
-        let report = Report::new(command, started_at, commands::ping::run(&notifier, args));
-        return Exit::Report {
-            stdout: output.show(&report),
-            stderr: None,
-            exit_code: report.exit_code,
-        };
+    if let Some(exit) = answer_for_the_cycle(&cli, &notifier, output, started_at) {
+        return exit;
     }
     let pings = notify::pings(command) && !notify::in_cycle();
     let config = match Config::from_args(&cli.global, &secrets) {
@@ -189,6 +184,33 @@ pub fn run(args: Vec<OsString>) -> Exit {
     }
 }
 
+/// `ping` and `notify`, which `pg-backups-cycle` calls: they need the notification settings
+/// only, so a cycle whose other settings are wrong still pings and tells.
+fn answer_for_the_cycle(
+    cli: &cli::Cli,
+    notifier: &notify::Notifier,
+    output: Output,
+    started_at: chrono::DateTime<Utc>,
+) -> Option<Exit> {
+    let command = cli.command.name();
+    let outcome = match &cli.command {
+        Command::Ping(args) => commands::ping::run(notifier, args),
+        Command::Notify(args) => {
+            let format =
+                config::LogFormat::parse(&cli.global.log_format).unwrap_or(config::LogFormat::Text);
+            logging::init(format, output == Output::Text);
+            commands::notify::run(notifier, args)
+        }
+        _ => return None,
+    };
+    let report = Report::new(command, started_at, outcome);
+    Some(Exit::Report {
+        stdout: output.show(&report),
+        stderr: None,
+        exit_code: report.exit_code,
+    })
+}
+
 /// A run stopped before its work (a setting, the env file): one line for the person on
 /// stderr, the JSON result for a scheduler (on a terminal the line says it all).
 fn refused(report: &Report, output: Output) -> Exit {
@@ -215,6 +237,17 @@ fn tell(notifier: &notify::Notifier, report: &Report, pings: bool, notifies: boo
             Ok(true) => tracing::debug!("NOTIFY_URL told"),
             Ok(false) => {}
             Err(e) => tracing::warn!("could not tell NOTIFY_URL: {e}"),
+        }
+    }
+    // People hear of a cycle once, from the cycle (`pg-backups notify`), not per step.
+    if notifies && !notify::in_cycle() {
+        let value = serde_json::to_value(report).unwrap_or_default();
+        let message = notify::Message::of_run(&notifier.settings().host, &value);
+        for d in notifier.tell_people(&message) {
+            match d.result {
+                Ok(()) => tracing::debug!("{} told", d.service),
+                Err(e) => tracing::warn!("could not tell {}: {}", d.service, e.reason()),
+            }
         }
     }
     if pings {
@@ -254,7 +287,7 @@ fn usage_error(
             "no command given: run `pg-backups --help` for the commands".to_string(),
             format!(
                 "{}\n\nCommands: dump, ship, prune, list, verify, check, pin, adopt, restore, \
-                 ping, completions, man\nRun `pg-backups --help` for the commands and settings, \
+                 ping, notify, completions, man\nRun `pg-backups --help` for the commands and settings, \
                  `pg-backups COMMAND --help` for one command.",
                 usage.trim_end()
             ),
@@ -308,8 +341,10 @@ fn dispatch(config: &Config, command: &Command) -> Result<Outcome, Error> {
         Command::Adopt(args) => commands::adopt::run(config, args),
         Command::Verify(args) => commands::verify::run(config, args),
         Command::Restore(args) => commands::restore::run(config, args),
-        Command::Completions(_) | Command::Man(_) | Command::Ping(_) => Err(Error::Internal(
-            "completions, man and ping are answered before settings are read".into(),
-        )),
+        Command::Completions(_) | Command::Man(_) | Command::Ping(_) | Command::Notify(_) => {
+            Err(Error::Internal(
+                "completions, man, ping and notify are answered before settings are read".into(),
+            ))
+        }
     }
 }

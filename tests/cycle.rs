@@ -22,6 +22,7 @@ if [ "$1" = "--version" ]; then echo "pg-backups 9.8.7"; exit 0; fi
 [ "$1" = "--json" ] && shift
 cmd=$1
 echo "$* TMPDIR=${TMPDIR:-}" >> "$FAKE_LOG"
+[ "$cmd" = notify ] && cp "$3" "$FAKE_LOG.results"
 eval "how=\${FAKE_$(echo "$cmd" | tr a-z A-Z):-ok}"
 case $how in
   ok) echo "{\"command\":\"$cmd\",\"status\":\"ok\",\"exit_code\":0}" ;;
@@ -162,6 +163,7 @@ fn a_sigterm_during_the_start_ping_starts_no_dump() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(log.contains("ping fail 75"), "{shell}: {log}");
+        assert!(log.contains("notify 75 "), "{shell}: {log}");
     }
 }
 
@@ -280,5 +282,34 @@ fn the_env_file_gives_the_script_its_own_settings_and_the_environment_wins() {
             "{shell}"
         );
         assert_eq!(std::fs::read_to_string(&jsonl).unwrap().lines().count(), 3);
+    }
+}
+
+#[test]
+fn notify_urls_hear_of_a_cycle_once_with_every_line_of_it() {
+    for shell in SHELLS {
+        let fake = Fake::new();
+        let out = fake.run(shell, &[("FAKE_DUMP", "fail:69")]);
+        assert_eq!(out.status.code(), Some(69));
+        let log = fake.log();
+        let calls: Vec<&str> = log.lines().filter(|l| l.starts_with("notify ")).collect();
+        assert_eq!(calls.len(), 1, "{shell}: once per cycle: {log}");
+        assert!(calls[0].starts_with("notify 69 "), "{shell}: {log}");
+        // After the verdict ping, so a slow chat service never delays healthchecks.
+        let ping = log.find("ping fail 69").expect("the fail ping");
+        assert!(log.find("notify 69").unwrap() > ping, "{shell}: {log}");
+        let results = std::fs::read_to_string(fake.path().join("log.results")).unwrap();
+        let commands: Vec<String> = results
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["command"].to_string())
+            .collect();
+        assert_eq!(commands, ["\"dump\"", "\"ship\"", "\"prune\""], "{shell}");
+
+        let fake = Fake::new();
+        let out = fake.run(shell, &[]);
+        assert!(out.status.success());
+        let log = fake.log();
+        assert_eq!(log.matches("notify ").count(), 1, "{shell}: {log}");
+        assert!(log.contains("notify 0 "), "{shell}: {log}");
     }
 }

@@ -41,6 +41,7 @@ fn variables_in_help() -> BTreeSet<String> {
     let mut vars = BTreeSet::new();
     let commands = [
         "dump", "ship", "prune", "list", "verify", "check", "pin", "adopt", "restore", "ping",
+        "notify",
     ];
     let mut runs = vec![vec!["--help"]];
     runs.extend(commands.iter().map(|c| vec![*c, "--help"]));

@@ -303,6 +303,10 @@ fn notification_urls_never_reach_a_child_process() {
         ("PG_BIN_DIR", wrappers.to_str().unwrap()),
         ("NOTIFY_URL", &hook.url(&format!("/n/{TOKEN}"))),
         ("HEALTHCHECK_URL", &hook.url(&format!("/h/{TOKEN}"))),
+        (
+            "NOTIFY_URLS",
+            &format!("generic+http://127.0.0.1:{}/u/{TOKEN}", hook.port),
+        ),
         ("NOTIFY_ON", "always"),
     ]));
     let run = pgb_run(&e, &dir.path().join("b"), &["dump"]).expect(0);
@@ -310,5 +314,9 @@ fn notification_urls_never_reach_a_child_process() {
     let children = std::fs::read_to_string(&log).unwrap();
     assert!(children.contains("== pg_dump"), "the wrappers ran");
     assert!(!children.contains(TOKEN), "a child saw a notification URL");
-    assert_eq!(hook.requests().len(), 3, "start, success, the result");
+    assert_eq!(
+        hook.requests().len(),
+        4,
+        "start, success, the result, the NOTIFY_URLS message"
+    );
 }

@@ -141,6 +141,7 @@ fn each_command_help_shows_its_own_options_and_names_its_settings() {
         ("verify", "--restore-test", "AGE_IDENTITY_FILE"),
         ("restore", "--target-database", "RESTORE_"),
         ("ping", "<SIGNAL>", "HEALTHCHECK_URL"),
+        ("notify", "<CODE>", "NOTIFY_URLS"),
     ] {
         let text = help(&[command, "--help"]);
         assert!(

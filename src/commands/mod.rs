@@ -5,6 +5,7 @@ pub mod adopt;
 pub mod check;
 pub mod dump;
 pub mod list;
+pub mod notify;
 pub mod pin;
 pub mod ping;
 pub mod prune;

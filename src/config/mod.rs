@@ -13,6 +13,8 @@
 mod backup;
 mod error;
 pub(crate) mod notify;
+mod notify_mail;
+pub(crate) mod notify_urls;
 mod parse;
 mod pg;
 mod restore;
@@ -20,6 +22,7 @@ mod retention;
 mod rsync;
 mod s3;
 mod secrets;
+mod service_url;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,7 +53,7 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    fn parse(value: &str) -> Result<LogFormat, ConfigError> {
+    pub(crate) fn parse(value: &str) -> Result<LogFormat, ConfigError> {
         match value.to_ascii_lowercase().as_str() {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),

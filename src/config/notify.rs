@@ -1,5 +1,5 @@
-//! Who is told how a run went: `NOTIFY_URL(_FILE)`, `NOTIFY_ON`, `HEALTHCHECK_URL(_FILE)`,
-//! `NOTIFY_TIMEOUT`. Resolved apart from [`super::Config`] (and first) so that a run whose
+//! Who is told how a run went: `NOTIFY_URL(_FILE)`, `NOTIFY_URLS(_FILE)` (parsed in
+//! `notify_urls.rs`), `NOTIFY_ON`, `HEALTHCHECK_URL(_FILE)`, `NOTIFY_TIMEOUT`. Resolved apart from [`super::Config`] (and first) so that a run whose
 //! other settings are wrong still reports its failure. Sending lives in `crate::notify`.
 //!
 //! Both URLs carry tokens: they are secrets (environment or `*_FILE` only), and messages
@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
+use super::notify_urls::{self, Target};
 use super::parse::{parse_duration, path_setting};
 use super::secrets::{Secrets, secret_with_file};
 use crate::cli::GlobalArgs;
@@ -86,6 +87,14 @@ pub struct Settings {
     pub notify_url: Option<SecretUrl>,
     pub notify_on: NotifyOn,
     pub healthcheck_url: Option<SecretUrl>,
+    /// `NOTIFY_URLS`: the services that get a message a person reads.
+    pub targets: Vec<Target>,
+    /// The machine named in those messages (`HOSTNAME`, else the kernel's host name).
+    pub host: String,
+    /// TEST ONLY: `PG_BACKUPS_NOTIFY_API_BASE` replaces the public API of Slack, Discord,
+    /// Telegram and Teams (`https://hooks.slack.com`…), whose URLs carry only tokens, so that
+    /// tests can point them at a loopback server. Never needed in production.
+    pub api_base: Option<String>,
     pub timeout: Duration,
 }
 
@@ -97,14 +106,44 @@ impl Settings {
             notify_url: url(secrets, "NOTIFY_URL", &args.notify_url_file)?,
             notify_on,
             healthcheck_url: url(secrets, "HEALTHCHECK_URL", &args.healthcheck_url_file)?,
+            targets: targets(secrets, &args.notify_urls_file)?,
+            host: host_name(),
+            api_base: std::env::var("PG_BACKUPS_NOTIFY_API_BASE")
+                .ok()
+                .map(|b| b.trim().trim_end_matches('/').to_string())
+                .filter(|b| !b.is_empty()),
             timeout,
         })
     }
 
     /// Nothing to tell anyone.
     pub fn is_empty(&self) -> bool {
-        self.notify_url.is_none() && self.healthcheck_url.is_none()
+        self.notify_url.is_none() && self.healthcheck_url.is_none() && self.targets.is_empty()
     }
+}
+
+/// `NOTIFY_URLS` from its variable or its `_FILE`.
+fn targets(secrets: &Secrets, file: &Option<String>) -> Result<Vec<Target>, ConfigError> {
+    let list = secret_with_file(
+        "NOTIFY_URLS",
+        secrets.get("NOTIFY_URLS").as_deref(),
+        path_setting(file).as_deref(),
+    )?;
+    match list {
+        Some(list) => notify_urls::parse_list(&list),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `HOSTNAME` (set by shells and by Docker), else the kernel's host name.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".to_string())
 }
 
 /// A URL secret from its variable or its `_FILE`.

@@ -26,6 +26,7 @@ impl Secrets {
         "AWS_SESSION_TOKEN",
         "NOTIFY_URL",
         "HEALTHCHECK_URL",
+        "NOTIFY_URLS",
     ];
 
     pub fn is_secret(name: &str) -> bool {
@@ -72,6 +73,7 @@ fn file_variable(var: &str) -> &'static str {
         "S3_SECRET_KEY" => "S3_SECRET_KEY_FILE",
         "NOTIFY_URL" => "NOTIFY_URL_FILE",
         "HEALTHCHECK_URL" => "HEALTHCHECK_URL_FILE",
+        "NOTIFY_URLS" => "NOTIFY_URLS_FILE",
         _ => "secret file",
     }
 }

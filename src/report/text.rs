@@ -12,9 +12,54 @@ type Fields = Map<String, Value>;
 
 /// The whole text, ending with a newline.
 pub fn render(report: &Report) -> String {
-    let d = &report.details;
+    render_fields(
+        &report.command,
+        status_word(report.status),
+        report.duration_ms,
+        report.exit_code,
+        report.error.as_ref().map(|e| e.message.as_str()),
+        &report.details,
+    )
+}
+
+/// The same text from a JSON result (a line of `pg-backups-cycle`, whose steps ran as other
+/// processes), for the messages people read (`NOTIFY_URLS`).
+pub fn render_json(result: &Value) -> String {
+    let Some(d) = result.as_object() else {
+        return String::new();
+    };
+    let status = match s(d, "status") {
+        "ok" => status_word(Status::Ok),
+        "partial" => status_word(Status::Partial),
+        "failed" => status_word(Status::Failed),
+        "stale" => status_word(Status::Stale),
+        other => other,
+    };
+    let error = d
+        .get("error")
+        .and_then(Value::as_object)
+        .map(|e| s(e, "message"));
+    let code = d.get("exit_code").and_then(Value::as_i64).unwrap_or(0);
+    render_fields(
+        s(d, "command"),
+        status,
+        u(d, "duration_ms"),
+        i32::try_from(code).unwrap_or(70),
+        error,
+        d,
+    )
+}
+
+fn render_fields(
+    command: &str,
+    status: &str,
+    duration_ms: u64,
+    exit_code: i32,
+    error: Option<&str>,
+    d: &Fields,
+) -> String {
     let mut out = Out::default();
-    match report.command.as_str() {
+    match command {
         "list" => list(&mut out, d),
         "check" => check(&mut out, d),
         "prune" => prune(&mut out, d),
@@ -24,21 +69,22 @@ pub fn render(report: &Report) -> String {
         "restore" => restore(&mut out, d),
         "pin" | "adopt" => per_destination(&mut out, d),
         "ping" => ping(&mut out, d),
+        "notify" => told(&mut out, d),
         _ => {}
     }
     out.line(format!(
         "{} {} in {}{}",
-        report.command,
-        status_word(report.status),
-        human::seconds(report.duration_ms as f64 / 1000.0),
-        if report.exit_code == 0 {
+        clean(command),
+        clean(status),
+        human::seconds(duration_ms as f64 / 1000.0),
+        if exit_code == 0 {
             String::new()
         } else {
-            format!(" (exit {})", report.exit_code)
+            format!(" (exit {exit_code})")
         }
     ));
-    if let Some(e) = &report.error {
-        out.line(format!("error: {}", clean(&e.message)));
+    if let Some(e) = error {
+        out.line(format!("error: {}", clean(e)));
     }
     out.text
 }
@@ -587,6 +633,19 @@ fn ping(out: &mut Out, d: &Fields) {
             .map(|n| format!(": {}", clean(n)))
             .unwrap_or_default()
     ));
+}
+
+/// `pg-backups notify`: who was told, who could not be.
+fn told(out: &mut Out, d: &Fields) {
+    for service in strings(d, "told") {
+        out.line(format!("told {service}"));
+    }
+    for problem in strings(d, "not_told") {
+        out.line(format!("not told: {problem}"));
+    }
+    if let Some(note) = d.get("note").and_then(Value::as_str) {
+        out.line(clean(note));
+    }
 }
 
 #[cfg(test)]

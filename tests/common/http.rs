@@ -11,7 +11,18 @@ use std::time::Duration;
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +56,7 @@ impl HttpServer {
                     let method = parts.next().unwrap_or_default().to_string();
                     let path = parts.next().unwrap_or_default().to_string();
                     let mut length = 0usize;
+                    let mut headers = Vec::new();
                     loop {
                         let mut header = String::new();
                         if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -54,10 +66,11 @@ impl HttpServer {
                         if header.is_empty() {
                             break;
                         }
-                        if let Some((k, v)) = header.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
+                        if let Some((k, v)) = header.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
                         }
                     }
                     let mut body = vec![0u8; length];
@@ -65,6 +78,7 @@ impl HttpServer {
                     seen.lock().unwrap().push(Request {
                         method,
                         path,
+                        headers,
                         body: String::from_utf8_lossy(&body).into_owned(),
                     });
                     let mut stream = stream;

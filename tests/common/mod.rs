@@ -9,6 +9,7 @@ pub mod fixture;
 pub mod http;
 pub mod names;
 pub mod s3;
+pub mod smtp;
 pub mod ssh;
 
 use std::net::TcpListener;

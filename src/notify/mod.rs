@@ -4,21 +4,29 @@
 //!   with `NOTIFY_ON=always`;
 //! - `HEALTHCHECK_URL` is pinged healthchecks.io-style by `dump`, `ship` and `prune`: `/start`
 //!   when a run starts, the URL itself on success, `/fail` on failure (the JSON result as the
-//!   body, which healthchecks.io shows in its log). Inside `pg-backups-cycle` the script pings once per cycle
-//!   (`pg-backups ping`) and the commands stay quiet, so a successful `ship` after a failed
-//!   `dump` never turns the check green.
+//!   body, which healthchecks.io shows in its log). Inside `pg-backups-cycle` the script pings
+//!   once per cycle (`pg-backups ping`) and the commands stay quiet, so a successful `ship`
+//!   after a failed `dump` never turns the check green;
+//! - `NOTIFY_URLS` (chat services and mail, shoutrrr's URL forms) get a message a person
+//!   reads ([`Message`], formatted per service in `chat.rs` and `mail.rs`), per `NOTIFY_ON`:
+//!   from a command run on its own, and once per cycle from `pg-backups-cycle` through
+//!   `pg-backups notify` (the cycle's commands stay quiet, as for the pings).
 //!
-//! Both URLs carry tokens: they are secrets (environment or `*_FILE` only), never logged,
+//! All these URLs carry tokens: they are secrets (environment or `*_FILE` only), never logged,
 //! never in the JSON, never in a child's environment; messages show `scheme://host/…` only.
 //! A dead or hanging endpoint never fails or holds up a backup: each request has a timeout,
 //! retries are bounded, a failure is a warning and the run's exit code stands.
 
+mod chat;
+mod http;
+mod mail;
+mod message;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+pub use message::Message;
+
+use crate::config::notify_urls::Target;
 
 /// The settings are resolved with every other setting, in `config/notify.rs`.
 pub use crate::config::notify::{NotifyOn, SecretUrl, Settings};
@@ -84,6 +92,17 @@ pub enum SendError {
     Status(String, u16),
 }
 
+impl SendError {
+    /// What happened, without the endpoint (for messages that name it already).
+    pub fn reason(&self) -> String {
+        match self {
+            SendError::Timeout(_, timeout) => format!("no answer within {timeout:?}"),
+            SendError::Connect(_, reason) => reason.clone(),
+            SendError::Status(_, code) => format!("answered HTTP {code}"),
+        }
+    }
+}
+
 /// Sends the requests of one run.
 pub struct Notifier {
     settings: Settings,
@@ -143,66 +162,88 @@ impl Notifier {
                 "no async runtime".into(),
             ));
         };
-        let timeout = self.settings.timeout;
-        let shown = url.shown().to_string();
-        rt.block_on(async {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .map_err(|e| SendError::Connect(shown.clone(), format!("no CA certificates: {e}")))?
-                .https_or_http()
-                .enable_http1()
-                .build();
-            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-            let mut last = None;
-            for attempt in 0..ATTEMPTS {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
-                }
-                let request = http::Request::post(target)
-                    .header("content-type", "application/json")
-                    .header(
-                        "user-agent",
-                        concat!("pg-backups/", env!("CARGO_PKG_VERSION")),
-                    )
-                    .body(Full::new(Bytes::from(body.clone())))
-                    .map_err(|_| SendError::Connect(shown.clone(), "invalid URL".into()))?;
-                let answer = tokio::time::timeout(timeout, async {
-                    let response = client.request(request).await?;
-                    let status = response.status();
-                    // Read the (small) answer so the connection closes cleanly.
-                    let _ = response.into_body().collect().await;
-                    Ok::<_, hyper_util::client::legacy::Error>(status)
+        let post = http::Post {
+            url: target.to_string(),
+            shown: url.shown().to_string(),
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        };
+        let client = http::client(&post.shown)?;
+        rt.block_on(http::send(&client, &post, self.settings.timeout, ATTEMPTS))
+    }
+
+    /// Sends `message` to every `NOTIFY_URLS` service when `NOTIFY_ON` asks for it, all at
+    /// once, each attempt bounded by `NOTIFY_TIMEOUT` and retried once: the whole takes at
+    /// most 2 × NOTIFY_TIMEOUT + 1 s, however many services are slow. Returns each
+    /// service's outcome (`scheme://host/…`, never a token); empty when nothing was due.
+    pub fn tell_people(&self, message: &Message) -> Vec<Delivery> {
+        let targets = &self.settings.targets;
+        if targets.is_empty() || (!message.failed && self.settings.notify_on == NotifyOn::Failure) {
+            return Vec::new();
+        }
+        let Some(rt) = &self.rt else {
+            return targets
+                .iter()
+                .map(|t| Delivery {
+                    service: t.shown().to_string(),
+                    result: Err(SendError::Connect(
+                        t.shown().to_string(),
+                        "no async runtime".into(),
+                    )),
                 })
-                .await;
-                let error = match answer {
-                    Ok(Ok(status)) if status.is_success() => return Ok(()),
-                    Ok(Ok(status)) => {
-                        let e = SendError::Status(shown.clone(), status.as_u16());
-                        // A redirect (not followed: the body would go where the URL does
-                        // not say) or a 4xx other than 429 will not change on a retry.
-                        if status.is_redirection()
-                            || (status.is_client_error() && status.as_u16() != 429)
-                        {
-                            return Err(e);
+                .collect();
+        };
+        if let Some(base) = &self.settings.api_base {
+            tracing::warn!(
+                "PG_BACKUPS_NOTIFY_API_BASE is set (a test setting): Slack, Discord, Telegram \
+                 and Teams messages go to {base}"
+            );
+        }
+        rt.block_on(self.deliver_all(message))
+    }
+
+    async fn deliver_all(&self, message: &Message) -> Vec<Delivery> {
+        let timeout = self.settings.timeout;
+        let api_base = self.settings.api_base.as_deref();
+        let mut jobs = Vec::new();
+        for target in &self.settings.targets {
+            let job: std::pin::Pin<Box<dyn std::future::Future<Output = Delivery> + '_>> =
+                match target {
+                    Target::Http(endpoint) => Box::pin(async move {
+                        let mut result = Ok(());
+                        match http::client(&endpoint.shown) {
+                            Ok(client) => {
+                                for post in chat::requests(endpoint, message, api_base) {
+                                    if let Err(e) = http::send(&client, &post, timeout, 2).await {
+                                        result = Err(e);
+                                    }
+                                }
+                            }
+                            Err(e) => result = Err(e),
                         }
-                        e
-                    }
-                    Ok(Err(e)) => SendError::Connect(shown.clone(), one_line_cause(&e)),
-                    Err(_) => SendError::Timeout(shown.clone(), timeout),
+                        Delivery {
+                            service: endpoint.shown.clone(),
+                            result,
+                        }
+                    }),
+                    Target::Mail(m) => Box::pin(async move {
+                        Delivery {
+                            service: m.shown.clone(),
+                            result: mail::send(m, message, timeout).await,
+                        }
+                    }),
                 };
-                last = Some(error);
-            }
-            Err(last.unwrap_or(SendError::Timeout(shown.clone(), timeout)))
-        })
+            jobs.push(job);
+        }
+        futures_util::future::join_all(jobs).await
     }
 }
 
-/// The innermost cause of a client error, which names what happened ("Connection refused").
-fn one_line_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    let text = cause.to_string();
-    if text.is_empty() { e.to_string() } else { text }
+/// How one service of `NOTIFY_URLS` was told.
+#[derive(Debug)]
+pub struct Delivery {
+    /// `slack://hooks.slack.com/…`: never the token.
+    pub service: String,
+    pub result: Result<(), SendError>,
 }
