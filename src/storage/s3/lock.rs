@@ -134,6 +134,10 @@ impl S3Storage {
         let Some(folder) = &entry.folder else {
             return Ok(None);
         };
+        // Only a bucket that keeps versions can lock objects: elsewhere no HEAD per folder.
+        if !self.is_versioned().await {
+            return Ok(None);
+        }
         let file = if entry.status.has_manifest() {
             MANIFEST_FILE
         } else {
