@@ -446,3 +446,42 @@ fn a_file_that_outgrows_its_parts_fails_alone() {
             .all(|f| f["database"] != "bulk")
     );
 }
+
+/// Two dumps without local copy that start together (two pods, two hosts: their locks are
+/// not shared) never write into one folder: each complete folder is whole and verifies, and
+/// neither run's clean-up removes the other's backup.
+#[test]
+fn two_direct_dumps_at_once_never_share_a_folder() {
+    let source = PgServer::start(15);
+    source.psql("postgres", "CREATE DATABASE \"MyApp\"");
+    source.psql(
+        "MyApp",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 20000) g",
+    );
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let mut envs = direct(&source.env());
+    envs.extend(s3.env(BUCKET, "race"));
+    for round in 0..3 {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = pgb_spawn(&envs, a.path(), &["dump"]);
+        let second = pgb_spawn(&envs, b.path(), &["dump"]);
+        let runs = [
+            parse_run(first.wait_with_output().unwrap()),
+            parse_run(second.wait_with_output().unwrap()),
+        ];
+        let folders: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                assert_eq!(r.code, 0, "round {round}: {}\n{}", r.stdout, r.stderr);
+                r.json["folder"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_ne!(folders[0], folders[1], "round {round}");
+        for folder in &folders {
+            let manifest = assert_files_match_the_manifest(&s3, "race", folder);
+            assert_eq!(manifest["status"], "complete");
+            pgb_run(&envs, a.path(), &["verify", folder]).expect(0);
+        }
+    }
+}

@@ -139,6 +139,25 @@ impl Moto {
         })
     }
 
+    /// A legal hold on the current version of `key` (what a bucket admin sets).
+    fn hold(&self, key: &str) {
+        use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
+        let c = self.client();
+        self.rt
+            .block_on(
+                c.put_object_legal_hold()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .legal_hold(
+                        ObjectLockLegalHold::builder()
+                            .status(ObjectLockLegalHoldStatus::On)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .unwrap();
+    }
+
     /// A plain delete: on a versioned bucket, a delete marker.
     fn delete(&self, key: &str) {
         let c = self.client();
@@ -601,4 +620,63 @@ fn a_direct_dump_locks_every_file_and_leaves_no_scratch_version() {
     let m = pgb_run(&e, dir.path(), &["dump"]).expect(78).message();
     assert!(m.contains("has no Object Lock"), "{m}");
     assert_eq!(moto.versions(""), vec![]);
+}
+
+/// A legal hold on one data file (not the manifest) keeps the whole folder: prune deletes
+/// nothing of it, so it stays a complete backup, and says why.
+#[test]
+fn a_legal_hold_on_one_file_keeps_the_whole_folder_complete() {
+    let moto = Moto::start();
+    moto.create_bucket(true);
+    let dir = tempfile::tempdir().unwrap();
+    // newest, and the youngest older than the 1-day window, are kept by retention.
+    let newest = folder_hours_ago(1);
+    let window = folder_hours_ago(48);
+    let old = folder_hours_ago(24 * 20);
+    let older = folder_hours_ago(24 * 21);
+    let files = [
+        ("postgres_globals.sql.gz", 3_000),
+        ("postgres_db_app.sql.gz", 5_000),
+    ];
+    for name in [&newest, &window, &old, &older] {
+        make_folder(dir.path(), name, &files);
+    }
+    // Shipped without a lock of ours: the hold is the bucket admin's.
+    let e = with(
+        &with(&moto.env(&moto.endpoint()), "S3_RETENTION_DAYS", "1"),
+        "S3_KEEP_LAST",
+        "1",
+    );
+    pgb_run(&e, dir.path(), &["ship"]).expect(0);
+    moto.hold(&format!("{older}/postgres_db_app.sql.gz"));
+
+    let run = pgb_run(&e, dir.path(), &["prune"]).expect(0);
+    let s3 = s3_of(&run);
+    let k = kept_entry(&s3, &older);
+    assert_eq!(k["locked"], true, "{k}");
+    assert!(
+        k["reasons"][0].as_str().unwrap().contains("legal hold"),
+        "{k}"
+    );
+    let left: Vec<String> = moto
+        .versions(&format!("{older}/"))
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(
+        left.len(),
+        3,
+        "manifest and both files are still there: {left:?}"
+    );
+    let listed = pgb_run(&e, dir.path(), &["list", "--source", "s3"]).expect(0);
+    let folder = listed.json["sources"][0]["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["folder"] == older.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(folder["status"], "complete", "{folder}");
+    // The folder without a hold went.
+    assert!(deleted_names(&s3).contains(&old), "{s3}");
 }

@@ -144,8 +144,9 @@ pub fn is_safe_file_name(name: &str) -> bool {
 
 /// The scratch files a dump keeps beside its files until the cluster file is assembled
 /// (`.section_<n><suffix>`, `.cluster_head<suffix>`): in the work folder, or at S3 for a dump
-/// without local copy, where a killed run's uploads of them are cleared like any of ours.
-pub const SCRATCH_PREFIXES: [&str; 2] = [".section_", ".cluster_head"];
+/// without local copy, where a killed run's uploads of them are cleared like any of ours,
+/// and where the run also marks the folder as its own (`.claim_<run>`).
+pub const SCRATCH_PREFIXES: [&str; 3] = [".section_", ".cluster_head", ".claim_"];
 
 pub fn is_scratch_file_name(name: &str) -> bool {
     SCRATCH_PREFIXES.iter().any(|p| {

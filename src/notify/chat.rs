@@ -95,14 +95,18 @@ fn discord(m: &Message) -> Value {
     let fields: Vec<Value> = m
         .facts
         .iter()
-        .map(|(k, v)| json!({"name": k, "value": cut(v, 1000), "inline": true}))
+        .map(|(k, v)| json!({"name": k, "value": md_escape(&cut(v, 900)), "inline": true}))
         .collect();
-    let mut description = problem(m).map(|p| format!("{p}\n")).unwrap_or_default();
+    let mut description = problem(m)
+        .map(|p| format!("{}\n", md_escape(&p)))
+        .unwrap_or_default();
     if !m.details.is_empty() {
-        description.push_str(&format!("```\n{}\n```", cut(&m.details, 2900)));
+        description.push_str(&format!("```\n{}\n```", code_text(&cut(&m.details, 2800))));
     }
     json!({
         "username": "pg-backups",
+        // Names and error text come from the server: they never ping anyone.
+        "allowed_mentions": {"parse": []},
         "embeds": [{
             "title": cut(&m.headline, 250),
             "description": description,
@@ -118,19 +122,21 @@ fn teams_card(m: &Message) -> Value {
     let facts: Vec<Value> = m
         .facts
         .iter()
-        .map(|(k, v)| json!({"title": k, "value": v}))
+        .map(|(k, v)| json!({"title": k, "value": md_escape(v)}))
         .collect();
     let mut body = vec![
-        json!({"type": "TextBlock", "text": m.headline, "weight": "Bolder", "size": "Medium",
+        json!({"type": "TextBlock", "text": md_escape(&m.headline), "weight": "Bolder", "size": "Medium",
                "wrap": true, "color": if m.failed { "Attention" } else { "Good" }}),
         json!({"type": "FactSet", "facts": facts}),
     ];
     if let Some(text) = problem(m) {
-        body.push(json!({"type": "TextBlock", "text": text, "wrap": true}));
+        body.push(json!({"type": "TextBlock", "text": md_escape(&text), "wrap": true}));
     }
     if !m.details.is_empty() {
-        body.push(json!({"type": "TextBlock", "text": m.details, "wrap": true,
-                         "fontType": "Monospace", "size": "Small"}));
+        body.push(
+            json!({"type": "TextBlock", "text": md_escape(&m.details), "wrap": true,
+                         "fontType": "Monospace", "size": "Small"}),
+        );
     }
     json!({
         "type": "message",
@@ -153,9 +159,11 @@ fn teams_message_card(m: &Message) -> Value {
     let facts: Vec<Value> = m
         .facts
         .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
+        .map(|(k, v)| json!({"name": k, "value": md_escape(&html_escape(v))}))
         .collect();
-    let mut text = problem(m).unwrap_or_default();
+    let mut text = problem(m)
+        .map(|p| md_escape(&html_escape(&p)))
+        .unwrap_or_default();
     if !m.details.is_empty() {
         text.push_str(&format!("\n\n<pre>{}</pre>", html_escape(&m.details)));
     }
@@ -164,7 +172,7 @@ fn teams_message_card(m: &Message) -> Value {
         "@context": "https://schema.org/extensions",
         "themeColor": format!("{:06X}", colour(m)),
         "summary": m.subject,
-        "title": m.headline,
+        "title": md_escape(&html_escape(&m.headline)),
         "sections": [{"facts": facts, "text": text}],
     })
 }
@@ -227,6 +235,44 @@ fn slack_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Markdown (Discord, Teams) shows text from the server as it is: every character that
+/// could start a link, emphasis, a heading, a quote or a code span is escaped.
+fn md_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '*'
+                | '_'
+                | '~'
+                | '`'
+                | '|'
+                | '>'
+                | '<'
+                | '['
+                | ']'
+                | '('
+                | ')'
+                | '#'
+                | '-'
+                | '+'
+                | '!'
+                | '@'
+                | ':'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Text inside a code block cannot be escaped: a backtick could close the block, so it
+/// becomes a look-alike.
+fn code_text(text: &str) -> String {
+    text.replace('`', "\u{02cb}")
+}
+
 fn html_escape(text: &str) -> String {
     slack_escape(text).replace('"', "&quot;")
 }
@@ -263,6 +309,38 @@ mod tests {
             &json!({"command": "dump", "status": "failed", "exit_code": 69,
                     "error": {"message": "cannot reach PostgreSQL <db>"}}),
         )
+    }
+
+    /// A database name is data: in Discord and Teams it never becomes a link, a mention,
+    /// emphasis, or the end of the details' code block.
+    #[test]
+    fn names_from_the_server_carry_no_markup_into_chat_messages() {
+        let name = "x\n@everyone [Restore here](https://evil.example/p) ```";
+        let m = Message::of_run(
+            "db-1",
+            &json!({"command": "dump", "status": "failed", "exit_code": 65,
+                    "error": {"message": format!("database \"{name}\" failed")}}),
+        );
+        let body = |url: &str| -> Value {
+            serde_json::from_str(&requests(&endpoint(url), &m, None)[0].body).unwrap()
+        };
+        let d = body("discord://t@1");
+        assert_eq!(d["allowed_mentions"]["parse"], json!([]));
+        let description = d["embeds"][0]["description"].as_str().unwrap();
+        assert!(!description.contains("[Restore here]("), "{description}");
+        assert!(
+            description.contains("\\[Restore here\\]\\("),
+            "{description}"
+        );
+        let inside = description.split("```").count();
+        assert!(inside <= 3, "only the details' own fences: {description}");
+        for url in [
+            "teams://h.example/workflows/x?sig=1",
+            "teams://g@t/a/o?host=h.example",
+        ] {
+            let t = body(url).to_string();
+            assert!(!t.contains("[Restore here]("), "{t}");
+        }
     }
 
     #[test]

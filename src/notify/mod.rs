@@ -214,10 +214,15 @@ impl Notifier {
                         let mut result = Ok(());
                         match http::client(&endpoint.shown) {
                             Ok(client) => {
-                                for post in chat::requests(endpoint, message, api_base) {
-                                    if let Err(e) = http::send(&client, &post, timeout, 2).await {
-                                        result = Err(e);
-                                    }
+                                // Several requests of one service (a Telegram message per
+                                // chat) go at once: the bound holds however many there are.
+                                let posts = chat::requests(endpoint, message, api_base);
+                                let sent = futures_util::future::join_all(
+                                    posts.iter().map(|p| http::send(&client, p, timeout, 2)),
+                                )
+                                .await;
+                                if let Some(e) = sent.into_iter().find_map(Result::err) {
+                                    result = Err(e);
                                 }
                             }
                             Err(e) => result = Err(e),

@@ -17,8 +17,15 @@ use crate::storage::local::work_folder_name;
 use crate::storage::s3::S3Storage;
 
 enum Place {
-    Local { root: PathBuf, work_dir: PathBuf },
-    S3(Box<S3Storage>),
+    Local {
+        root: PathBuf,
+        work_dir: PathBuf,
+    },
+    /// The bucket, and the marker that makes the folder this run's.
+    S3 {
+        storage: Box<S3Storage>,
+        claim: String,
+    },
 }
 
 /// The folder a dump writes, until it is published or discarded.
@@ -48,20 +55,34 @@ impl Target {
     pub fn s3(storage: S3Storage) -> Result<Target> {
         // With S3_OBJECT_LOCK_MODE, the bucket must keep the promise before a byte is read.
         storage.check_object_lock()?;
-        for _ in 0..5 {
+        for attempt in 0..10u64 {
             let folder = FolderName::from_time(Utc::now());
-            if storage.holds_folder(&folder)? {
-                std::thread::sleep(std::time::Duration::from_millis(1000));
-                continue;
+            // Our lock is local: another pod or host may be writing to this prefix, so the
+            // folder is claimed at S3 itself before anything is written into it.
+            let claim = match storage.holds_folder(&folder)? {
+                true => None,
+                false => storage.claim_folder(&folder)?,
+            };
+            match claim {
+                Some(claim) => {
+                    return Ok(Target {
+                        folder,
+                        place: Place::S3 {
+                            storage: Box::new(storage),
+                            claim,
+                        },
+                        published: false,
+                    });
+                }
+                // A later second, a little later for each try (two runs that collide once
+                // do not collide again).
+                None => std::thread::sleep(std::time::Duration::from_millis(1000 + 150 * attempt)),
             }
-            return Ok(Target {
-                folder,
-                place: Place::S3(Box::new(storage)),
-                published: false,
-            });
         }
         Err(Error::Internal(
-            "could not find a free folder name at S3 after 5 attempts".into(),
+            "could not claim a free folder name at S3 after 10 attempts (other runs keep \
+             writing to this S3_PREFIX)"
+                .into(),
         ))
     }
 
@@ -69,7 +90,7 @@ impl Target {
     pub fn store(&self) -> Box<dyn FileStore + '_> {
         match &self.place {
             Place::Local { work_dir, .. } => Box::new(LocalStore::new(work_dir)),
-            Place::S3(storage) => Box::new(storage.folder_store(&self.folder)),
+            Place::S3 { storage, .. } => Box::new(storage.folder_store(&self.folder)),
         }
     }
 
@@ -77,7 +98,7 @@ impl Target {
     pub fn destination(&self) -> &'static str {
         match &self.place {
             Place::Local { .. } => "local",
-            Place::S3(_) => "s3",
+            Place::S3 { .. } => "s3",
         }
     }
 
@@ -85,7 +106,7 @@ impl Target {
     pub fn shown(&self) -> String {
         match &self.place {
             Place::Local { root, .. } => root.join(self.folder.as_str()).display().to_string(),
-            Place::S3(storage) => storage
+            Place::S3 { storage, .. } => storage
                 .folder_store(&self.folder)
                 .display("")
                 .display()
@@ -104,7 +125,13 @@ impl Target {
                     return Err(e.into());
                 }
             }
-            Place::S3(storage) => storage.put_manifest(&self.folder, manifest)?,
+            Place::S3 { storage, claim } => {
+                // The marker goes before the manifest: a complete folder holds backup files
+                // only. No other run writes here meanwhile: they saw the files and chose
+                // another name.
+                storage.folder_store(&self.folder).remove(claim);
+                storage.put_manifest(&self.folder, manifest)?;
+            }
         }
         self.published = true;
         Ok(())
@@ -126,7 +153,7 @@ impl Drop for Target {
                     );
                 }
             }
-            Place::S3(storage) => {
+            Place::S3 { storage, .. } => {
                 if let Err(e) = storage.discard_folder(&self.folder) {
                     tracing::warn!(
                         "could not remove what this run wrote to {}/{} ({e}); `prune` removes \

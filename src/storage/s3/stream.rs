@@ -19,6 +19,8 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::upload_part::UploadPartError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use chrono::Utc;
+use sha2::Digest;
 use tokio::task::JoinHandle;
 
 use super::S3Storage;
@@ -70,6 +72,37 @@ impl S3Storage {
     pub fn holds_folder(&self, folder: &FolderName) -> Result<bool, StorageError> {
         let prefix = format!("{}{}/", self.root(), folder.as_str());
         Ok(!self.rt.block_on(self.list_objects(&prefix))?.is_empty())
+    }
+
+    /// Makes `folder` this run's: a marker object is written, then the folder is listed;
+    /// anything there but the marker means another run (another pod or host writing to
+    /// this prefix, whose lock is not ours) got there first, and the marker is taken back.
+    /// S3 lists what was written before (strong read-after-write), so of two runs that
+    /// race for a name at most one sees only its own marker. Returns the marker's name.
+    pub fn claim_folder(&self, folder: &FolderName) -> Result<Option<String>, StorageError> {
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let name = format!(
+            "{}{:x}_{:x}",
+            crate::backup::SCRATCH_PREFIXES[2],
+            std::process::id(),
+            nanos
+        );
+        let key = self.key(folder.as_str(), &name);
+        let prefix = format!("{}{}/", self.root(), folder.as_str());
+        self.rt.block_on(async {
+            let empty_sha = hex::encode(sha2::Sha256::digest(b""));
+            self.put_bytes(&key, Vec::new(), &empty_sha).await?;
+            let taken = self
+                .list_objects(&prefix)
+                .await?
+                .iter()
+                .any(|o| o.key != key);
+            if taken {
+                self.remove_key(&key).await?;
+                return Ok(None);
+            }
+            Ok(Some(name))
+        })
     }
 
     /// Removes every object of a folder a failed dump left (its manifest was never

@@ -150,6 +150,15 @@ impl S3Storage {
         let manifest = self.key(folder.as_str(), MANIFEST_FILE);
         let (markers, objects): (Vec<&Version>, Vec<&Version>) =
             versions.iter().partition(|v| v.marker);
+        // Every version's lock and legal hold first: a folder of which any part must stay
+        // is kept whole (deleting its manifest would leave neither a backup nor a clean
+        // slate). A refusal this did not foresee is still handled below.
+        if let Some(lock) = self.lock_of_any(&objects).await? {
+            return Err(StorageError::Locked {
+                destination: self.location.clone(),
+                lock,
+            });
+        }
         let (manifests, data): (Vec<&Version>, Vec<&Version>) =
             objects.into_iter().partition(|v| v.key == manifest);
         let mut freed = 0;
@@ -175,6 +184,33 @@ impl S3Storage {
             });
         }
         Ok(freed)
+    }
+
+    /// The strongest lock among these versions (the latest date, any legal hold), read
+    /// by HEAD, a bounded number at once.
+    async fn lock_of_any(&self, versions: &[&Version]) -> Result<Option<ObjectLock>, StorageError> {
+        let now = Utc::now();
+        let mut strongest: Option<ObjectLock> = None;
+        for batch in versions.chunks(16) {
+            let heads = futures_util::future::join_all(
+                batch
+                    .iter()
+                    .map(|v| self.lock_of(&v.key, Some(v.id.as_str()), now)),
+            )
+            .await;
+            for lock in heads {
+                if let Some(l) = lock? {
+                    strongest = Some(match strongest {
+                        None => l,
+                        Some(seen) => ObjectLock {
+                            until: seen.until.max(l.until),
+                            legal_hold: seen.legal_hold || l.legal_hold,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(strongest)
     }
 
     /// Removes one key for good (a dump's scratch file): on a versioned bucket every version
