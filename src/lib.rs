@@ -124,15 +124,21 @@ pub fn run(args: Vec<OsString>) -> Exit {
         cli.global.pretty,
     );
     // Notification settings first: a run whose other settings are wrong still reports it.
-    let notifier = match notify::Settings::from_args(&cli.global, &secrets) {
-        Ok(settings) => notify::Notifier::new(settings),
+    let (notifier, urls_error) = match notify::Settings::from_args(&cli.global, &secrets) {
+        Ok(mut settings) => {
+            let urls_error = settings.targets_error.take();
+            (notify::Notifier::new(settings), urls_error)
+        }
         Err(e) => return refuse(command, e.into()),
     };
     if let Some(exit) = answer_for_the_cycle(&cli, &notifier, output, started_at) {
         return exit;
     }
     let pings = notify::pings(command) && !notify::in_cycle();
-    let config = match Config::from_args(&cli.global, &secrets) {
+    let config = match urls_error.map_or_else(
+        || Config::from_args(&cli.global, &secrets),
+        |e| Err(unshared(e)),
+    ) {
         Ok(c) => c,
         Err(e) => {
             logging::init(config::LogFormat::Text, output == Output::Text);
@@ -164,23 +170,41 @@ pub fn run(args: Vec<OsString>) -> Exit {
         }
     };
     let report = Report::new(command, started_at, outcome);
-    // A restore drill (`verify --restore-test`) has series of its own.
-    let series = match &cli.command {
-        Command::Verify(args) if args.restore_test => Some("drill"),
-        _ => matches!(command, "dump" | "ship" | "prune" | "check").then_some(command),
-    };
-    if let (Some(path), Some(series)) = (&config.metrics_file, series) {
-        let value = serde_json::to_value(&report).unwrap_or_default();
-        if let Err(e) = metrics::update(path, series, &value) {
-            // Metrics are a side channel: the run's own result stands.
-            tracing::warn!("could not update METRICS_FILE {}: {e}", path.display());
-        }
-    }
+    record_metrics(&config, &cli.command, &report);
     tell(&notifier, &report, pings, notify::notifies(command));
     Exit::Report {
         stdout: output.show(&report),
         stderr: usage_line,
         exit_code: report.exit_code,
+    }
+}
+
+/// The run's series in `METRICS_FILE`, for the commands that have some; only the
+/// destinations in use keep theirs.
+fn record_metrics(config: &Config, cmd: &Command, report: &Report) {
+    let command = cmd.name();
+    // A restore drill (`verify --restore-test`) has series of its own.
+    let series = match cmd {
+        Command::Verify(args) if args.restore_test => Some("drill"),
+        _ => matches!(command, "dump" | "ship" | "prune" | "check").then_some(command),
+    };
+    let (Some(path), Some(series)) = (&config.metrics_file, series) else {
+        return;
+    };
+    let value = serde_json::to_value(report).unwrap_or_default();
+    let mut destinations = Vec::new();
+    if config.local_copy {
+        destinations.push("local");
+    }
+    if config.s3.is_enabled() {
+        destinations.push("s3");
+    }
+    if config.rsync.is_enabled() {
+        destinations.push("remote");
+    }
+    if let Err(e) = metrics::update(path, series, &value, &destinations) {
+        // Metrics are a side channel: the run's own result stands.
+        tracing::warn!("could not update METRICS_FILE {}: {e}", path.display());
     }
 }
 
@@ -347,4 +371,13 @@ fn dispatch(config: &Config, command: &Command) -> Result<Outcome, Error> {
             ))
         }
     }
+}
+
+/// The `NOTIFY_URLS` error held aside until the other channels could report it.
+fn unshared(e: std::sync::Arc<config::ConfigError>) -> config::ConfigError {
+    std::sync::Arc::try_unwrap(e).unwrap_or_else(|shared| config::ConfigError::Invalid {
+        var: "NOTIFY_URLS",
+        value: "(hidden)".into(),
+        reason: shared.to_string(),
+    })
 }

@@ -68,8 +68,15 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// Updates the series of `command` from its JSON result.
-pub fn update(path: &Path, command: &str, report: &Value) -> std::io::Result<()> {
+/// Updates the series of `command` from its JSON result. `destinations`: the ones in use
+/// now; series of any other (S3 switched off, `BACKUP_LOCAL_COPY=false`) are dropped, or
+/// their frozen times would page someone about a destination that is gone.
+pub fn update(
+    path: &Path,
+    command: &str,
+    report: &Value,
+    destinations: &[&str],
+) -> std::io::Result<()> {
     let lock_path = path.with_extension("lock");
     let lock = OpenOptions::new()
         .create(true)
@@ -84,6 +91,7 @@ pub fn update(path: &Path, command: &str, report: &Value) -> std::io::Result<()>
         Err(e) => return Err(e),
     };
     apply(&mut series, command, report);
+    forget_other_destinations(&mut series, destinations);
     let tmp = path.with_extension("prom.tmp");
     {
         let mut f = OpenOptions::new()
@@ -100,6 +108,16 @@ pub fn update(path: &Path, command: &str, report: &Value) -> std::io::Result<()>
     }
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+fn forget_other_destinations(series: &mut Series, destinations: &[&str]) {
+    let wanted: Vec<String> = destinations.iter().map(|d| destination_label(d)).collect();
+    series.retain(|(_, labels), _| {
+        labels
+            .split(',')
+            .find(|l| l.starts_with("destination="))
+            .is_none_or(|l| wanted.iter().any(|w| w == l))
+    });
 }
 
 fn set(series: &mut Series, name: &str, labels: &str, value: f64) {
@@ -342,6 +360,38 @@ fn render(series: &Series) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_of_a_destination_no_longer_in_use_are_dropped() {
+        let mut series = Series::new();
+        set(
+            &mut series,
+            "pg_backups_newest_complete_timestamp_seconds",
+            "destination=\"local\"",
+            1.0,
+        );
+        set(
+            &mut series,
+            "pg_backups_newest_complete_timestamp_seconds",
+            "destination=\"s3\"",
+            2.0,
+        );
+        set(
+            &mut series,
+            "pg_backups_bytes",
+            "command=\"ship\",destination=\"remote\"",
+            3.0,
+        );
+        set(
+            &mut series,
+            "pg_backups_last_run_timestamp_seconds",
+            "command=\"dump\"",
+            4.0,
+        );
+        forget_other_destinations(&mut series, &["s3"]);
+        let left: Vec<&str> = series.keys().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(left, ["command=\"dump\"", "destination=\"s3\""]);
+    }
     use serde_json::json;
 
     #[test]

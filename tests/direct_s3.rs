@@ -117,6 +117,7 @@ fn round_trip(source: &PgServer, s3: &S3Server, case: &Case) {
         "{}",
         shipped.stdout
     );
+    assert_eq!(shipped.json["local_folders"], 0, "{}", shipped.stdout);
     let listed = pgb_run(&envs, dir.path(), &["list"]).expect(0);
     let dests = listed.json["sources"].as_array().unwrap();
     assert_eq!(dests.len(), 1, "only S3 is listed: {}", listed.stdout);
@@ -131,7 +132,7 @@ fn round_trip(source: &PgServer, s3: &S3Server, case: &Case) {
         verified.stdout
     );
     assert_only_the_lock_and_drill_log(dir.path());
-    // pin and prune work at S3, and there is nothing local to prune.
+    // pin and prune work at S3 (locally there is nothing to prune).
     pgb_run(&envs, dir.path(), &["pin", &folder]).expect(0);
     let pruned = pgb_run(&envs, dir.path(), &["prune"]).expect(0);
     let pruned_at: Vec<&str> = pruned.json["destinations"]
@@ -140,7 +141,7 @@ fn round_trip(source: &PgServer, s3: &S3Server, case: &Case) {
         .iter()
         .map(|d| d["destination"].as_str().unwrap())
         .collect();
-    assert_eq!(pruned_at, ["s3"], "{}", pruned.stdout);
+    assert_eq!(pruned_at, ["local", "s3"], "{}", pruned.stdout);
     assert!(s3.keys(BUCKET, &format!("{}/{folder}/", case.prefix)).len() > 2);
 
     let target = PgServer::start(source.version);
@@ -484,4 +485,28 @@ fn two_direct_dumps_at_once_never_share_a_folder() {
             pgb_run(&envs, a.path(), &["verify", folder]).expect(0);
         }
     }
+}
+
+/// Switching to `BACKUP_LOCAL_COPY=false` leaves no local backup behind: `ship` still sends
+/// the local folders made before the switch.
+#[test]
+fn a_local_backup_from_before_the_switch_is_still_shipped() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let folder = folder_hours_ago(2);
+    make_folder(dir.path(), &folder, &[("postgres_globals.sql.gz", 2_000)]);
+    let mut envs = direct(&[]);
+    envs.extend(s3.env(BUCKET, "switched"));
+    let run = pgb_run(&envs, dir.path(), &["ship"]).expect(0);
+    assert!(
+        run.json["note"]
+            .as_str()
+            .unwrap()
+            .contains("1 local folder"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.json["destinations"][0]["shipped"], 1, "{}", run.stdout);
+    assert_files_match_the_manifest(&s3, "switched", &folder);
 }

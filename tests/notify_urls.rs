@@ -337,6 +337,30 @@ fn a_bad_entry_is_a_usage_error_that_names_it_without_its_token() {
     }
 }
 
+/// A typo in one chat URL refuses the run (64), but the healthcheck and `NOTIFY_URL`, set
+/// right, still hear of that failure: a wrong entry never silences every channel.
+#[test]
+fn a_bad_entry_still_lets_the_healthcheck_and_notify_url_report_the_refusal() {
+    let dir = tmp();
+    let listener = HttpServer::start(Answer::Status(200));
+    let e = env(&[
+        ("NOTIFY_URLS", &format!("discord://{TOK}")),
+        ("HEALTHCHECK_URL", &listener.url("/hc")),
+        ("NOTIFY_URL", &listener.url("/notify-url")),
+    ]);
+    let run = pgb_run(&e, dir.path(), &["dump"]).expect(64);
+    assert!(run.message().contains("NOTIFY_URLS"), "{}", run.stdout);
+    assert_no_token("stdout", &run.stdout);
+    let paths = listener.paths();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/hc/fail") || p.starts_with("/hc/64")),
+        "{paths:?}"
+    );
+    assert!(paths.iter().any(|p| p == "/notify-url"), "{paths:?}");
+}
+
 /// The deployed cycle script with the built binary, as cron and systemd run it.
 fn cycle(envs: &[(String, String)], backup_dir: &Path) -> (i32, String, String) {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_pg-backups"));

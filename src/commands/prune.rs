@@ -161,11 +161,10 @@ struct Run<'a> {
 /// why, so the others are pruned all the same.
 fn open_destinations(cfg: &Config) -> Result<Vec<Destination>> {
     let local: Box<dyn Storage> = Box::new(LocalStorage::new(&cfg.backup_dir));
-    let mut destinations: Vec<Destination> = Vec::new();
-    // Without local copy there is nothing local to prune (dump writes to S3 only).
-    if cfg.local_copy {
-        destinations.push((SourceKind::Local, Ok(local), cfg.local_retention));
-    }
+    // Local too without local copy: folders from before the switch still age out there
+    // (and are kept until S3 has them).
+    let mut destinations: Vec<Destination> =
+        vec![(SourceKind::Local, Ok(local), cfg.local_retention)];
     if let Some(s3) = cfg.s3.get()? {
         destinations.push((
             SourceKind::S3,

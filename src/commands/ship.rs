@@ -78,13 +78,13 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         note: None,
     };
     if !cfg.local_copy {
-        // Settings refuse rsync without a local copy, and S3 got every file from dump.
-        details.note = Some(
-            "BACKUP_LOCAL_COPY=false: dump writes every backup straight to S3, so there is \
-             nothing to ship"
-                .into(),
-        );
-        return Ok(Outcome::ok(details));
+        // dump writes straight to S3 (and settings refuse rsync); what ship still does is
+        // send the local folders made before the switch, so none is left behind.
+        details.note = Some(format!(
+            "BACKUP_LOCAL_COPY=false: dump writes every backup straight to S3; {} local \
+             folder(s) from before are shipped",
+            details.local_folders
+        ));
     }
     let kinds = [
         crate::config::SourceKind::S3,

@@ -96,17 +96,26 @@ pub struct Settings {
     /// tests can point them at a loopback server. Never needed in production.
     pub api_base: Option<String>,
     pub timeout: Duration,
+    /// A wrong `NOTIFY_URLS` entry: the run still refuses to start (64), but the other
+    /// channels, already resolved, report that refusal (a typo in one chat URL must not
+    /// also silence the healthcheck and `NOTIFY_URL`).
+    pub targets_error: Option<std::sync::Arc<ConfigError>>,
 }
 
 impl Settings {
     pub fn from_args(args: &GlobalArgs, secrets: &Secrets) -> Result<Settings, ConfigError> {
         let notify_on = notify_on(&args.notify_on)?;
         let timeout = timeout(&args.notify_timeout)?;
+        let (targets, targets_error) = match targets(secrets, &args.notify_urls_file) {
+            Ok(t) => (t, None),
+            Err(e) => (Vec::new(), Some(std::sync::Arc::new(e))),
+        };
         Ok(Settings {
             notify_url: url(secrets, "NOTIFY_URL", &args.notify_url_file)?,
             notify_on,
             healthcheck_url: url(secrets, "HEALTHCHECK_URL", &args.healthcheck_url_file)?,
-            targets: targets(secrets, &args.notify_urls_file)?,
+            targets,
+            targets_error,
             host: host_name(),
             api_base: std::env::var("PG_BACKUPS_NOTIFY_API_BASE")
                 .ok()

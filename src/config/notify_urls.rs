@@ -58,7 +58,7 @@ pub struct Endpoint {
     /// Path and query, tokens included.
     pub path: Secret,
     /// Headers that carry a token (`Authorization`, `X-Gotify-Key`).
-    pub headers: Vec<(&'static str, Secret)>,
+    pub headers: Vec<(String, Secret)>,
     pub shown: String,
 }
 
@@ -171,7 +171,9 @@ fn sendable(target: Target) -> Result<Target, String> {
         format!("{}{}", e.base, e.path.expose())
             .parse::<http::Uri>()
             .map_err(|_| "holds a character a URL may not (percent-encode it)".to_string())?;
-        for (_, value) in &e.headers {
+        for (name, value) in &e.headers {
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| "names a header HTTP does not allow".to_string())?;
             http::HeaderValue::from_str(value.expose())
                 .map_err(|_| "holds a character a header may not".to_string())?;
         }
@@ -364,7 +366,7 @@ fn ntfy(url: &Url, tls: bool) -> Result<Target, String> {
                 base64::engine::general_purpose::STANDARD.encode(pair)
             )
         };
-        headers.push(("authorization", Secret::new(value)));
+        headers.push(("authorization".into(), Secret::new(value)));
     }
     Ok(Target::Http(Endpoint {
         service: Service::Ntfy,
@@ -393,9 +395,41 @@ fn gotify(url: &Url) -> Result<Target, String> {
         base: format!("{scheme}://{host}"),
         public_api: false,
         path: Secret::new(format!("{sub}/message")),
-        headers: vec![("x-gotify-key", Secret::new(decoded(token)))],
+        headers: vec![("x-gotify-key".into(), Secret::new(decoded(token)))],
         shown: format!("gotify://{host}/…"),
     }))
+}
+
+/// shoutrrr's `generic://` query: `@Name=value` is a header, its own settings
+/// (`disabletls`, `template`, `contenttype`, …) and `$extra` data are not sent on, and
+/// `_name` sends `name` (how it escapes a parameter that collides with a setting).
+fn shoutrrr_generic_query(u: &mut url::Url) -> Vec<(String, Secret)> {
+    const OWN: [&str; 7] = [
+        "contenttype",
+        "disabletls",
+        "messagekey",
+        "requestmethod",
+        "template",
+        "title",
+        "titlekey",
+    ];
+    let mut headers = Vec::new();
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (k, v) in u.query_pairs() {
+        if let Some(name) = k.strip_prefix('@') {
+            headers.push((name.to_ascii_lowercase(), Secret::new(v.into_owned())));
+        } else if let Some(name) = k.strip_prefix('_') {
+            kept.push((name.to_string(), v.into_owned()));
+        } else if !k.starts_with('$') && !OWN.contains(&k.to_ascii_lowercase().as_str()) {
+            kept.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    if kept.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    headers
 }
 
 /// `generic+https://host/path` (the URL after `generic+`), or shoutrrr's
@@ -413,10 +447,13 @@ fn generic(entry: &str, scheme: &str) -> Result<Target, String> {
             )
         }
     };
-    let u = url(&format!("{real}://{rest}"))?;
+    let mut u = url(&format!("{real}://{rest}"))?;
+    let mut headers = Vec::new();
+    if scheme == "generic" {
+        headers.extend(shoutrrr_generic_query(&mut u));
+    }
     let host = host_port(&u)?;
     let path = &u[url::Position::BeforePath..];
-    let mut headers = Vec::new();
     if !u.username().is_empty() {
         use base64::Engine;
         let pair = format!(
@@ -425,7 +462,10 @@ fn generic(entry: &str, scheme: &str) -> Result<Target, String> {
             decoded(u.password().unwrap_or_default())
         );
         let value = base64::engine::general_purpose::STANDARD.encode(pair);
-        headers.push(("authorization", Secret::new(format!("Basic {value}"))));
+        headers.push((
+            "authorization".into(),
+            Secret::new(format!("Basic {value}")),
+        ));
     }
     Ok(Target::Http(Endpoint {
         service: Service::Generic,
@@ -499,12 +539,30 @@ mod tests {
             ),
             (
                 "generic://example.com/in?disabletls=yes",
-                "http://example.com/in?disabletls=yes",
+                "http://example.com/in",
+            ),
+            // shoutrrr's own settings stay here, `_name` escapes one, `@` is a header.
+            (
+                "generic://example.com/in?template=json&_template=t&k=v&@Authorization=Bearer%20S",
+                "https://example.com/in?template=t&k=v",
             ),
         ];
         for (form, expected) in cases {
             assert_eq!(url_of(&one(form)), expected, "{form}");
         }
+        let g = one("generic://example.com/in?@Authorization=Bearer%20S&@X-Token=t");
+        let headers: Vec<(String, String)> = g
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("authorization".to_string(), "Bearer S".to_string()),
+                ("x-token".to_string(), "t".to_string())
+            ]
+        );
         let t = one("telegram://1:A@telegram?chats=@ops,-100123");
         assert_eq!(
             t.service,

@@ -20,10 +20,10 @@ pub(super) fn requests(e: &Endpoint, m: &Message, api_base: Option<&str>) -> Vec
         _ => e.base.as_str(),
     };
     let url = format!("{base}{}", e.path.expose());
-    let headers: Vec<(&'static str, String)> = e
+    let headers: Vec<(String, String)> = e
         .headers
         .iter()
-        .map(|(k, v)| (*k, v.expose().to_string()))
+        .map(|(k, v)| (k.clone(), v.expose().to_string()))
         .collect();
     let post = |content_type, body: String| Post {
         url: url.clone(),
@@ -44,9 +44,9 @@ pub(super) fn requests(e: &Endpoint, m: &Message, api_base: Option<&str>) -> Vec
             .collect(),
         Service::Ntfy => {
             let mut p = post("text/plain; charset=utf-8", m.plain());
-            p.headers.push(("title", ascii(&m.subject)));
+            p.headers.push(("title".into(), ascii(&m.subject)));
             p.headers.push((
-                "tags",
+                "tags".into(),
                 if m.failed {
                     "rotating_light"
                 } else {
@@ -55,7 +55,7 @@ pub(super) fn requests(e: &Endpoint, m: &Message, api_base: Option<&str>) -> Vec
                 .into(),
             ));
             p.headers
-                .push(("priority", if m.failed { "4" } else { "3" }.into()));
+                .push(("priority".into(), if m.failed { "4" } else { "3" }.into()));
             vec![p]
         }
         Service::Gotify => vec![post(JSON, gotify(m).to_string())],

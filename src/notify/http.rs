@@ -22,7 +22,7 @@ pub(super) struct Post {
     pub shown: String,
     pub content_type: &'static str,
     /// Headers, some of which hold a token (never shown either).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -58,7 +58,7 @@ pub(super) async fn send(
                 concat!("pg-backups/", env!("CARGO_PKG_VERSION")),
             );
         for (name, value) in &post.headers {
-            request = request.header(*name, value.as_str());
+            request = request.header(name.as_str(), value.as_str());
         }
         let request = request
             .body(Full::new(Bytes::from(post.body.clone())))

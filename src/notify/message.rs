@@ -168,7 +168,12 @@ fn where_facts(results: &[Value]) -> Vec<(&'static str, String)> {
     let mut places = Vec::new();
     for r in results {
         if let Some(path) = r.get("path").and_then(Value::as_str) {
-            places.push(format!("local {}", clean(path)));
+            // A dump without local copy wrote its folder to S3 (`destination`).
+            let kind = r
+                .get("destination")
+                .and_then(Value::as_str)
+                .unwrap_or("local");
+            places.push(format!("{} {}", clean(kind), clean(path)));
         }
         for d in r
             .get("destinations")

@@ -20,8 +20,13 @@ fn cancelled(e: inquire::InquireError) -> Error {
 }
 
 pub fn source(cfg: &Config) -> Result<SourceKind> {
-    let mut options = vec!["local"];
-    if cfg.s3.is_enabled() {
+    // First what dump writes to: S3 when it keeps no local copy.
+    let mut options = Vec::new();
+    if cfg.s3.is_enabled() && !cfg.local_copy {
+        options.push("s3");
+    }
+    options.push("local");
+    if cfg.s3.is_enabled() && cfg.local_copy {
         options.push("s3");
     }
     if cfg.rsync.is_enabled() {
