@@ -10,6 +10,14 @@
 #   pair     two equal ~400 MB databases, for BACKUP_JOBS=2 against BACKUP_JOBS=1
 #   multi    8 tables of equal size with indexes and foreign keys (~1 GB of SQL): what parallel
 #            restore gains (one big table hides it)
+#
+# BENCH_BIN: the binary to measure (default: the glibc release build, target/release/pg-backups,
+# built first). With BENCH_BIN set nothing is built: the binary is measured as it is, e.g. the
+# images' musl build (musl-gcc from musl-tools, which install-deps.sh --bench installs, compiles
+# its C dependencies):
+#   cargo build --release --target x86_64-unknown-linux-musl
+#   BENCH_BIN=target/x86_64-unknown-linux-musl/release/pg-backups scripts/bench.sh dump
+# BENCH_RUNS: hyperfine runs per command (default 3). BENCH_DIR: the data sets' folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,8 +31,13 @@ PG17=${PGB_PG17_DIR:-/opt/pg-backups-test/pg17}/bin
 PASSWORD=bench-password
 
 scripts/install-deps.sh --bench
-# BENCH_BIN: measure that binary (another target's build, say) instead of building this one.
-if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=$ROOT/target/release/pg-backups; fi
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN=$(realpath "$BENCH_BIN")
+    [ -x "$BIN" ] || { echo "BENCH_BIN=$BENCH_BIN is not an executable" >&2; exit 66; }
+else
+    cargo build --release --quiet
+    BIN=$ROOT/target/release/pg-backups
+fi
 
 mkdir -p "$BENCH_DIR"
 chmod 755 "$BENCH_DIR"
@@ -33,8 +46,13 @@ note() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 RESULTS=$BENCH_DIR/results.txt
 : > "$RESULTS"
 report() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
+report "binary: $BIN"
 
 # --- servers ------------------------------------------------------------------------------
+# Servers outlive this script: they must not inherit its descriptors. Run as `flock LOCK
+# scripts/bench.sh`, the lock's descriptor would otherwise stay open in the clusters and hold
+# the lock until they stop, and every later `flock` would wait forever.
+close_inherited_fds() { local fd; for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done; }
 declare -A PORTS=([pgbench]=55101 [random]=55102 [pair]=55103 [multi]=55105)
 start_cluster() { # name
     local name=$1 data=$BENCH_DIR/$1/data port=${PORTS[$1]}
@@ -46,7 +64,7 @@ start_cluster() { # name
             -A scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null)
     fi
     if ! "$PG15/pg_isready" -q -h 127.0.0.1 -p "$port"; then
-        (cd / && as_pg "$PG15/pg_ctl" -D "$data" -l "$BENCH_DIR/$name/log" -w \
+        (close_inherited_fds; cd / && as_pg "$PG15/pg_ctl" -D "$data" -l "$BENCH_DIR/$name/log" -w \
             -o "-p $port -c listen_addresses=127.0.0.1 -k $BENCH_DIR/$name -c shared_buffers=256MB -c max_wal_size=4GB" start >/dev/null)
     fi
 }

@@ -25,6 +25,8 @@
 #                      deploy/prometheus checked and unit-tested (tests/monitoring.rs). Not built
 #                      from the Go module proxy, which is not reachable here. The package's
 #                      service is never started by this script (see below).
+#   musl-tools         benchmark only: musl-gcc, for the C dependencies of the images' musl build
+#                      (cargo build --release --target x86_64-unknown-linux-musl)
 set -euo pipefail
 
 TOOLS=${PGB_TOOLS_DIR:-/opt/pg-backups-test}
@@ -42,7 +44,7 @@ fi
 apt_packages=(postgresql-15 postgresql-client-15 rsync openssh-server openssh-client
               gzip procps util-linux psmisc ca-certificates age zstd libreadline8 libxml2 liblz4-1
               busybox)
-if [ "${1:-}" = "--bench" ]; then apt_packages+=(hyperfine time); fi
+if [ "${1:-}" = "--bench" ]; then apt_packages+=(hyperfine time musl-tools); fi
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1380,6 +1380,8 @@ fn dockerfiles_pass_hadolint_for_every_major_and_copy_the_tested_files() {
     assert!(backup.contains("apk add --no-cache rsync openssh-client tini"));
     assert!(backup.contains("--mount=type=cache,target=/usr/local/cargo/registry"));
     assert!(backup.contains("cargo build --release --locked"));
+    // The musl build's allocator (mimalloc) with lazy commit: README, Performance.
+    assert!(backup.contains("MIMALLOC_ARENA_EAGER_COMMIT=0"));
     assert!(backup.contains("COPY --chmod=0755 scripts/pg-backups-cycle"));
     assert!(backup.contains("ENTRYPOINT [\"/sbin/tini\", \"--\", \"pg-backups-cycle\"]"));
     let restore = read("Dockerfile.restore-17-alpine");
@@ -1695,11 +1697,12 @@ fn readme_documents_connections_certificates_sizes_and_the_drill() {
     for needed in [
         "**`PGCONNECT_TIMEOUT` is injected as `10` (seconds) when it is unset**",
         "SSL_CERT_FILE",
-        "16.2 MiB",
+        "16.5 MiB",
         "### The restore drill",
         "pg-backups-drill.timer",
         "DRILL_MAX_AGE",
-        "not been benchmarked",
+        "The images' build: musl",
+        "MIMALLOC_ARENA_EAGER_COMMIT=0",
         "### Helm",
         "Multi-Attach",
     ] {
