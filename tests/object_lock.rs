@@ -680,3 +680,47 @@ fn a_legal_hold_on_one_file_keeps_the_whole_folder_complete() {
     // The folder without a hold went.
     assert!(deleted_names(&s3).contains(&old), "{s3}");
 }
+
+/// A key of the backup host can still write a newer version over a locked one (Object Lock
+/// keeps the original, it does not stop a new version): `verify` and `restore` refuse a
+/// folder whose files were written more than once, rather than read what hides the original.
+#[test]
+fn a_folder_whose_files_were_written_again_is_refused_by_verify_and_restore() {
+    let moto = Moto::start();
+    moto.create_bucket(true);
+    let dir = tempfile::tempdir().unwrap();
+    let folder = folder_hours_ago(1);
+    make_folder(dir.path(), &folder, &[("postgres_globals.sql.gz", 3_000)]);
+    let e = with_lock(&moto.env(&moto.endpoint()), "GOVERNANCE", "2");
+    pgb_run(&e, dir.path(), &["ship"]).expect(0);
+    // (make_folder's bytes are noise: verify reads them and finds no gzip, but no rewrite.)
+    let before = pgb_run(&e, dir.path(), &["verify", &folder, "--source", "s3"]);
+    assert!(!before.message().contains("written more than once"), "{}", before.stdout);
+    // The same bytes again: a second version, as a forger's would be.
+    let manifest = format!("{folder}/manifest.json");
+    moto.put(&manifest, moto.get(&manifest));
+    let run = pgb_run(&e, dir.path(), &["verify", &folder, "--source", "s3"]).expect(65);
+    assert!(run.message().contains("manifest.json"), "{}", run.stdout);
+    assert!(
+        run.message().contains("written more than once"),
+        "{}",
+        run.stdout
+    );
+    let restore = restore_env(
+        &e,
+        &[
+            ("RESTORE_SOURCE", "s3"),
+            ("RESTORE_FOLDER", folder.as_str()),
+            ("RESTORE_TYPE", "globals"),
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", "9"),
+        ],
+    );
+    let run = pgb_run(&restore, dir.path(), &["restore"]);
+    assert_eq!(run.code, 65, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.message().contains("written more than once"),
+        "{}",
+        run.stdout
+    );
+}

@@ -37,6 +37,24 @@ pub fn resolve(storage: &dyn Storage, folder: &str) -> Result<(FolderName, Manif
             storage.kind()
         ))
     })?;
+    // On a bucket that keeps versions, a file written twice means a newer version hides
+    // the one the backup wrote (with Object Lock, the locked original): never read it.
+    let rewritten = storage.rewritten(&folder)?;
+    if !rewritten.is_empty() {
+        return Err(Error::Data(format!(
+            "{} of {folder} at {} {} written more than once ({}): a newer version hides the one \
+             the backup wrote, which pg-backups never does; find out who wrote it, and read the \
+             first version by its id (aws s3api list-object-versions --prefix …; get-object \
+             --version-id …)",
+            match rewritten.len() {
+                1 => "a file".to_string(),
+                n => format!("{n} files"),
+            },
+            storage.location(),
+            if rewritten.len() == 1 { "was" } else { "were" },
+            rewritten.join(", ")
+        )));
+    }
     Ok((folder, manifest))
 }
 

@@ -251,6 +251,12 @@ pub trait Storage: Send + Sync {
         Ok(None)
     }
 
+    /// The files of a folder that were written more than once (a bucket that keeps
+    /// versions holds several of them); destinations without versions have none.
+    fn rewritten(&self, _folder: &FolderName) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+
     /// Aborts multipart uploads started before `before` (leftovers of failed ships), returning
     /// their keys; destinations without such a thing have none. `dry_run` only lists them.
     fn abort_stale_uploads(

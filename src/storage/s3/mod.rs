@@ -192,6 +192,10 @@ impl Storage for S3Storage {
         self.rt.block_on(self.folder_lock(entry, now))
     }
 
+    fn rewritten(&self, folder: &FolderName) -> Result<Vec<String>, StorageError> {
+        self.rt.block_on(self.rewritten_files(folder))
+    }
+
     fn set_pin(&self, folder: &FolderName, pinned: bool) -> Result<(), StorageError> {
         self.rt.block_on(async {
             let manifest = self.key(folder.as_str(), MANIFEST_FILE);

@@ -186,6 +186,30 @@ impl S3Storage {
         Ok(freed)
     }
 
+    /// The files of a folder with more than one version (the pin marker aside, which `pin`
+    /// writes and removes at will): none on a bucket that keeps no versions.
+    pub(super) async fn rewritten_files(
+        &self,
+        folder: &FolderName,
+    ) -> Result<Vec<String>, StorageError> {
+        if !self.is_versioned().await {
+            return Ok(Vec::new());
+        }
+        let prefix = format!("{}{}/", self.root(), folder.as_str());
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for v in self.list_versions(&prefix).await? {
+            let name = v.key.strip_prefix(&prefix).unwrap_or(&v.key).to_string();
+            if !v.marker && name != crate::backup::PIN_FILE {
+                *counts.entry(name).or_default() += 1;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(name, _)| name)
+            .collect())
+    }
+
     /// The strongest lock among these versions (the latest date, any legal hold), read
     /// by HEAD, a bounded number at once.
     async fn lock_of_any(&self, versions: &[&Version]) -> Result<Option<ObjectLock>, StorageError> {
