@@ -34,10 +34,39 @@ impl fmt::Display for Secret {
 pub fn redact(text: &str, secrets: &[&Secret]) -> String {
     let mut out = text.to_string();
     for s in secrets {
-        if !s.expose().is_empty() {
-            out = out.replace(s.expose(), "***");
+        let secret = s.expose();
+        if secret.is_empty() {
+            continue;
         }
+        out = if secret.chars().count() >= SHORT {
+            out.replace(secret, "***")
+        } else {
+            replace_standalone(&out, secret)
+        };
     }
+    out
+}
+
+/// A secret this short also occurs inside ordinary words ("p" in "supported"): there it is
+/// left alone, and masked only where it stands on its own.
+const SHORT: usize = 6;
+
+fn replace_standalone(text: &str, secret: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(secret) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + secret.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if word(before) || word(after) {
+            out.push_str(secret);
+        } else {
+            out.push_str("***");
+        }
+        rest = &rest[at + secret.len()..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -52,6 +81,15 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{:?}", Some(s.clone())), "Some(Secret(***))");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_short_secret_is_masked_where_it_stands_alone_not_inside_words() {
+        let p = Secret::new("pp".into());
+        assert_eq!(
+            redact("STARTTLS is not supported; login pp refused", &[&p]),
+            "STARTTLS is not supported; login *** refused"
+        );
     }
 
     #[test]

@@ -695,7 +695,11 @@ fn a_folder_whose_files_were_written_again_is_refused_by_verify_and_restore() {
     pgb_run(&e, dir.path(), &["ship"]).expect(0);
     // (make_folder's bytes are noise: verify reads them and finds no gzip, but no rewrite.)
     let before = pgb_run(&e, dir.path(), &["verify", &folder, "--source", "s3"]);
-    assert!(!before.message().contains("written more than once"), "{}", before.stdout);
+    assert!(
+        !before.message().contains("written more than once"),
+        "{}",
+        before.stdout
+    );
     // The same bytes again: a second version, as a forger's would be.
     let manifest = format!("{folder}/manifest.json");
     moto.put(&manifest, moto.get(&manifest));
