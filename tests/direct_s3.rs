@@ -20,17 +20,21 @@ fn direct(envs: &[(String, String)]) -> Vec<(String, String)> {
     with(envs, "BACKUP_LOCAL_COPY", "false")
 }
 
-/// What `BACKUP_DIR` holds: nothing but the lock.
-fn assert_only_the_lock(dir: &Path) {
+/// What `BACKUP_DIR` holds: nothing but these (the lock, and the drill log once a drill ran).
+fn assert_only(dir: &Path, allowed: &[&str]) {
     let names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        names.iter().all(|n| n == ".pg-backups.lock"),
-        "BACKUP_DIR holds more than the lock: {names:?}"
+        names.iter().all(|n| allowed.contains(&n.as_str())),
+        "BACKUP_DIR holds backup data: {names:?}"
     );
+}
+
+fn assert_only_the_lock(dir: &Path) {
+    assert_only(dir, &[".pg-backups.lock"]);
 }
 
 /// The keys of one folder at S3 (without the prefix).
@@ -131,7 +135,7 @@ fn round_trip(source: &PgServer, s3: &S3Server, case: &Case) {
         "{}",
         verified.stdout
     );
-    assert_only_the_lock_and_drill_log(dir.path());
+    assert_only(dir.path(), &[".pg-backups.lock", ".pg-backups-drill.json"]);
     // pin and prune work at S3 (locally there is nothing to prune).
     pgb_run(&envs, dir.path(), &["pin", &folder]).expect(0);
     let pruned = pgb_run(&envs, dir.path(), &["prune"]).expect(0);
@@ -163,20 +167,6 @@ fn round_trip(source: &PgServer, s3: &S3Server, case: &Case) {
             &format!("{db} restored from a folder dump wrote straight to S3"),
         );
     }
-}
-
-fn assert_only_the_lock_and_drill_log(dir: &Path) {
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names
-            .iter()
-            .all(|n| n == ".pg-backups.lock" || n == ".pg-backups-drill.json"),
-        "BACKUP_DIR holds backup data: {names:?}"
-    );
 }
 
 fn source_with_bulk(version: u32) -> PgServer {

@@ -38,25 +38,7 @@ fn yaml_text(text: &str) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("docs.yaml");
     std::fs::write(&path, text).unwrap();
-    yaml(&path)
-}
-
-fn yaml(path: &Path) -> Vec<Value> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None], sys.stdout)",
-        ])
-        .arg(path)
-        .output()
-        .expect("python3 is needed");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    yaml_docs(&path)
 }
 
 /// Variables of `.env.example`, plus the ones DESIGN names that the binary does not read yet
@@ -234,7 +216,7 @@ fn k8s_docs() -> Vec<(String, Value)> {
     files.sort();
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        for doc in yaml(&file) {
+        for doc in yaml_docs(&file) {
             out.push((name.clone(), doc));
         }
     }
@@ -388,7 +370,7 @@ fn the_interactive_restore_hint_mounts_the_volume_and_the_secrets() {
 #[test]
 fn the_known_hosts_example_matches_a_host_on_port_22() {
     let keygen = tool("ssh-keygen", "apt-get install openssh-client");
-    let docs = yaml(&root().join("k8s/pg-backups-secrets.example.yaml"));
+    let docs = yaml_docs(&root().join("k8s/pg-backups-secrets.example.yaml"));
     let known = docs
         .iter()
         .find_map(|d| d["stringData"]["pg_backups_known_hosts"].as_str())

@@ -86,27 +86,8 @@ fn promtool_ok(args: &[&str], file: &Path) -> String {
     text
 }
 
-/// YAML documents (empty ones dropped) as JSON, through python3 and PyYAML.
-fn yaml(path: &Path) -> Vec<Value> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None], sys.stdout)",
-        ])
-        .arg(path)
-        .output()
-        .expect("python3 is needed (with PyYAML: run scripts/install-deps.sh)");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn yaml_one(path: &str) -> Value {
-    let mut docs = yaml(&root().join(path));
+    let mut docs = yaml_docs(&root().join(path));
     assert_eq!(docs.len(), 1, "{path}: one YAML document");
     docs.remove(0)
 }

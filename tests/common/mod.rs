@@ -939,3 +939,22 @@ pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
         String::from_utf8(out.stdout).unwrap().trim().to_string(),
     )
 }
+
+/// YAML documents (empty ones dropped) as JSON, through python3 and PyYAML.
+pub fn yaml_docs(path: &Path) -> Vec<Value> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None], sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 is needed (with PyYAML: run scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -74,9 +74,11 @@ impl Target {
                         published: false,
                     });
                 }
-                // A later second, a little later for each try (two runs that collide once
-                // do not collide again).
-                None => std::thread::sleep(std::time::Duration::from_millis(1000 + 150 * attempt)),
+                // A later second, after a pause of this run's own (two runs that both saw
+                // the other's marker must not meet again at the same moment).
+                None => std::thread::sleep(std::time::Duration::from_millis(
+                    1000 + 100 * attempt + jitter_ms(),
+                )),
             }
         }
         Err(Error::Internal(
@@ -212,4 +214,10 @@ fn create_work_folder(root: &Path) -> Result<(FolderName, PathBuf)> {
     Err(Error::Internal(
         "could not find a free folder name after 5 attempts".into(),
     ))
+}
+
+/// 0–999 ms that differ between two runs started at once (process id and clock).
+fn jitter_ms() -> u64 {
+    let nanos = u64::from(Utc::now().timestamp_subsec_nanos());
+    (nanos ^ u64::from(std::process::id()).wrapping_mul(2_654_435_761)) % 1000
 }
