@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::{Answer, HttpServer};
@@ -151,26 +149,6 @@ fn a_standalone_run_pings_start_then_success_or_fail() {
     assert_eq!(unset.json["sent"], false);
 }
 
-/// The deployed cycle script, with the built binary: one /start and one verdict per cycle.
-fn cycle(envs: &[(String, String)], backup_dir: &Path) -> (i32, String, String) {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pg-backups"));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-backups-cycle");
-    let out = Command::new("sh")
-        .arg(script)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("PG_BACKUPS_BIN", &bin)
-        .env("BACKUP_DIR", backup_dir)
-        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn the_cycle_pings_once_per_cycle_and_a_good_ship_after_a_bad_dump_stays_red() {
     let hc = HttpServer::start(Answer::Status(200));
@@ -180,7 +158,7 @@ fn the_cycle_pings_once_per_cycle_and_a_good_ship_after_a_bad_dump_stays_red() {
     // The dump fails, ship and prune have nothing to do and succeed: the cycle is red.
     let mut e = no_server();
     e.push(("HEALTHCHECK_URL".into(), ping.clone()));
-    let (code, stdout, stderr) = cycle(&e, dir.path());
+    let (code, stdout, stderr) = run_cycle(&e, dir.path());
     assert_eq!(code, 69, "{stdout}\n{stderr}");
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
     assert_eq!(
@@ -199,7 +177,7 @@ fn the_cycle_pings_once_per_cycle_and_a_good_ship_after_a_bad_dump_stays_red() {
         "PG_BACKUPS_ENV_FILE".into(),
         env_file.to_str().unwrap().into(),
     ));
-    let (code, stdout, stderr) = cycle(&good, dir.path());
+    let (code, stdout, stderr) = run_cycle(&good, dir.path());
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let paths = hc.paths();
     assert_eq!(

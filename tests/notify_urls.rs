@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::{Answer, HttpServer, Request};
@@ -361,26 +359,6 @@ fn a_bad_entry_still_lets_the_healthcheck_and_notify_url_report_the_refusal() {
     assert!(paths.iter().any(|p| p == "/notify-url"), "{paths:?}");
 }
 
-/// The deployed cycle script with the built binary, as cron and systemd run it.
-fn cycle(envs: &[(String, String)], backup_dir: &Path) -> (i32, String, String) {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pg-backups"));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-backups-cycle");
-    let out = Command::new("sh")
-        .arg(script)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("PG_BACKUPS_BIN", &bin)
-        .env("BACKUP_DIR", backup_dir)
-        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn the_cycle_tells_once_per_cycle_about_every_step() {
     let hook = HttpServer::start(Answer::Status(200));
@@ -402,7 +380,7 @@ fn the_cycle_tells_once_per_cycle_about_every_step() {
         "PG_BACKUPS_ENV_FILE".into(),
         env_file.to_str().unwrap().into(),
     ));
-    let (code, stdout, stderr) = cycle(&e, &dir.path().join("b"));
+    let (code, stdout, stderr) = run_cycle(&e, &dir.path().join("b"));
     assert_eq!(code, 69, "{stdout}\n{stderr}");
     assert_no_token("stdout", &stdout);
     assert_no_token("stderr", &stderr);
@@ -432,12 +410,12 @@ fn the_cycle_tells_once_per_cycle_about_every_step() {
         "PG_BACKUPS_ENV_FILE".into(),
         env_file.to_str().unwrap().into(),
     ));
-    let (code, stdout, stderr) = cycle(&good, &dir.path().join("b"));
+    let (code, stdout, stderr) = run_cycle(&good, &dir.path().join("b"));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(hook.requests().len(), 2);
     // With NOTIFY_ON=always, one OK message with the folder.
     good.push(("NOTIFY_ON".into(), "always".into()));
-    let (code, stdout, stderr) = cycle(&good, &dir.path().join("b"));
+    let (code, stdout, stderr) = run_cycle(&good, &dir.path().join("b"));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let got = hook.requests();
     assert_eq!(got.len(), 4, "{got:#?}");

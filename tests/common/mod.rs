@@ -958,3 +958,24 @@ pub fn yaml_docs(path: &Path) -> Vec<Value> {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The deployed cycle script (`scripts/pg-backups-cycle`) with the built binary, as cron and
+/// systemd run it: (exit code, stdout, stderr).
+pub fn run_cycle(envs: &[(String, String)], backup_dir: &Path) -> (i32, String, String) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pg-backups"));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-backups-cycle");
+    let out = Command::new("sh")
+        .arg(script)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PG_BACKUPS_BIN", &bin)
+        .env("BACKUP_DIR", backup_dir)
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
